@@ -1,0 +1,53 @@
+# make run   : set everything up (idempotent) and start the assistant on the sound card
+# make test  : set everything up and run the tests (what CI runs)
+# make demo  : a bundled spoken question through the whole chain, WAV in and WAV out
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export RUST_BACKTRACE := 0
+APT_PKGS := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox
+PYTEST_ARGS ?=
+
+.PHONY: setup apt run demo test lint bench clean sound
+
+setup: apt $(VENV)/.installed
+
+apt:
+	@missing=$$(for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo -n "$$p "; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing \
+	    || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing); \
+	  else \
+	    echo "Missing Debian packages. Run: sudo apt-get install -y $$missing"; \
+	  fi; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q -e '.[test]'
+	@touch $@
+
+run: setup
+	dora run dataflow.yml
+
+demo: setup
+	$(PY) -m pipeline.demo
+
+sound: setup
+	bash .ci/pulse-setup.sh
+
+test: setup sound
+	$(PY) -m ruff check pipeline nodes tests
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check pipeline nodes tests
+
+bench: setup
+	$(PY) -m pipeline.bench
+
+clean:
+	rm -rf out build *.egg-info .pytest_cache .ruff_cache

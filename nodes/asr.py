@@ -1,0 +1,84 @@
+"""asr node: utterances in, transcripts out (faster-whisper, loaded and warmed once)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from pipeline import messages as m
+from pipeline.asr import AsrConfig, Transcriber
+from pipeline.models import ModelNotFound
+from pipeline.runtime import STOP, Outbox, fail, inputs, start
+from pipeline.settings import Settings
+from pipeline.turns import TurnGate
+
+NAME = "asr"
+log = logging.getLogger(NAME)
+
+
+def asr_config(s: Settings) -> AsrConfig:
+    return AsrConfig(
+        model=s.asr_model,
+        compute_type=s.asr_compute_type,
+        threads=s.asr_threads,
+        language=s.asr_language,
+        beam_size=s.asr_beam_size,
+        no_speech_threshold=s.asr_no_speech_threshold,
+        logprob_threshold=s.asr_logprob_threshold,
+    )
+
+
+def run(node: Any, s: Settings, transcriber: Transcriber) -> None:
+    out = Outbox(node)
+    gate = TurnGate()
+    for input_id, value, meta in inputs(node, primary=frozenset({"utterance"})):
+        if input_id == STOP:
+            continue
+        turn = m.turn_of(meta)
+        if input_id == "speech_started":
+            gate.advance(turn)
+        elif input_id == "utterance":
+            if not gate.accept(turn):
+                continue
+            audio = m.audio_of(value)
+            rate = int(meta.get("sample_rate", 16000))
+            if rate != 16000:
+                from pipeline.audio import resample
+
+                audio = resample(audio, rate, 16000)
+            result = transcriber.transcribe(audio)
+            if result.dropped:
+                log.info("turn %d: dropped as not speech: %s", turn, list(result.dropped))
+            if not result.text:
+                log.info("turn %d: empty transcript, nothing sent to the LLM", turn)
+                continue
+            log.info("turn %d: heard %r (%.2f s audio in %.2f s)", turn, result.text, result.audio_s, result.elapsed_s)
+            out.send(
+                m.ASR_TRANSCRIPT,
+                m.text_array(result.text),
+                {
+                    **m.times(meta),
+                    "turn_id": turn,
+                    "t_transcript": time.time(),
+                    "asr_s": round(result.elapsed_s, 4),
+                    "asr_audio_s": round(result.audio_s, 4),
+                },
+            )
+
+
+def main() -> None:
+    from dora import Node
+
+    s = start(NAME)
+    try:
+        transcriber = Transcriber(asr_config(s))
+    except ModelNotFound as exc:
+        fail(NAME, str(exc))
+    transcriber.warm_up()
+    log.info("Whisper %s ready", s.asr_model)
+    run(Node(), s, transcriber)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""llm node: transcripts in, streamed answer text out (see pipeline/responder.py)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from pipeline import messages as m
+from pipeline.llm import Conversation, LlmClient, LlmConfig
+from pipeline.responder import Responder
+from pipeline.runtime import STOP, Outbox, inputs, start
+from pipeline.settings import Settings
+
+NAME = "llm"
+
+
+def llm_config(s: Settings) -> LlmConfig:
+    base_url = s.openai_base_url or f"http://127.0.0.1:{s.llm_server_port}/v1"
+    return LlmConfig(
+        base_url=base_url,
+        api_key=s.openai_api_key,
+        model=s.llm_model,
+        system_prompt=s.llm_system_prompt,
+        max_tokens=s.llm_max_tokens,
+        temperature=s.llm_temperature,
+        history_turns=s.llm_history_turns,
+        streaming=s.enable_streaming,
+        connect_timeout_s=s.llm_connect_timeout_s,
+        first_token_timeout_s=s.llm_first_token_timeout_s,
+        token_timeout_s=s.llm_token_timeout_s,
+        retries=s.llm_retries,
+        embedded=s.uses_embedded_llm,
+    )
+
+
+def run(node: Any, s: Settings) -> None:
+    out = Outbox(node)
+    config = llm_config(s)
+    ready = threading.Event()
+    if not s.uses_embedded_llm:
+        ready.set()  # an external server: nothing to wait for
+
+    def send(event: str, text: str, meta: dict[str, Any]) -> None:
+        out.send(m.LLM_TEXT, m.text_array(text), {**meta, "event": event})
+
+    responder = Responder(
+        LlmClient(config),
+        Conversation(s.llm_system_prompt, s.llm_history_turns),
+        s.llm_apology,
+        send,
+        ready,
+        s.llm_server_start_timeout_s,
+    )
+    for input_id, value, meta in inputs(node, primary=frozenset({"transcript"}), done=responder.idle):
+        if input_id == STOP:
+            continue
+        turn = m.turn_of(meta)
+        if input_id == "speech_started":
+            responder.on_speech_started(turn)
+        elif input_id == "transcript":
+            responder.on_transcript(turn, m.text_of(value), meta)
+        elif input_id == "played":
+            responder.on_played(turn, str(meta.get("event", "")), str(meta.get("text", "")))
+        elif input_id == "server_ready":
+            ready.set()
+    responder.close()
+
+
+def main() -> None:
+    from dora import Node
+
+    s = start(NAME)
+    run(Node(), s)
+
+
+if __name__ == "__main__":
+    main()

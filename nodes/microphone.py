@@ -1,0 +1,82 @@
+"""microphone node: the sound card (or MIC_FILE) in 20 ms float32 chunks at 16 kHz."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from pipeline import messages as m
+from pipeline.audio_io import DeviceError, MicFile, MicStream
+from pipeline.runtime import STOP, Outbox, fail, inputs, start
+from pipeline.settings import Settings
+
+NAME = "microphone"
+log = logging.getLogger(NAME)
+RETRY_S = 1.0
+
+
+def open_source(s: Settings) -> MicStream | MicFile:
+    if s.mic_file:
+        return MicFile(s.mic_file, block_ms=s.mic_block_ms, realtime=s.mic_file_realtime, tail_s=s.mic_file_tail_s)
+    return MicStream(s.mic_device, block_ms=s.mic_block_ms)
+
+
+def pump(source: MicStream | MicFile, out: Outbox, stop: threading.Event) -> None:
+    """Read blocks and send them; on a device failure, retry opening it every second."""
+    seq = 0
+    meta: dict[str, Any] = {"sample_rate": source.sample_rate, "turn_id": m.NO_TURN}
+    while not stop.is_set():
+        try:
+            block = source.read(timeout=0.25)
+        except DeviceError as exc:
+            log.error("microphone failed: %s; retrying every %.0f s", exc, RETRY_S)
+            while not stop.wait(RETRY_S):
+                try:
+                    source.reopen()
+                    log.info("microphone is back")
+                    break
+                except DeviceError:
+                    continue
+            continue
+        if block is None:
+            if getattr(source, "finished", False):
+                log.info("end of MIC_FILE")
+                return
+            continue
+        meta["capture_time"] = block.capture_time
+        meta["seq"] = seq
+        out.send(m.MIC_AUDIO, m.audio_array(block.samples), meta)
+        seq += 1
+
+
+def run(node: Any, s: Settings, source: MicStream | MicFile) -> None:
+    out = Outbox(node)
+    stop = threading.Event()
+    worker = threading.Thread(target=pump, args=(source, out, stop), name="mic", daemon=True)
+    worker.start()
+    try:
+        for input_id, _value, _meta in inputs(node):
+            if input_id == STOP or not worker.is_alive():
+                break  # dora stops us, or the file has been played
+    finally:
+        stop.set()
+        worker.join(2.0)
+        source.close()
+
+
+def main() -> None:
+    from dora import Node
+
+    s = start(NAME)
+    try:
+        source = open_source(s)
+        source.start()
+    except DeviceError as exc:
+        fail(NAME, str(exc))
+    log.info("microphone: %s", s.mic_file or getattr(source, "device_name", "") or "default device")
+    run(Node(), s, source)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,144 @@
+"""speaker node: TTS audio to the sound card (or SPEAKER_FILE); reports what was played.
+
+`played` events drive the segmenter's backpressure, the llm's history (what the user really
+heard) and the per-turn latency line (pipeline/metrics.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from pipeline import messages as m
+from pipeline.audio_io import DeviceError, SpeakerFile, SpeakerStream
+from pipeline.metrics import TurnMetrics
+from pipeline.playback import PlaybackEvent
+from pipeline.runtime import STOP, Outbox, fail, inputs, start
+from pipeline.settings import Settings
+from pipeline.turns import TurnGate
+
+NAME = "speaker"
+log = logging.getLogger(NAME)
+
+
+class Reporter:
+    """Turns playback events into `played` messages and per-turn metrics."""
+
+    def __init__(self, out: Outbox, metrics: TurnMetrics) -> None:
+        self.out = out
+        self.metrics = metrics
+        self.turn_times: dict[int, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def note_audio(self, turn_id: int, meta: dict[str, Any]) -> None:
+        with self._lock:
+            times = self.turn_times.setdefault(turn_id, {})
+            for k, v in m.times(meta).items():
+                times.setdefault(k, v)
+            self.metrics.record(turn_id).stamp(meta)
+
+    def send(self, event: str, turn_id: int, segment_index: int, t: float, text: str, **extra: Any) -> None:
+        with self._lock:
+            times = dict(self.turn_times.get(turn_id, {}))
+            rec = self.metrics.record(turn_id)
+            if event == m.STARTED and segment_index == 0:
+                rec.times.setdefault("t_first_played", t)
+            if event == m.FINISHED and text:
+                rec.answer.append(text)
+            if event == m.TURN_END:
+                rec.times.setdefault("t_answer_done", t)
+            times.update({k: v for k, v in rec.times.items() if k.startswith("t_")})
+        meta = {**times, "turn_id": turn_id, "segment_index": segment_index, "event": event,
+                "text": text, "t": t, **extra}
+        self.out.send(m.SPEAKER_PLAYED, m.int_array(segment_index), meta)
+        if event in (m.TURN_END, m.INTERRUPTED) and segment_index >= 0:
+            with self._lock:
+                self.turn_times.pop(turn_id, None)
+            self.metrics.finish(turn_id, interrupted=event == m.INTERRUPTED)
+
+    def forward(self, ev: PlaybackEvent) -> None:
+        self.send(ev.kind, ev.turn_id, ev.segment_index, ev.t, ev.text)
+
+
+def run(node: Any, s: Settings, sink: SpeakerStream | SpeakerFile) -> None:
+    out = Outbox(node)
+    gate = TurnGate()
+    reporter = Reporter(out, TurnMetrics(s.metrics_file))
+    events = sink.events
+
+    def pump() -> None:
+        while True:
+            ev = events.get()
+            if ev is None:
+                return
+            reporter.forward(ev)
+
+    worker = threading.Thread(target=pump, name="played", daemon=True)
+    worker.start()
+
+    def idle() -> bool:
+        return not sink.is_playing and events.empty()
+
+    try:
+        for input_id, value, meta in inputs(node, primary=frozenset({"audio"}), done=idle):
+            if input_id == STOP:
+                continue
+            turn = m.turn_of(meta)
+            if input_id == "transcript":
+                reporter.metrics.transcript(turn, m.text_of(value), meta)
+            elif input_id == "speech_started":
+                if gate.advance(turn) and s.barge_in:
+                    barge_in(sink, reporter, turn)
+            elif input_id == "audio":
+                if not gate.accept(turn):
+                    continue
+                reporter.note_audio(turn, meta)
+                is_end = meta.get("event") == m.END
+                try:
+                    sink.add(turn, int(meta.get("segment_index", 0)), m.audio_of(value),
+                             int(meta.get("sample_rate", 22050)), "" if is_end else str(meta.get("text", "")),
+                             last=is_end)
+                except DeviceError as exc:
+                    log.error("speaker failed: %s; reopening", exc)
+                    try:
+                        sink.reopen()
+                    except DeviceError as again:
+                        log.error("speaker still unavailable: %s", again)
+    finally:
+        events.put(None)  # type: ignore[arg-type]
+        worker.join(2.0)
+        sink.close()
+
+
+def barge_in(sink: SpeakerStream | SpeakerFile, reporter: Reporter, turn: int) -> None:
+    """The user speaks: silence the assistant now, report what was cut."""
+    cut = sink.clear(turn_id_below=turn)
+    if not cut:
+        return
+    log.info("barge-in: stopped %d segment(s) of turn %d", len(cut), cut[0].turn_id)
+    for seg in cut:
+        if seg.started:
+            reporter.send(m.INTERRUPTED, seg.turn_id, seg.segment_index, time.time(), seg.text,
+                          played_s=round(seg.played_samples / max(1, sink.sample_rate), 3))
+    # older turns that were cut before starting still need their turn closed for metrics
+    for seg in cut:
+        if not seg.started:
+            reporter.metrics.finish(seg.turn_id, interrupted=True)
+
+
+def main() -> None:
+    from dora import Node
+
+    s = start(NAME)
+    try:
+        sink = SpeakerFile(s.speaker_file) if s.speaker_file else SpeakerStream(s.speaker_device)
+        sink.start()
+    except DeviceError as exc:
+        fail(NAME, str(exc))
+    run(Node(), s, sink)
+
+
+if __name__ == "__main__":
+    main()

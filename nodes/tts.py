@@ -1,0 +1,69 @@
+"""tts node: speakable segments in, audio out (Piper, loaded and warmed once)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from pipeline import messages as m
+from pipeline.models import ModelNotFound
+from pipeline.runtime import STOP, Outbox, fail, inputs, start
+from pipeline.settings import Settings
+from pipeline.tts import Synthesizer, TtsConfig
+from pipeline.turns import TurnGate
+
+NAME = "tts"
+log = logging.getLogger(NAME)
+
+
+def run(node: Any, s: Settings, synth: Synthesizer) -> None:
+    out = Outbox(node)
+    gate = TurnGate()
+    for input_id, value, meta in inputs(node, primary=frozenset({"segment"})):
+        if input_id == STOP:
+            continue
+        turn = m.turn_of(meta)
+        if input_id == "speech_started":
+            gate.advance(turn)
+            continue
+        if input_id != "segment" or not gate.accept(turn):
+            continue
+        base = {**m.times(meta), "turn_id": turn, "segment_index": int(meta.get("segment_index", 0)),
+                "sample_rate": synth.sample_rate, "last": bool(meta.get("last", False))}
+        if meta.get("event") == m.END:
+            # end of the answer: the speaker needs to know so it can report turn_end
+            out.send(m.TTS_AUDIO, m.audio_array(_EMPTY), {**base, "event": m.END})
+            continue
+        text = m.text_of(value)
+        started = time.perf_counter()
+        audio = synth.synthesize_segment(text)
+        if audio.size == 0:
+            continue
+        meta_out = {**base, "event": m.SEGMENT, "text": text,
+                    "tts_s": round(time.perf_counter() - started, 4)}
+        if base["segment_index"] == 0:
+            meta_out["t_first_audio"] = time.time()
+        out.send(m.TTS_AUDIO, m.audio_array(audio), meta_out)
+
+
+_EMPTY = np.zeros(0, dtype=np.float32)
+
+
+def main() -> None:
+    from dora import Node
+
+    s = start(NAME)
+    try:
+        synth = Synthesizer(TtsConfig(voice=s.tts_voice, length_scale=s.tts_length_scale))
+    except ModelNotFound as exc:
+        fail(NAME, str(exc))
+    synth.warm_up()
+    log.info("Piper voice ready (%d Hz)", synth.sample_rate)
+    run(Node(), s, synth)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""vad node: microphone chunks in; `speech_started` at onset, the utterance at its end."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pipeline import messages as m
+from pipeline.runtime import CLOSED, STOP, Outbox, inputs, start
+from pipeline.settings import Settings
+from pipeline.vad import EndpointConfig, SpeechDiscarded, SpeechStarted, Utterance, VadPipeline
+
+NAME = "vad"
+log = logging.getLogger(NAME)
+
+
+def endpoint_config(s: Settings) -> EndpointConfig:
+    return EndpointConfig(
+        threshold=s.vad_threshold,
+        start_ms=s.vad_start_ms,
+        min_speech_ms=s.vad_min_speech_ms,
+        end_silence_ms=s.vad_end_silence_ms,
+        preroll_ms=s.vad_preroll_ms,
+        max_utterance_s=s.vad_max_utterance_s,
+    )
+
+
+class PlaybackState:
+    """Whether the assistant is talking, from the speaker's `played` events (half duplex)."""
+
+    def __init__(self) -> None:
+        self.playing_turn: int | None = None
+
+    def update(self, turn_id: int, event: str) -> None:
+        if event == m.STARTED:
+            self.playing_turn = turn_id
+        elif event in (m.TURN_END, m.INTERRUPTED) and self.playing_turn == turn_id:
+            self.playing_turn = None
+
+    @property
+    def playing(self) -> bool:
+        return self.playing_turn is not None
+
+
+def send_events(out: Outbox, events: list[Any]) -> None:
+    for ev in events:
+        if isinstance(ev, SpeechStarted):
+            log.info("turn %d: speech started", ev.turn_id)
+            out.send(m.VAD_SPEECH_STARTED, m.int_array(ev.turn_id),
+                     {"turn_id": ev.turn_id, "t_speech_start": ev.t_speech_start})
+        elif isinstance(ev, Utterance):
+            log.info("turn %d: utterance of %.2f s", ev.turn_id, ev.duration_s)
+            out.send(m.VAD_UTTERANCE, m.audio_array(ev.audio), {
+                "turn_id": ev.turn_id, "sample_rate": ev.sample_rate,
+                "t_speech_start": ev.t_speech_start, "t_speech_end": ev.t_speech_end,
+                "cut": ev.cut,
+            })
+        elif isinstance(ev, SpeechDiscarded):
+            log.info("turn %d: too short to be speech, ignored", ev.turn_id)
+
+
+def run(node: Any, s: Settings, vad: VadPipeline) -> None:
+    out = Outbox(node)
+    playback = PlaybackState()
+    for input_id, value, meta in inputs(node, primary=frozenset({"audio"})):
+        if input_id == STOP:
+            continue
+        if input_id == CLOSED and meta.get("id") == "audio":
+            send_events(out, vad.flush())
+        elif input_id == "audio":
+            rate = int(meta.get("sample_rate", 16000))
+            if rate != 16000:
+                log.error("microphone audio at %d Hz ignored: the contract says 16000", rate)
+                continue
+            capture = float(meta.get("capture_time", 0.0))
+            send_events(out, vad.push(m.audio_of(value), capture))
+        elif input_id == "played":
+            playback.update(m.turn_of(meta), str(meta.get("event", "")))
+            if not s.barge_in:
+                send_events(out, vad.set_muted(playback.playing))
+
+
+def main() -> None:
+    from dora import Node
+
+    s = start(NAME)
+    vad = VadPipeline(endpoint_config(s))
+    run(Node(), s, vad)
+
+
+if __name__ == "__main__":
+    main()

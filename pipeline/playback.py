@@ -1,0 +1,372 @@
+"""The queue between the speaker node and the sound card: what plays, when, and barge-in.
+
+The speaker node receives TTS audio a segment (or a sentence chunk of a segment) at a time;
+the sound card pulls fixed-size blocks from a PortAudio callback on its own real-time
+thread. :class:`PlaybackBuffer` sits between the two and is the single place that knows
+which sample of which segment is going out, so it is also where the assistant learns when a
+segment *really* started and finished playing (the `speaker/played` events that drive the
+segmenter's backpressure and the latency metrics), and where a barge-in cuts the audio.
+
+Why a callback fed from a queue: a blocking `sd.play()` next to an open input stream
+underran and lost audio on the test machine; a callback that only copies ready samples
+cannot be starved by Python work elsewhere, except for the gaps the TTS really leaves.
+
+Threading rules (the callback runs on PortAudio's thread):
+
+* one `threading.Lock` guards the queue and the read position. Inside it, :meth:`fill` only
+  moves indices and copies at most one device block (a memcpy of a few KB); it never waits
+  on anything, never allocates audio buffers (only the per-segment event tuples) and never
+  logs. :meth:`add` and :meth:`clear` hold it for a deque append or a pass over the queue.
+* events go to a `queue.SimpleQueue` (non-blocking, reentrant put).
+
+File mode uses the same logic with a virtual clock: :meth:`drain_all` pulls everything
+queued in one go, as if a sound card had played it starting at `t0`, so events and their
+times come from the same code path as on a device.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+STARTED = "started"
+FINISHED = "finished"
+TURN_END = "turn_end"
+
+
+class PlaybackEvent(NamedTuple):
+    """Something audible happened; `t` is the estimated UNIX time at the speaker.
+
+    For `started` it is when the segment's first sample reaches the speaker, for `finished`
+    when its last sample has, for `turn_end` the same time as the turn's last `finished`.
+    A tuple, so `kind, turn_id, segment_index, t, text = event` works.
+    """
+
+    kind: str
+    turn_id: int
+    segment_index: int
+    t: float
+    text: str = ""
+
+
+class CutSegment(NamedTuple):
+    """A segment dropped by :meth:`PlaybackBuffer.clear` (for an `interrupted` event)."""
+
+    turn_id: int
+    segment_index: int
+    text: str
+    started: bool  # its first sample had gone out (the user heard part of it)
+    played_samples: int  # samples of it already handed to the device
+    total_samples: int  # samples of it received so far (played + dropped)
+
+
+@dataclass(eq=False)
+class _Chunk:
+    """Audio added by one :meth:`PlaybackBuffer.add` call; a segment is one or more chunks."""
+
+    turn_id: int
+    segment_index: int
+    samples: np.ndarray
+    text: str
+    starts_segment: bool
+    ends_segment: bool
+    ends_turn: bool
+
+
+@dataclass
+class _Current:
+    """The segment whose first sample went out and whose last one has not yet."""
+
+    turn_id: int
+    segment_index: int
+    text: str
+    played: int = 0
+
+
+class PlaybackBuffer:
+    """Thread-safe queue of mono float32 audio at `sample_rate`, drained by :meth:`fill`.
+
+    `latency` is only used when the caller of :meth:`fill` cannot say when its block will
+    reach the speaker (no DAC time): events are then stamped `now + latency`.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int,
+        latency: float = 0.0,
+        events: queue.SimpleQueue[PlaybackEvent] | None = None,
+    ) -> None:
+        if sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+        self.sample_rate = sample_rate
+        self.latency = latency
+        self._lock = threading.Lock()
+        # an owner may pass its own queue so events outlive a buffer re-created at a new rate
+        self._events: queue.SimpleQueue[PlaybackEvent] = (
+            queue.SimpleQueue() if events is None else events
+        )
+        self._chunks: deque[_Chunk] = deque()
+        self._pos = 0  # read position in self._chunks[0]
+        self._queued = 0  # samples queued and not yet handed out
+        self._current: _Current | None = None
+        self._open_key: tuple[int, int] | None = None  # segment add() expects more chunks of
+        self._open_turn: int | None = None  # turn with finished segments but no turn_end yet
+        self._min_turn: int | None = None  # add() ignores older turns (set by clear)
+        self._starved = False
+        self._out_end_t = 0.0  # when the last sample handed out reaches the speaker
+        # counters (read without the lock: ints, written only under it)
+        self.underruns = 0  # starvation episodes in the middle of a segment
+        self.underrun_frames = 0  # zero frames output in the middle of a segment
+        self.gaps = 0  # starvation episodes between two segments of an unfinished turn
+        self.frames_out = 0  # audio frames handed out (not counting zero fill)
+
+    # ------------------------------------------------------------------ producer side
+
+    def add(
+        self,
+        turn_id: int,
+        segment_index: int,
+        samples: np.ndarray,
+        text: str = "",
+        last: bool = False,
+        end_of_segment: bool = True,
+    ) -> bool:
+        """Queue audio (already at `sample_rate`) of one segment, or one chunk of it.
+
+        `last` marks the last segment of the turn (a `turn_end` follows its `finished`).
+        `end_of_segment=False` says more chunks of the same segment follow (Piper yields a
+        segment sentence by sentence): `started` is sent on its first chunk, `finished` after
+        the chunk added with `end_of_segment=True`. An empty array is fine (e.g. a turn's
+        end marker). The samples are copied: the caller's buffer may be shared memory that
+        is reused once its message is dropped.
+
+        Returns False (and queues nothing) for a turn older than a previous
+        `clear(turn_id_below=...)`: stale audio still in flight after a barge-in.
+        """
+        data = np.array(samples, dtype=np.float32, copy=True).reshape(-1)
+        key = (turn_id, segment_index)
+        with self._lock:
+            if self._min_turn is not None and turn_id < self._min_turn:
+                return False
+            starts = self._open_key != key
+            self._open_key = None if end_of_segment else key
+            self._chunks.append(
+                _Chunk(
+                    turn_id=turn_id,
+                    segment_index=segment_index,
+                    samples=data,
+                    text=text,
+                    starts_segment=starts,
+                    ends_segment=end_of_segment,
+                    ends_turn=last and end_of_segment,
+                )
+            )
+            self._queued += data.size
+        return True
+
+    def clear(self, turn_id_below: int | None = None) -> list[CutSegment]:
+        """Drop queued audio (barge-in) and return the segments cut, in queue order.
+
+        With `turn_id_below=N` only turns < N are dropped (audio of turn N already queued
+        stays) and later `add` calls for turns < N are ignored. Once this returns, no
+        event will ever be recorded for a cut segment; events recorded before are still in
+        :attr:`events`. A node that reports interruptions should therefore call `clear`,
+        then forward :meth:`drain_events`, then send one `interrupted` per cut segment: that
+        keeps every segment's `started` before its `interrupted`.
+
+        Audio already handed to the device (up to its latency, ~10-50 ms) still plays.
+        """
+        with self._lock:
+            cut = self._cut_locked(turn_id_below)
+            if turn_id_below is not None and (
+                self._min_turn is None or turn_id_below > self._min_turn
+            ):
+                self._min_turn = turn_id_below
+        return cut
+
+    # ------------------------------------------------------------------ consumer side
+
+    def fill(self, out: np.ndarray, t0: float | None = None) -> None:
+        """Copy queued audio into `out` (1-D or (frames, 1)) and zero what is left.
+
+        Called from the sound card callback. `t0` is the estimated UNIX time at which
+        `out[0]` reaches the speaker (see :func:`dac_wall_time`); events inside the block
+        are stamped `t0 + offset / sample_rate`.
+        """
+        buf = out if out.ndim == 1 else out[:, 0]
+        n = buf.shape[0]
+        if t0 is None:
+            t0 = time.time() + self.latency
+        with self._lock:
+            k = self._fill_locked(buf, n, t0)
+        if k < n:
+            buf[k:] = 0.0
+
+    def drain_all(self, t0: float | None = None) -> np.ndarray:
+        """Everything queued, as one array, played on a virtual clock starting at `t0`.
+
+        File mode: the "device" is a WAV file that takes all audio at once, so this is a
+        single :meth:`fill` of exactly the queued length. Events get the times a sound card
+        starting at `t0` (default: now) would give them, so their spacing is the audio's
+        duration. Not for the real-time path (it allocates).
+        """
+        with self._lock:
+            n = self._queued
+        out = np.zeros(n, dtype=np.float32)
+        self.fill(out, time.time() if t0 is None else t0)
+        return out
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def events(self) -> queue.SimpleQueue[PlaybackEvent]:
+        """started / finished / turn_end events, in the order they happened."""
+        return self._events
+
+    def drain_events(self) -> list[PlaybackEvent]:
+        """Every event recorded so far (non-blocking)."""
+        got: list[PlaybackEvent] = []
+        while True:
+            try:
+                got.append(self._events.get_nowait())
+            except queue.Empty:
+                return got
+
+    @property
+    def frames_queued(self) -> int:
+        """Samples waiting to be handed to the device."""
+        return self._queued
+
+    @property
+    def end_time(self) -> float:
+        """Estimated UNIX time at which the last sample handed out reaches the speaker."""
+        return self._out_end_t
+
+    @property
+    def is_playing(self) -> bool:
+        """True while audio is queued, a segment is mid-way, or output is still audible.
+
+        Half duplex mutes the microphone while this is True (so the assistant does not
+        transcribe itself).
+        """
+        return self._queued > 0 or self._current is not None or time.time() < self._out_end_t
+
+    # ------------------------------------------------------------------ internals
+
+    def _emit(self, kind: str, cur: _Current, t: float) -> None:
+        self._events.put(PlaybackEvent(kind, cur.turn_id, cur.segment_index, t, cur.text))
+
+    def _fill_locked(self, buf: np.ndarray, n: int, t0: float) -> int:
+        """Hand out up to `n` samples into `buf`; returns how many. Lock held."""
+        rate = self.sample_rate
+        k = 0
+        while self._chunks:
+            chunk = self._chunks[0]
+            remaining = chunk.samples.shape[0] - self._pos
+            if remaining and k == n:
+                break
+            if self._pos == 0 and chunk.starts_segment:
+                self._start_segment(chunk, t0 + k / rate)
+            take = min(n - k, remaining)
+            if take:
+                buf[k : k + take] = chunk.samples[self._pos : self._pos + take]
+                k += take
+                self._pos += take
+                self._queued -= take
+                if self._current is not None:
+                    self._current.played += take
+            if self._pos < chunk.samples.shape[0]:
+                break  # block full, chunk continues in the next one
+            self._chunks.popleft()
+            self._pos = 0
+            if chunk.ends_segment:
+                self._finish_segment(chunk.ends_turn, t0 + k / rate)
+        self._account(k, n, t0)
+        return k
+
+    def _start_segment(self, chunk: _Chunk, t: float) -> None:
+        if self._current is not None:  # the previous segment never got its last chunk
+            self._emit(FINISHED, self._current, t)
+        self._current = _Current(chunk.turn_id, chunk.segment_index, chunk.text)
+        self._open_turn = chunk.turn_id
+        self._emit(STARTED, self._current, t)
+
+    def _finish_segment(self, ends_turn: bool, t: float) -> None:
+        cur = self._current
+        if cur is None:  # chunks of a segment whose start was cut: nothing was announced
+            return
+        self._emit(FINISHED, cur, t)
+        if ends_turn:
+            self._emit(TURN_END, cur, t)
+            self._open_turn = None
+        self._current = None
+
+    def _account(self, k: int, n: int, t0: float) -> None:
+        """Counters and the end-of-audio estimate after a block of `k` of `n` samples."""
+        if k:
+            self.frames_out += k
+            self._out_end_t = t0 + k / self.sample_rate
+            self._starved = False
+        if k == n:
+            return
+        if self._current is not None:
+            if not self._starved:
+                self.underruns += 1
+            self.underrun_frames += n - k
+            self._starved = True
+        elif self._open_turn is not None and n:
+            if not self._starved:
+                self.gaps += 1
+            self._starved = True
+
+    def _cut_locked(self, below: int | None) -> list[CutSegment]:
+        """Remove chunks of turns < `below` (all when None); the cut segments. Lock held."""
+        cut: dict[tuple[int, int], CutSegment] = {}
+        cur = self._current
+        if cur is not None and (below is None or cur.turn_id < below):
+            key = (cur.turn_id, cur.segment_index)
+            cut[key] = CutSegment(cur.turn_id, cur.segment_index, cur.text, True, cur.played,
+                                  cur.played)
+        kept: deque[_Chunk] = deque()
+        for i, chunk in enumerate(self._chunks):
+            if below is not None and chunk.turn_id >= below:
+                kept.append(chunk)
+                continue
+            unplayed = chunk.samples.shape[0] - (self._pos if i == 0 else 0)
+            self._queued -= unplayed
+            key = (chunk.turn_id, chunk.segment_index)
+            prev = cut.get(key) or CutSegment(chunk.turn_id, chunk.segment_index, chunk.text,
+                                              False, 0, 0)
+            cut[key] = prev._replace(total_samples=prev.total_samples + unplayed)
+        head_cut = bool(self._chunks) and (not kept or self._chunks[0] is not kept[0])
+        if head_cut:
+            self._pos = 0
+        self._chunks = kept
+        if cur is not None and (cur.turn_id, cur.segment_index) in cut:
+            self._current = None
+        if self._open_key is not None and (below is None or self._open_key[0] < below):
+            self._open_key = None
+        if self._open_turn is not None and (below is None or self._open_turn < below):
+            self._open_turn = None
+        self._starved = False
+        return list(cut.values())
+
+
+def dac_wall_time(now: float, current_time: float, dac_time: float, fallback: float) -> float:
+    """UNIX time at which a callback's first output sample reaches the speaker.
+
+    PortAudio stamps callbacks on the stream's own clock (`time.currentTime`, and
+    `time.outputBufferDacTime` for the first sample); only their difference is meaningful
+    to us, so it is added to the wall clock read in the callback. Some host APIs report 0
+    or nonsense: then `now + fallback` (the stream's nominal latency) is used.
+    """
+    ahead = dac_time - current_time
+    if current_time > 0 and dac_time > 0 and 0.0 <= ahead < 2.0:
+        return now + ahead
+    return now + fallback

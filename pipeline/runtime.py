@@ -1,0 +1,100 @@
+"""Plumbing every node shares: settings at start, logging, a thread-safe sender.
+
+The node object is passed in (a `dora.Node` in the dataflow, a `dora.testing.MockNode` in
+tests), so this module never imports dora.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pyarrow as pa
+
+from pipeline import settings as settings_mod
+from pipeline.settings import Settings, SettingsError
+
+
+def start(name: str) -> Settings:
+    """Load and validate settings; on a bad one print one clear line and exit 2."""
+    try:
+        settings = settings_mod.load()
+    except SettingsError as exc:
+        print(f"[{name}] configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format=f"%(asctime)s {name} %(levelname)s %(message)s",
+        stream=sys.stdout,
+        force=True,
+    )
+    # chatty libraries: their INFO lines drown ours
+    for noisy in ("httpx", "openai", "faster_whisper", "piper"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return settings
+
+
+def fail(name: str, message: str, code: int = 1) -> None:
+    """Stop a node with one clear line (a missing device, a missing model)."""
+    print(f"[{name}] error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(code)
+
+
+class Outbox:
+    """`send_output` behind a lock: worker threads and the event loop both send."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self._lock = threading.Lock()
+
+    def send(self, output_id: str, value: pa.Array, metadata: dict[str, Any] | None = None) -> None:
+        meta = {k: v for k, v in (metadata or {}).items() if v is not None}
+        with self._lock:
+            self.node.send_output(output_id, value, meta)
+
+
+STOP = "__stop__"
+CLOSED = "__closed__"
+GRACE_S = 0.3
+
+
+def inputs(
+    node: Any,
+    primary: frozenset[str] = frozenset(),
+    done: Callable[[], bool] = lambda: True,
+):
+    """Yield (input id, value, metadata) of INPUT events.
+
+    A STOP event is yielded as (STOP, None, {}) so sources can stop producing, and an
+    INPUT_CLOSED as (CLOSED, None, {"id": input id}).
+
+    Ending: in a dataflow with a feedback edge (the speaker's `played` goes back upstream),
+    dora's event stream never ends by itself, so a node ends once all its `primary` inputs
+    are closed and `done()` says its own work is finished. dora may deliver INPUT_CLOSED
+    before data that was sent earlier, so the node then keeps reading until no event came
+    for GRACE_S seconds. With no `primary` inputs the loop ends with dora's stream.
+    """
+    closed: set[str] = set()
+    log = logging.getLogger("runtime")
+    while True:
+        finishing = bool(primary) and primary <= closed
+        event = node.next(timeout=GRACE_S) if finishing else node.next()
+        if event is None:
+            return
+        kind = event.get("type")
+        if kind == "INPUT":
+            yield event["id"], event["value"], dict(event.get("metadata") or {})
+        elif kind == "INPUT_CLOSED":
+            closed.add(str(event.get("id")))
+            yield CLOSED, None, {"id": event.get("id")}
+        elif kind == "STOP":
+            yield STOP, None, {}
+        elif kind == "ERROR":
+            if finishing:
+                if done():
+                    return
+                continue
+            log.warning("dora error event: %s", event.get("error"))

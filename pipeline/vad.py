@@ -1,0 +1,544 @@
+"""Voice activity detection and endpointing: when does the user start and stop talking?
+
+Three parts, so that the decision logic can be tested without a model:
+
+* :class:`SileroVad` turns one 32 ms frame into a speech probability (Silero VAD v6, ONNX,
+  streaming: its recurrent state and audio context are carried from frame to frame).
+* :class:`Endpointer` is a pure state machine over (frame, probability, time) that emits
+  :class:`SpeechStarted`, :class:`Utterance` and :class:`SpeechDiscarded` events.
+* :class:`VadPipeline` glues a :class:`~pipeline.audio.Framer`, the model and the endpointer
+  together and timestamps every frame from the capture time of the microphone chunks.
+
+Only 16 kHz is supported: it is what Whisper wants, and Silero's 8 kHz mode would need
+different frame and context sizes for no benefit here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.audio import Framer
+
+SAMPLE_RATE = 16000
+FRAME_SAMPLES = 512  # 32 ms at 16 kHz, the only window Silero v5/v6 accepts at this rate
+CONTEXT_SAMPLES = 64  # tail of the previous frame the model sees in front of each frame
+STATE_SHAPE = (1, 1, 128)
+HYSTERESIS = 0.15  # neg_threshold = threshold - 0.15, as in Silero's get_speech_timestamps
+
+
+class VadModelError(RuntimeError):
+    """The Silero model could not be found or loaded; the message says where it looked."""
+
+
+# --------------------------------------------------------------------------- model
+
+
+def silero_model_path() -> str:
+    """Path of the Silero VAD ONNX model shipped inside the installed `faster_whisper`.
+
+    The package is located with `importlib.util.find_spec` rather than imported: importing
+    faster_whisper loads CTranslate2 and PyAV, which the VAD node does not otherwise need.
+    Nothing is ever downloaded.
+    """
+    spec = importlib.util.find_spec("faster_whisper")
+    if spec is None or spec.origin is None:
+        raise VadModelError("faster_whisper is not installed; it ships the Silero VAD model")
+    path = os.path.join(os.path.dirname(spec.origin), "assets", "silero_vad_v6.onnx")
+    if not os.path.isfile(path):
+        raise VadModelError(f"Silero VAD model not found at {path} (faster_whisper too old?)")
+    return path
+
+
+class SileroVad:
+    """Streaming Silero VAD: one 512-sample, 16 kHz frame in, one speech probability out.
+
+    The model is stateful: each call gets the 64 last samples of the previous frame in front
+    of the new one (input shape (1, 576)) and the LSTM states `h`, `c` returned by the
+    previous call. Frames must therefore be fed in order, and :meth:`reset` called after a
+    gap in the audio. The input buffer is allocated once; only onnxruntime's small outputs
+    are allocated per frame.
+
+    onnxruntime runs with one intra-op and one inter-op thread: a frame costs well under a
+    millisecond on one core, and the machine's other cores are needed by Whisper and the LLM.
+    """
+
+    def __init__(self, model_path: str | None = None) -> None:
+        import onnxruntime as ort  # imported here so the Endpointer is usable without it
+
+        path = model_path or silero_model_path()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3  # errors only; the model triggers harmless warnings
+        try:
+            self._session = ort.InferenceSession(
+                path, sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise VadModelError(f"cannot load Silero VAD model {path}: {e}") from e
+        self.model_path = path
+        self._input = np.zeros((1, CONTEXT_SAMPLES + FRAME_SAMPLES), dtype=np.float32)
+        self._frame_view = self._input[0, CONTEXT_SAMPLES:]
+        self._context_view = self._input[0, :CONTEXT_SAMPLES]
+        self._tail_view = self._input[0, FRAME_SAMPLES:]
+        self._h = np.zeros(STATE_SHAPE, dtype=np.float32)
+        self._c = np.zeros(STATE_SHAPE, dtype=np.float32)
+        self._feed = {"input": self._input, "h": self._h, "c": self._c}
+
+    def reset(self) -> None:
+        """Forget the recurrent state and the audio context (new stream, or after a gap)."""
+        self._input.fill(0.0)
+        self._h = np.zeros(STATE_SHAPE, dtype=np.float32)
+        self._c = np.zeros(STATE_SHAPE, dtype=np.float32)
+        self._feed["h"], self._feed["c"] = self._h, self._c
+
+    def prob(self, frame: np.ndarray) -> float:
+        """Speech probability of the next 512-sample frame (float32, 16 kHz, in [-1, 1])."""
+        if frame.shape != (FRAME_SAMPLES,):
+            raise ValueError(
+                f"SileroVad needs frames of {FRAME_SAMPLES} samples, got {frame.shape}"
+            )
+        self._frame_view[:] = frame
+        out, h, c = self._session.run(None, self._feed)
+        self._feed["h"], self._feed["c"] = h, c
+        self._context_view[:] = self._tail_view  # this frame's tail is the next one's context
+        return float(out.reshape(-1)[0])
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class SpeechStarted:
+    """The user has been talking for `start_ms`: interrupt whatever is playing."""
+
+    turn_id: int
+    t_speech_start: float
+
+
+@dataclass(frozen=True, eq=False)
+class Utterance:
+    """A finished utterance: 16 kHz float32 audio, preroll included, ready for ASR.
+
+    `t_speech_start` is the capture time of the first voiced frame (the preroll starts
+    before it); `t_speech_end` the end of the last voiced frame. `cut` is True when the
+    utterance was cut at `max_utterance_s` while the user was still talking.
+    """
+
+    turn_id: int
+    audio: np.ndarray
+    t_speech_start: float
+    t_speech_end: float
+    sample_rate: int = SAMPLE_RATE
+    cut: bool = False
+
+    @property
+    def duration_s(self) -> float:
+        return self.audio.size / self.sample_rate
+
+
+@dataclass(frozen=True)
+class SpeechDiscarded:
+    """Speech had started (SpeechStarted was sent) but was too short: a cough, a click."""
+
+    turn_id: int
+
+
+Event = SpeechStarted | Utterance | SpeechDiscarded
+
+
+# --------------------------------------------------------------------------- endpointer
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    """Endpointing parameters; durations are rounded up to whole frames (32 ms)."""
+
+    threshold: float = 0.5
+    start_ms: int = 96
+    min_speech_ms: int = 250
+    end_silence_ms: int = 500
+    preroll_ms: int = 300
+    max_utterance_s: float = 15.0
+    sample_rate: int = SAMPLE_RATE
+    frame_samples: int = FRAME_SAMPLES
+    # Silence kept after the last voiced frame: Whisper transcribes the last word better with
+    # a little trailing silence, but the rest of the end_silence_ms wait is dead weight.
+    postroll_ms: int = 200
+    first_turn_id: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.sample_rate <= 0 or self.frame_samples <= 0:
+            raise ValueError("sample_rate and frame_samples must be positive")
+        for name in ("start_ms", "min_speech_ms", "end_silence_ms", "preroll_ms", "postroll_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.max_utterance_s <= 0:
+            raise ValueError(f"max_utterance_s must be positive, got {self.max_utterance_s}")
+
+    @property
+    def frame_s(self) -> float:
+        return self.frame_samples / self.sample_rate
+
+    def frames(self, ms: float) -> int:
+        """Whole frames needed to cover `ms` milliseconds (at least one)."""
+        return max(1, math.ceil(ms / (1000.0 * self.frame_s) - 1e-9))
+
+    def samples(self, ms: float) -> int:
+        return int(round(ms * self.sample_rate / 1000.0))
+
+
+def neg_threshold(threshold: float) -> float:
+    """Probability under which a frame is silence once speech has started (hysteresis)."""
+    return max(threshold - HYSTERESIS, 0.01)
+
+
+class _Ring:
+    """The last `size` samples of audio, for the preroll; written once per frame, no allocation."""
+
+    def __init__(self, size: int) -> None:
+        self._buf = np.zeros(max(size, 1), dtype=np.float32)
+        self.size = size
+        self._pos = 0
+        self.fill = 0
+
+    def clear(self) -> None:
+        self._pos = 0
+        self.fill = 0
+
+    def write(self, x: np.ndarray) -> None:
+        if self.size == 0:
+            return
+        if x.size >= self.size:
+            self._buf[: self.size] = x[-self.size :]
+            self._pos, self.fill = 0, self.size
+            return
+        first = min(x.size, self.size - self._pos)
+        self._buf[self._pos : self._pos + first] = x[:first]
+        self._buf[: x.size - first] = x[first:]
+        self._pos = (self._pos + x.size) % self.size
+        self.fill = min(self.fill + x.size, self.size)
+
+    def read_into(self, out: np.ndarray) -> int:
+        """Copy the buffered samples, oldest first, to the start of `out`; return how many."""
+        n = self.fill
+        start = (self._pos - n) % self.size if self.size else 0
+        first = min(n, self.size - start)
+        out[:first] = self._buf[start : start + first]
+        out[first:n] = self._buf[: n - first]
+        return n
+
+
+_IDLE, _PENDING, _SPEAKING = "idle", "pending", "speaking"
+
+
+@dataclass
+class _Current:
+    """Bookkeeping of the utterance being collected (reset for each one)."""
+
+    t_start: float | None = None  # capture time of the first voiced frame
+    t_voiced_end: float = 0.0  # end of the last voiced frame
+    voiced_end_pos: int = 0  # buffer position just after the last voiced frame
+    run: int = 0  # consecutive speech frames while pending
+    voiced: int = 0  # voiced frames in the utterance
+    silence: int = 0  # frames in the current run of silence while speaking
+    frames: int = 0  # frames since the onset (preroll excluded)
+    pos: int = 0  # samples in the utterance buffer
+    prefix: int = 0  # samples of preroll at the start of the buffer
+
+
+@dataclass
+class _Counts:
+    """Frame counts derived from the config once."""
+
+    start: int
+    min_speech: int
+    end_silence: int
+    max_frames: int
+    preroll: int
+    postroll: int
+
+
+class Endpointer:
+    """Pure endpointing state machine: feed (frame, probability, time), get events.
+
+    States: *idle*; *pending* after a frame with probability >= threshold, while fewer than
+    `start_ms` of speech have accumulated (a frame below neg_threshold abandons it silently);
+    *speaking* once :class:`SpeechStarted` was emitted. While speaking, a frame counts as
+    voiced if >= threshold, or in the hysteresis band [neg_threshold, threshold) before any
+    silence; `end_silence_ms` of frames after the last voiced one end the utterance
+    (:class:`Utterance`, or :class:`SpeechDiscarded` with less than `min_speech_ms` voiced).
+
+    At `max_utterance_s` an utterance still being spoken is cut and emitted; the speech that
+    follows goes through *pending* again without preroll (so it gets its own SpeechStarted
+    and turn only if the user really keeps talking, and the first part's answer is not
+    cancelled by a trailing syllable).
+
+    The frames given are copied; the caller may reuse its buffers.
+    """
+
+    def __init__(self, config: EndpointConfig | None = None) -> None:
+        self.config = config or EndpointConfig()
+        cfg = self.config
+        self._counts = _Counts(
+            start=cfg.frames(cfg.start_ms),
+            min_speech=cfg.frames(cfg.min_speech_ms) if cfg.min_speech_ms > 0 else 0,
+            end_silence=cfg.frames(cfg.end_silence_ms),
+            max_frames=cfg.frames(cfg.max_utterance_s * 1000.0),
+            preroll=cfg.samples(cfg.preroll_ms),
+            postroll=cfg.samples(cfg.postroll_ms),
+        )
+        self._ring = _Ring(self._counts.preroll)
+        capacity = self._counts.preroll + (self._counts.max_frames + 1) * cfg.frame_samples
+        self._buf = np.zeros(capacity, dtype=np.float32)
+        self._threshold = cfg.threshold
+        self._neg = neg_threshold(cfg.threshold)
+        self._state = _IDLE
+        self._cur = _Current()
+        self._muted = False
+        self._cut_pending = False
+        self.turn_id = cfg.first_turn_id - 1  # the last turn given out
+
+    # -- controls --------------------------------------------------------------------
+
+    @property
+    def threshold(self) -> float:
+        return self._threshold
+
+    @property
+    def muted(self) -> bool:
+        return self._muted
+
+    @property
+    def in_speech(self) -> bool:
+        """True between SpeechStarted and the end of its utterance."""
+        return self._state == _SPEAKING
+
+    def set_threshold(self, threshold: float | None) -> None:
+        """Raise (or lower) the speech threshold for a while, e.g. while the assistant talks,
+        so its own voice leaking into the microphone is less likely to start a turn.
+        None restores the configured value. The hysteresis band moves with it."""
+        value = self.config.threshold if threshold is None else float(threshold)
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"threshold must be in (0, 1), got {value}")
+        self._threshold = value
+        self._neg = neg_threshold(value)
+
+    def set_muted(self, muted: bool) -> list[Event]:
+        """Half duplex: while muted every frame is ignored and the preroll is forgotten.
+
+        Muting drops any speech in progress; if SpeechStarted was already sent for it, the
+        returned list holds the matching SpeechDiscarded so that turn is closed.
+        """
+        events: list[Event] = []
+        if muted and not self._muted:
+            if self._state == _SPEAKING:
+                events.append(SpeechDiscarded(self.turn_id))
+            self._to_idle()
+            self._ring.clear()
+        self._muted = muted
+        return events
+
+    def reset(self) -> None:
+        """Back to idle without events (e.g. the audio stream restarted); turn ids go on."""
+        self._to_idle()
+        self._ring.clear()
+
+    # -- processing ------------------------------------------------------------------
+
+    def process(self, frame: np.ndarray, prob: float, frame_time: float) -> list[Event]:
+        """Feed one frame with its speech probability and the capture time of its first
+        sample (UNIX seconds); returns the events it causes (usually none)."""
+        if self._muted:
+            return []
+        events: list[Event] = []
+        if self._state == _IDLE:
+            if prob >= self._threshold:
+                self._onset(frame_time, with_preroll=True)
+                self._state = _PENDING
+                self._pending_frame(frame, prob, frame_time, events)
+        elif self._state == _PENDING:
+            self._pending_frame(frame, prob, frame_time, events)
+        else:
+            self._speaking_frame(frame, prob, frame_time, events)
+        self._ring.write(frame)
+        if self._cut_pending:
+            # After a cut the audio so far went out with the first part: a later onset must
+            # not repeat it as preroll.
+            self._ring.clear()
+            self._cut_pending = False
+        return events
+
+    def flush(self) -> list[Event]:
+        """End of input: emit the utterance in progress (or its SpeechDiscarded) and go idle.
+
+        Speech still pending (under `start_ms`) is dropped without events; no turn was given.
+        """
+        events: list[Event] = []
+        if self._state == _SPEAKING:
+            self._finish(events, cut=False)
+        self._to_idle()
+        return events
+
+    # -- states ----------------------------------------------------------------------
+
+    def _onset(self, frame_time: float, with_preroll: bool) -> None:
+        cur = self._cur = _Current(t_start=frame_time)
+        if with_preroll:
+            cur.prefix = cur.pos = self._ring.read_into(self._buf)
+
+    def _append(self, frame: np.ndarray) -> None:
+        cur = self._cur
+        end = cur.pos + frame.size
+        if end > self._buf.size:  # only with frames larger than configured; stay correct
+            grown = np.zeros(max(end, 2 * self._buf.size), dtype=np.float32)
+            grown[: cur.pos] = self._buf[: cur.pos]
+            self._buf = grown
+        self._buf[cur.pos : end] = frame
+        cur.pos = end
+        cur.frames += 1
+
+    def _voiced(self, frame_time: float) -> None:
+        cur = self._cur
+        cur.voiced += 1
+        cur.silence = 0
+        cur.t_voiced_end = frame_time + self.config.frame_s
+        cur.voiced_end_pos = cur.pos
+
+    def _pending_frame(
+        self, frame: np.ndarray, prob: float, frame_time: float, events: list[Event]
+    ) -> None:
+        cur = self._cur
+        if prob < self._neg:  # too short to be speech: forget it, no turn was given
+            self._to_idle()
+            return
+        if cur.t_start is None:  # first frame after a max_utterance_s cut
+            cur.t_start = frame_time
+        self._append(frame)
+        self._voiced(frame_time)
+        cur.run += 1
+        if cur.run >= self._counts.start:
+            self.turn_id += 1
+            self._state = _SPEAKING
+            assert cur.t_start is not None
+            events.append(SpeechStarted(self.turn_id, cur.t_start))
+
+    def _speaking_frame(
+        self, frame: np.ndarray, prob: float, frame_time: float, events: list[Event]
+    ) -> None:
+        cur = self._cur
+        self._append(frame)
+        if prob >= self._threshold or (prob >= self._neg and cur.silence == 0):
+            self._voiced(frame_time)
+        else:
+            cur.silence += 1
+        if cur.silence >= self._counts.end_silence:
+            self._finish(events, cut=False)
+            self._to_idle()
+        elif cur.frames >= self._counts.max_frames:
+            if cur.silence > 0:  # already pausing: a normal end, not a cut
+                self._finish(events, cut=False)
+                self._to_idle()
+            else:
+                self._finish(events, cut=True)
+                self._cur = _Current()  # continue without preroll: the audio is seamless
+                self._state = _PENDING
+                self._cut_pending = True
+
+    def _finish(self, events: list[Event], cut: bool) -> None:
+        cur = self._cur
+        if cur.voiced < self._counts.min_speech:
+            events.append(SpeechDiscarded(self.turn_id))
+            return
+        end = cur.pos if cut else min(cur.voiced_end_pos + self._counts.postroll, cur.pos)
+        assert cur.t_start is not None
+        events.append(
+            Utterance(
+                turn_id=self.turn_id,
+                audio=self._buf[:end].copy(),
+                t_speech_start=cur.t_start,
+                t_speech_end=cur.t_voiced_end,
+                sample_rate=self.config.sample_rate,
+                cut=cut,
+            )
+        )
+
+    def _to_idle(self) -> None:
+        self._state = _IDLE
+        self._cur = _Current()
+
+
+# --------------------------------------------------------------------------- glue
+
+
+class VadPipeline:
+    """Microphone chunks in, endpointing events out: Framer + SileroVad + Endpointer.
+
+    Each frame's time is derived from the capture time of the chunk it ends in, minus the
+    samples that were already buffered, so the timestamps follow the microphone's clock
+    and do not drift with the chunk sizes.
+    """
+
+    def __init__(self, config: EndpointConfig | None = None, vad: SileroVad | None = None) -> None:
+        self.config = config or EndpointConfig()
+        if self.config.sample_rate != SAMPLE_RATE or self.config.frame_samples != FRAME_SAMPLES:
+            raise ValueError(
+                f"VadPipeline runs Silero at {SAMPLE_RATE} Hz with {FRAME_SAMPLES}-sample frames"
+            )
+        self.vad = vad or SileroVad()
+        self.vad.reset()  # a model shared with an earlier stream must not carry its state
+        self.endpointer = Endpointer(self.config)
+        self.framer = Framer(self.config.frame_samples)
+        self.last_prob = 0.0
+        self._pending_time: float | None = None  # capture time of the first buffered sample
+
+    def push(self, chunk: np.ndarray, capture_time: float) -> list[Event]:
+        """Feed a 16 kHz chunk whose first sample was captured at `capture_time`."""
+        rate = self.config.sample_rate
+        t0 = capture_time - self.framer.pending / rate
+        frame_s = self.config.frame_s
+        events: list[Event] = []
+        n = 0
+        for frame in self.framer.push(chunk):
+            events.extend(self._frame(frame, t0 + n * frame_s))
+            n += 1
+        self._pending_time = t0 + n * frame_s
+        return events
+
+    def flush(self) -> list[Event]:
+        """End of input: run the last partial frame (padded with silence), emit what is left."""
+        events: list[Event] = []
+        rest = self.framer.take_partial()
+        if rest.size and self._pending_time is not None:
+            frame = np.zeros(self.config.frame_samples, dtype=np.float32)
+            frame[: rest.size] = rest
+            events.extend(self._frame(frame, self._pending_time))
+        events.extend(self.endpointer.flush())
+        self._pending_time = None
+        return events
+
+    def set_muted(self, muted: bool) -> list[Event]:
+        """Half duplex; see :meth:`Endpointer.set_muted`. The model is not run while muted
+        (it saves CPU) and restarts from a clean state when unmuted."""
+        if not muted and self.endpointer.muted:
+            self.vad.reset()
+        return self.endpointer.set_muted(muted)
+
+    def set_threshold(self, threshold: float | None) -> None:
+        """See :meth:`Endpointer.set_threshold`."""
+        self.endpointer.set_threshold(threshold)
+
+    def _frame(self, frame: np.ndarray, frame_time: float) -> Sequence[Event]:
+        if self.endpointer.muted:
+            return ()
+        self.last_prob = self.vad.prob(frame)
+        return self.endpointer.process(frame, self.last_prob, frame_time)

@@ -220,12 +220,15 @@ class LlmClient:
         watchdog = _Watchdog(
             self.config.first_token_timeout_s, self.config.token_timeout_s, stream.close
         )
+        finished = False
         try:
             for chunk in stream:
                 if cancel.is_set():
                     break
                 if not chunk.choices:
                     continue
+                if chunk.choices[0].finish_reason:
+                    finished = True
                 delta = chunk.choices[0].delta.content
                 if delta:
                     watchdog.kick()
@@ -248,6 +251,9 @@ class LlmClient:
                 "timeout",
                 f"the stream from {self.config.base_url} stalled (LLM_FIRST_TOKEN_TIMEOUT_S / LLM_TOKEN_TIMEOUT_S)",
             )
+        if not finished and not cancel.is_set():
+            # the connection closed without a finish_reason: the answer was cut off
+            raise LlmError("stream", f"the stream from {self.config.base_url} ended before the answer was complete")
 
     _current: object | None = None
 

@@ -217,22 +217,31 @@ def drop_emphasis(text: str) -> str:
 
     def keep_inside_word(match: re.Match[str]) -> str:
         start, end = match.span()
-        inside = 0 < start and end < len(text) and text[start - 1].isalnum() and text[end].isalnum()
+        inside = start > 0 and end < len(text) and text[start - 1].isalnum() and text[end].isalnum()
         return match.group() if inside else ""
 
     return _EMPHASIS.sub(keep_inside_word, text)
 
 
 def speakable_tokens(tokens: list[str]) -> list[str]:
-    """Drop tokens with nothing to say; a free-standing dash becomes a comma (a pause)."""
+    """Drop tokens with nothing to say, but keep the pause they stand for.
+
+    A free-standing dash becomes a comma and "Really ?" / "Done 🎉!" / "Wait ..." keep their
+    marks on the word before, so the voice still pauses and questions still rise. A mark is
+    only moved onto a word that has none: that keeps the rule the same on a whole line and
+    on pieces of it cut after a pause mark (see the module docstring).
+    """
     out: list[str] = []
     for token in tokens:
-        if all(ch in _DASHES for ch in token):
-            if out and not ends_with_pause(out[-1]):
-                out[-1] += ","
-            continue
         if is_audible(token):
             out.append(token)
+            continue
+        if all(ch in _DASHES for ch in token):
+            marks = ","
+        else:
+            marks = "".join(ch for ch in token if ch in PAUSE_MARKS)
+        if marks and out and not ends_with_pause(out[-1]):
+            out[-1] += marks
     return out
 
 
@@ -243,9 +252,7 @@ def is_audible(token: str) -> bool:
     """
     if len(token) > 1 and len(set(token)) == 1 and not token[0].isalnum():
         return False
-    return any(
-        ch.isalnum() or ch in _READABLE or unicodedata.category(ch) == "Sc" for ch in token
-    )
+    return any(ch.isalnum() or ch in _READABLE or unicodedata.category(ch) == "Sc" for ch in token)
 
 
 def ends_with_pause(text: str) -> bool:

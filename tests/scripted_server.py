@@ -1,0 +1,179 @@
+"""A scripted OpenAI-compatible server for tests and benchmarks (never used by the product).
+
+It speaks just enough of the chat-completions API (SSE streaming and plain JSON) to drive
+the llm node through the official SDK, with faults on demand. The behaviour is chosen per
+server (`mode`) and can be changed while it runs; every request is recorded.
+
+Modes: ok, http500, http429, http401, hang (accept, never answer), cut (stream stops mid-
+answer and the connection closes), malformed (a line that is not JSON), slow_then_ok.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Script:
+    mode: str = "ok"
+    answer: str = "The capital of France is Paris. It is a lovely city."
+    token_delay_s: float = 0.02
+    first_token_delay_s: float = 0.05
+    words_per_token: int = 1
+    fail_times: int = 10**9  # for http500/http429: fail this many requests, then answer ok
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    answer_fn: Any = None  # optional callable(messages) -> answer text
+
+
+def tokens_of(text: str, per: int = 1) -> list[str]:
+    words = text.split(" ")
+    out = []
+    for i in range(0, len(words), per):
+        piece = " ".join(words[i : i + per])
+        out.append(piece if i == 0 else " " + piece)
+    return out
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:  # quiet
+        pass
+
+    def do_GET(self) -> None:  # /v1/models
+        body = json.dumps({"object": "list", "data": [{"id": "scripted", "object": "model"}]}).encode()
+        self._send(200, body)
+
+    def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        request = json.loads(self.rfile.read(length) or b"{}")
+        script = self.server.script
+        request["_auth"] = self.headers.get("Authorization", "")
+        script.requests.append(request)
+        n = len(script.requests)
+        mode = script.mode
+        if mode in ("http500", "http429") and n > script.fail_times:
+            mode = "ok"
+        if mode == "http500":
+            return self._send(500, b'{"error": {"message": "boom"}}')
+        if mode == "http429":
+            self.send_response(429)
+            self.send_header("Retry-After", "0")
+            self.send_header("Content-Type", "application/json")
+            body = b'{"error": {"message": "slow down"}}'
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return None
+        if mode == "http401":
+            return self._send(401, b'{"error": {"message": "Incorrect API key provided"}}')
+        if mode == "hang":
+            self.server.hung.wait(120)
+            return None
+        answer = script.answer_fn(request.get("messages", [])) if script.answer_fn else script.answer
+        if not request.get("stream"):
+            time.sleep(script.first_token_delay_s + script.token_delay_s * len(tokens_of(answer, script.words_per_token)))
+            body = json.dumps({
+                "id": "x", "object": "chat.completion", "created": 0, "model": "scripted",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
+            }).encode()
+            return self._send(200, body)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        toks = tokens_of(answer, script.words_per_token)
+        try:
+            time.sleep(script.first_token_delay_s)
+            for i, tok in enumerate(toks):
+                if mode == "cut" and i == len(toks) // 2:
+                    self.wfile.flush()
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return None
+                if mode == "malformed" and i == 2:
+                    self.wfile.write(b"data: {this is not json\n\n")
+                    self.wfile.flush()
+                    continue
+                chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "scripted",
+                         "choices": [{"index": 0, "delta": {"content": tok}, "finish_reason": None}]}
+                self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.flush()
+                if i + 1 < len(toks):
+                    time.sleep(script.token_delay_s)
+            final = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "scripted",
+                     "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            self.wfile.write(f"data: {json.dumps(final)}\n\n".encode())
+            self.wfile.write(b"data: [DONE]\n\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            self.server.cancelled += 1
+        self.close_connection = True
+        return None
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, addr: tuple[str, int], script: Script) -> None:
+        super().__init__(addr, _Handler)
+        self.script = script
+        self.hung = threading.Event()
+        self.cancelled = 0
+
+
+class ScriptedServer:
+    def __init__(self, script: Script | None = None, port: int = 0) -> None:
+        self.script = script or Script()
+        self.port = port or free_port()
+        self._server = _Server(("127.0.0.1", self.port), self.script)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def cancelled(self) -> int:
+        return self._server.cancelled
+
+    def __enter__(self) -> ScriptedServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._server.hung.set()
+        self._server.shutdown()
+        self._server.server_close()
+
+
+if __name__ == "__main__":  # run standalone: python tests/scripted_server.py PORT [mode]
+    import sys
+
+    srv = ScriptedServer(Script(mode=sys.argv[2] if len(sys.argv) > 2 else "ok"), port=int(sys.argv[1]))
+    with srv:
+        print(srv.base_url, flush=True)
+        threading.Event().wait()

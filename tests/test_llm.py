@@ -1,0 +1,222 @@
+"""The streaming LLM client and the llm node's logic against a scripted server."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from pipeline import messages as m
+from pipeline.llm import Conversation, LlmClient, LlmConfig, LlmError
+from pipeline.responder import Responder
+from tests.scripted_server import Script, ScriptedServer, free_port
+
+
+def client_for(url: str, **kw) -> LlmClient:
+    cfg = dict(base_url=url, model="scripted", retries=0, connect_timeout_s=1.0,
+               first_token_timeout_s=2.0, token_timeout_s=1.0)
+    cfg.update(kw)
+    return LlmClient(LlmConfig(**cfg))
+
+
+def collect(client: LlmClient, cancel: threading.Event | None = None) -> list[str]:
+    return list(client.stream([{"role": "user", "content": "hi"}], cancel or threading.Event()))
+
+
+def test_deltas_arrive_one_by_one_before_the_answer_ends():
+    script = Script(token_delay_s=0.05)
+    with ScriptedServer(script) as srv:
+        client = client_for(srv.base_url)
+        arrivals = []
+        started = time.monotonic()
+        deltas = []
+        for d in client.stream([{"role": "user", "content": "hi"}], threading.Event()):
+            arrivals.append(time.monotonic() - started)
+            deltas.append(d)
+    assert "".join(deltas) == script.answer
+    assert len(deltas) == len(script.answer.split())
+    # the first delta came long before the last one: nothing waited for the end
+    assert arrivals[-1] - arrivals[0] > 0.3
+
+
+def test_buffered_mode_gives_the_whole_answer_at_once():
+    with ScriptedServer() as srv:
+        deltas = collect(client_for(srv.base_url, streaming=False))
+    assert deltas == [Script().answer]
+
+
+def test_cancel_closes_the_http_stream():
+    script = Script(answer=" ".join(["word"] * 200), token_delay_s=0.02)
+    with ScriptedServer(script) as srv:
+        client = client_for(srv.base_url)
+        cancel = threading.Event()
+        got = []
+        for d in client.stream([{"role": "user", "content": "hi"}], cancel):
+            got.append(d)
+            if len(got) == 3:
+                cancel.set()
+                client.close_current()
+        deadline = time.monotonic() + 3
+        while srv.cancelled == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert srv.cancelled == 1  # the server saw the connection go away
+    assert len(got) == 3
+
+
+@pytest.mark.parametrize(
+    ("mode", "kind"),
+    [("http500", "http"), ("http429", "rate_limit"), ("http401", "auth"), ("hang", "timeout"),
+     ("cut", "stream"), ("malformed", "protocol")],
+)
+def test_faults_become_named_errors(mode, kind):
+    with ScriptedServer(Script(mode=mode)) as srv:
+        client = client_for(srv.base_url, api_key="sk-secret-key-123456")
+        with pytest.raises(LlmError) as info:
+            collect(client)
+    assert info.value.kind == kind or (mode == "cut" and info.value.kind in ("stream", "protocol", "connection"))
+    assert "sk-secret-key-123456" not in str(info.value)
+
+
+def test_connection_refused_is_named():
+    client = client_for(f"http://127.0.0.1:{free_port()}/v1")
+    with pytest.raises(LlmError) as info:
+        collect(client)
+    assert info.value.kind in ("connection", "timeout")
+
+
+def test_retries_a_500_before_anything_was_spoken():
+    script = Script(mode="http500", fail_times=1)
+    with ScriptedServer(script) as srv:
+        deltas = collect(client_for(srv.base_url, retries=2))
+    assert "".join(deltas) == script.answer
+    assert len(script.requests) == 2
+
+
+def test_stalled_stream_times_out_between_tokens():
+    script = Script(token_delay_s=3.0)
+    with ScriptedServer(script) as srv:
+        client = client_for(srv.base_url, token_timeout_s=0.5, first_token_timeout_s=2.0)
+        started = time.monotonic()
+        with pytest.raises(LlmError) as info:
+            collect(client)
+    assert info.value.kind == "timeout"
+    assert time.monotonic() - started < 3.0
+
+
+def test_default_model_is_asked_from_the_server():
+    with ScriptedServer() as srv:
+        client = client_for(srv.base_url, model="")
+        assert client.model == "scripted"
+
+
+# -- the responder (llm node logic) -------------------------------------------------------
+
+class Sink:
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str, dict]] = []
+        self.ended = threading.Event()
+
+    def __call__(self, event: str, text: str, meta: dict) -> None:
+        self.items.append((event, text, meta))
+        if event == m.END:
+            self.ended.set()
+
+    def text(self, turn: int) -> str:
+        return "".join(t for e, t, meta in self.items if e == m.DELTA and meta["turn_id"] == turn)
+
+
+def responder(url: str, sink: Sink, **kw) -> Responder:
+    conv = Conversation("be brief", max_turns=kw.pop("max_turns", 6))
+    return Responder(client_for(url, **kw), conv, "Sorry, I can't answer right now.", sink)
+
+
+def test_responder_streams_deltas_with_turn_and_timestamps():
+    sink = Sink()
+    with ScriptedServer() as srv:
+        r = responder(srv.base_url, sink)
+        r.on_speech_started(1)
+        r.on_transcript(1, "What is the capital of France?", {"turn_id": 1, "t_speech_end": 1.0})
+        assert sink.ended.wait(5)
+    deltas = [meta for e, _t, meta in sink.items if e == m.DELTA]
+    assert [d["index"] for d in deltas] == list(range(len(deltas)))
+    assert all(d["turn_id"] == 1 and d["t_speech_end"] == 1.0 and "t_first_token" in d for d in deltas)
+    assert sink.items[-1][2]["reason"] == "stop"
+    assert sink.text(1) == Script().answer
+
+
+def test_responder_speaks_an_apology_on_failure_and_recovers():
+    sink = Sink()
+    script = Script(mode="http500")
+    with ScriptedServer(script) as srv:
+        r = responder(srv.base_url, sink)
+        r.on_transcript(1, "hello?", {"turn_id": 1})
+        assert sink.ended.wait(5)
+        assert sink.text(1) == "Sorry, I can't answer right now."
+        assert sink.items[-1][2]["error"] == "http"
+        script.mode = "ok"
+        sink.ended.clear()
+        r.on_transcript(2, "hello again", {"turn_id": 2})
+        assert sink.ended.wait(5)
+    assert sink.text(2) == script.answer
+
+
+def test_new_turn_cancels_the_running_answer():
+    sink = Sink()
+    script = Script(answer=" ".join(["word"] * 300), token_delay_s=0.02)
+    with ScriptedServer(script) as srv:
+        r = responder(srv.base_url, sink)
+        r.on_transcript(1, "tell me a long story", {"turn_id": 1})
+        deadline = time.monotonic() + 5
+        while not sink.items and time.monotonic() < deadline:
+            time.sleep(0.01)
+        r.on_speech_started(2)
+        assert sink.ended.wait(5)
+        n_after_cancel = len(sink.items)
+        time.sleep(0.2)
+        assert len(sink.items) == n_after_cancel  # nothing more of turn 1
+    assert sink.items[-1][2]["reason"] == "cancelled"
+    assert len(sink.text(1).split()) < 300
+
+
+def test_history_keeps_what_was_spoken_of_an_interrupted_answer():
+    sink = Sink()
+    script = Script(answer="First part, second part. Third part that was never heard.")
+    with ScriptedServer(script) as srv:
+        r = responder(srv.base_url, sink)
+        r.on_transcript(1, "question one", {"turn_id": 1})
+        assert sink.ended.wait(5)
+        r.on_played(1, m.FINISHED, "First part,")  # the user interrupted after this
+        sink.ended.clear()
+        r.on_speech_started(2)
+        r.on_transcript(2, "question two", {"turn_id": 2})
+        assert sink.ended.wait(5)
+        r.on_played(2, m.FINISHED, script.answer)
+        r.on_played(2, m.TURN_END, "")
+        sink.ended.clear()
+        r.on_transcript(3, "question three", {"turn_id": 3})
+        assert sink.ended.wait(5)
+    sent = script.requests[-1]["messages"]
+    assert sent[1] == {"role": "user", "content": "question one"}
+    assert "First part," in sent[2]["content"] and "interrupted" in sent[2]["content"]
+    assert "never heard" not in sent[2]["content"]
+    assert sent[4]["content"] == script.answer  # completed answer kept whole
+    assert sent[-1] == {"role": "user", "content": "question three"}
+
+
+def test_history_is_bounded():
+    conv = Conversation("sys", max_turns=2)
+    for i in range(5):
+        conv.record(f"q{i}", f"a{i}", cut_off=False)
+    msgs = conv.messages("now")
+    assert [x["content"] for x in msgs] == ["sys", "q3", "a3", "q4", "a4", "now"]
+
+
+def test_empty_transcript_never_reaches_the_llm():
+    sink = Sink()
+    with ScriptedServer() as srv:
+        r = responder(srv.base_url, sink)
+        r.on_transcript(1, "   ", {"turn_id": 1})
+        time.sleep(0.2)
+        assert srv.script.requests == []
+    assert sink.items == []

@@ -37,8 +37,13 @@ def run(node: Any, s: Settings) -> None:
     out = Outbox(node)
     config = llm_config(s)
     ready = threading.Event()
+
+    def announce() -> None:
+        ready.set()
+        out.send("ready", m.text_array(config.base_url if not s.uses_embedded_llm else "embedded"), {})
+
     if not s.uses_embedded_llm:
-        ready.set()  # an external server: nothing to wait for
+        announce()  # an external server: nothing to wait for
 
     def send(event: str, text: str, meta: dict[str, Any]) -> None:
         out.send(m.LLM_TEXT, m.text_array(text), {**meta, "event": event})
@@ -51,6 +56,10 @@ def run(node: Any, s: Settings) -> None:
         ready,
         s.llm_server_start_timeout_s,
     )
+    def warm_then_ready() -> None:
+        responder.client.warm_up(s.llm_system_prompt)
+        announce()
+
     for input_id, value, meta in inputs(node, primary=frozenset({"transcript"}), done=responder.idle):
         if input_id == STOP:
             continue
@@ -61,8 +70,8 @@ def run(node: Any, s: Settings) -> None:
             responder.on_transcript(turn, m.text_of(value), meta)
         elif input_id == "played":
             responder.on_played(turn, str(meta.get("event", "")), str(meta.get("text", "")))
-        elif input_id == "server_ready":
-            ready.set()
+        elif input_id == "server_ready" and not ready.is_set():
+            threading.Thread(target=warm_then_ready, daemon=True).start()
     responder.close()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from pipeline import messages as m
@@ -50,15 +51,33 @@ def pump(source: MicStream | MicFile, out: Outbox, stop: threading.Event) -> Non
         seq += 1
 
 
+READY_TIMEOUT_S = 120.0
+
+
 def run(node: Any, s: Settings, source: MicStream | MicFile) -> None:
+    """Send audio from a worker thread; the event loop only watches for STOP.
+
+    A file waits for the llm node's `ready` (models loaded and warmed) before it starts, so
+    a demo measures the assistant, not its start-up; a live microphone starts at once.
+    """
     out = Outbox(node)
     stop = threading.Event()
     worker = threading.Thread(target=pump, args=(source, out, stop), name="mic", daemon=True)
-    worker.start()
+    waiting = isinstance(source, MicFile)
+    started_at = time.monotonic()
+    if not waiting:
+        worker.start()
     try:
         for input_id, _value, _meta in inputs(node):
-            if input_id == STOP or not worker.is_alive():
-                break  # dora stops us, or the file has been played
+            if input_id == STOP:
+                break
+            if waiting and (input_id == "llm_ready" or time.monotonic() - started_at > READY_TIMEOUT_S):
+                log.info("assistant ready: playing %s", s.mic_file)
+                waiting = False
+                source.start()
+                worker.start()
+            elif not waiting and not worker.is_alive():
+                break  # the file has been played
     finally:
         stop.set()
         worker.join(2.0)
@@ -71,7 +90,8 @@ def main() -> None:
     s = start(NAME)
     try:
         source = open_source(s)
-        source.start()
+        if isinstance(source, MicStream):
+            source.start()
     except DeviceError as exc:
         fail(NAME, str(exc))
     log.info("microphone: %s", s.mic_file or getattr(source, "device_name", "") or "default device")

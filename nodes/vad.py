@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from pipeline import messages as m
@@ -53,7 +54,7 @@ def send_events(out: Outbox, events: list[Any]) -> None:
             out.send(m.VAD_UTTERANCE, m.audio_array(ev.audio), {
                 "turn_id": ev.turn_id, "sample_rate": ev.sample_rate,
                 "t_speech_start": ev.t_speech_start, "t_speech_end": ev.t_speech_end,
-                "cut": ev.cut,
+                "cut": ev.cut, "t_utterance": time.time(),
             })
         elif isinstance(ev, SpeechDiscarded):
             log.info("turn %d: too short to be speech, ignored", ev.turn_id)

@@ -119,10 +119,15 @@ def _side(kind: str) -> _Side:
 
 def _sounddevice(kind: str = "input") -> ModuleType:
     """Import sounddevice, turning a missing PortAudio library into a DeviceError."""
+    side = _side(kind)
     try:
         import sounddevice
+    except ImportError:
+        raise DeviceError(
+            "The sounddevice package is not installed: pip install sounddevice, "
+            f"or set {side.file_var} {side.file_hint}."
+        ) from None
     except OSError as exc:  # "PortAudio library not found"
-        side = _side(kind)
         raise DeviceError(
             f"The PortAudio library is not installed ({exc}): install it "
             f"(Debian/Ubuntu: apt-get install libportaudio2; macOS: brew install portaudio), "
@@ -672,9 +677,20 @@ class SpeakerStream:
         self._events: queue.SimpleQueue[PlaybackEvent] = queue.SimpleQueue()
         self.buffer: PlaybackBuffer | None = None
         self._resampling: _Resampling | None = None
+        self._flowing = threading.Event()
+        self._frames_requested = 0
+        self._ready_frames = 0
 
-    def start(self) -> SpeakerStream:
-        """Open and start the device; a DeviceError names SPEAKER_DEVICE / SPEAKER_FILE."""
+    def start(self, ready_timeout_s: float = 5.0) -> SpeakerStream:
+        """Open and start the device, then wait (up to `ready_timeout_s`) until it plays.
+
+        A DeviceError names SPEAKER_DEVICE / SPEAKER_FILE. The wait matters because a
+        stream's first callbacks only prime the device buffer: through the PulseAudio ALSA
+        plugin the device then stalls for up to ~2 s while reporting DAC times as if it were
+        playing, so audio added in that window would get `started` times ~2 s too early.
+        Once the device has consumed more than what priming fills, the times are right.
+        A device that stays silent longer is not an error here (see :meth:`check`).
+        """
         if self._stream is not None:
             return self
         sd = _sounddevice("output")
@@ -687,6 +703,8 @@ class SpeakerStream:
             self._resampling = _Resampling(rate)
         self.device_rate = rate
         self._watch = _StreamWatch(self._side, 0.0)
+        self._flowing.clear()
+        self._frames_requested = 0
         try:
             stream = sd.OutputStream(
                 samplerate=rate,
@@ -700,11 +718,20 @@ class SpeakerStream:
             )
             self.latency = float(stream.latency)
             self.buffer.latency = self.latency
+            block = max(stream.blocksize, 1)
+            # priming fills about latency + one block; twice that plus a block means playing
+            self._ready_frames = round(2 * (self.latency * rate + block)) + block
             stream.start()
         except (sd.PortAudioError, ValueError) as exc:
             raise _open_error(self._side, self.device, self.device_name, exc) from None
         self._stream = stream
+        self._flowing.wait(ready_timeout_s)
         return self
+
+    @property
+    def ready(self) -> bool:
+        """The device is consuming audio (not just primed); event times are trustworthy."""
+        return self._flowing.is_set()
 
     def _callback(self, outdata: np.ndarray, frames: int, t: Any, status: Any) -> None:
         """PortAudio thread: copy ready samples (or zeros) into `outdata`. Nothing else."""
@@ -717,6 +744,9 @@ class SpeakerStream:
             return
         t0 = dac_wall_time(time.time(), t.currentTime, t.outputBufferDacTime, self.latency)
         buffer.fill(outdata, t0)
+        self._frames_requested += frames
+        if self._frames_requested >= self._ready_frames and not self._flowing.is_set():
+            self._flowing.set()
         self.stats.record(time.perf_counter() - started)
 
     def add(

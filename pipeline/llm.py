@@ -195,6 +195,16 @@ class LlmClient:
             raise describe_error(exc, self.config) from None
         raise LlmError("not_found", f"the server at {self.config.base_url} lists no model: set LLM_MODEL")
 
+    def warm_up(self, system_prompt: str) -> None:
+        """One 1-token request with the system prompt: the server loads its weights and caches
+        the prompt's prefix, so the first real turn does not pay for it."""
+        with contextlib.suppress(Exception):
+            self.client.chat.completions.create(
+                model=self.model,
+                messages=[{"role": "system", "content": system_prompt}, {"role": "user", "content": "Hi"}],
+                max_tokens=1,
+            )
+
     def stream(self, messages: list[dict[str, str]], cancel: threading.Event) -> Iterator[str]:
         """Yield text deltas as the SDK yields them; raise LlmError on any failure.
 

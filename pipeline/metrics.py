@@ -17,7 +17,8 @@ log = logging.getLogger("metrics")
 
 # (name in the log line, from, to)
 STAGES: tuple[tuple[str, str, str], ...] = (
-    ("asr", "t_speech_end", "t_transcript"),
+    ("endpoint", "t_speech_end", "t_utterance"),
+    ("asr", "t_utterance", "t_transcript"),
     ("llm_request", "t_transcript", "t_llm_request"),
     ("first_token", "t_llm_request", "t_first_token"),
     ("first_segment", "t_first_token", "t_first_segment"),

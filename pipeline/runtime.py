@@ -25,12 +25,12 @@ def start(name: str) -> Settings:
     except SettingsError as exc:
         print(f"[{name}] configuration error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format=f"%(asctime)s {name} %(levelname)s %(message)s",
-        stream=sys.stdout,
-        force=True,
-    )
+    # Not logging.basicConfig: dora's Python module replaces it once a Node exists.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter(f"%(asctime)s {name} %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(settings.log_level.upper())
     # chatty libraries: their INFO lines drown ours
     for noisy in ("httpx", "openai", "faster_whisper", "piper"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

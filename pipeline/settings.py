@@ -111,7 +111,7 @@ SPECS: tuple[Spec, ...] = (
     _s("OPENAI_BASE_URL", "", "str", "OpenAI-compatible server, e.g. `https://api.openai.com/v1` or `http://localhost:11434/v1` (Ollama); empty = the embedded server."),
     _s("OPENAI_API_KEY", "", "str", "API key for OPENAI_BASE_URL; never logged.", secret=True),
     _s("LLM_MODEL", "", "str", "Model name; empty = `gpt-4o-mini` for api.openai.com, the embedded model otherwise, or the server's first model."),
-    _s("LLM_SYSTEM_PROMPT", "You are a helpful voice assistant. Answer in one to three short spoken sentences. Do not use lists, markdown or emoji.", "str", "System prompt."),
+    _s("LLM_SYSTEM_PROMPT", "You are a helpful voice assistant. Answer briefly in plain English.", "str", "System prompt."),
     _s("LLM_MAX_TOKENS", "120", "int", "Maximum tokens of one answer.", minimum=1, maximum=8192),
     _s("LLM_TEMPERATURE", "0.3", "float", "Sampling temperature.", minimum=0, maximum=2),
     _s("LLM_HISTORY_TURNS", "6", "int", "Past question/answer pairs sent with each request.", minimum=0, maximum=100),

@@ -42,9 +42,13 @@ PAUSE_MARKS = ".,;:!?…"
 # Closing quotes and brackets that may follow the pause mark inside the same sentence.
 CLOSING = "\"'”’»)]}"
 
-# Symbols a voice can read ("50 %", "$5", "a + b"): a token made only of these is kept.
-_READABLE = frozenset("%&@+=<>°×÷±")
+# Symbols a voice can read ("a + b", "20 °"): a token made only of these (or of currency
+# signs) is kept. Unicode calls "%", "&" and "@" punctuation; alone they say nothing.
+_READABLE = frozenset("+=<>°×÷±−")
 _DASHES = frozenset("-‐‑‒–—―")
+# Free-standing symbols Unicode files under punctuation but a voice should say (English,
+# like the Piper voice and pysbd's rules).
+_SPOKEN_AS = {"&": "and"}
 # Unicode categories nobody can pronounce: other/modifier symbols (emoji, ©, `, ^),
 # surrogates, private use, unassigned (emoji newer than Python's tables), enclosing marks
 # (the keycap in 1️⃣).
@@ -235,6 +239,12 @@ def speakable_tokens(tokens: list[str]) -> list[str]:
     for token in tokens:
         if is_audible(token):
             out.append(token)
+            continue
+        if token in _SPOKEN_AS:
+            out.append(_SPOKEN_AS[token])
+            continue
+        if token == "%" and out and out[-1][-1].isdigit():
+            out[-1] += token  # "50 %" -> "50%"
             continue
         if all(ch in _DASHES for ch in token):
             marks = ","

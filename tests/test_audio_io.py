@@ -1,0 +1,372 @@
+"""Microphone and speaker, for real: PulseAudio null sinks stand in for the sound card.
+
+`.ci/pulse-setup.sh` (run once per session) makes `uservoice.monitor` the default source
+and `speaker` the default sink, so `paplay --device=uservoice` speaks into our microphone
+and `parecord --device=speaker.monitor` hears our speaker. Streams over the PulseAudio ALSA
+plugin take 1-2 s before their callbacks flow on this kind of machine, hence the generous
+waits (only lower bounds on durations are asserted: a loaded CI box is only ever slower).
+
+The file-mode tests (MicFile, SpeakerFile) need no sound server.
+"""
+
+from __future__ import annotations
+
+import builtins
+import shutil
+import subprocess
+import threading
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.audio import read_wav, write_wav
+from pipeline.audio_io import (
+    DeviceError,
+    MicFile,
+    MicStream,
+    SpeakerFile,
+    SpeakerStream,
+    find_device,
+    list_devices,
+)
+from pipeline.playback import FINISHED, STARTED, TURN_END
+
+ROOT = Path(__file__).resolve().parent.parent
+STARTUP_S = 10.0  # first audio through the PulseAudio ALSA plugin can take a couple of seconds
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def sine(freq: float, seconds: float, rate: int, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(round(seconds * rate)) / rate
+    return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def tone_wav(path: Path, freq: float, seconds: float, rate: int = 44100) -> Path:
+    """A 16-bit mono tone made with numpy + wave (no fixtures on disk)."""
+    pcm = np.rint(sine(freq, seconds, rate) * 32767).astype("<i2")
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return path
+
+
+def dominant_hz(x: np.ndarray, rate: int) -> float:
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(x.size)))
+    return float(np.fft.rfftfreq(x.size, 1 / rate)[spectrum.argmax()])
+
+
+def loud(x: np.ndarray, threshold: float = 0.05) -> np.ndarray:
+    return np.flatnonzero(np.abs(x) > threshold)
+
+
+@pytest.fixture(scope="session")
+def pulse() -> None:
+    """A running PulseAudio with the two null sinks (skipped only without pulseaudio)."""
+    if shutil.which("pulseaudio") is None:
+        pytest.skip(
+            "pulseaudio is not installed (CI installs it: apt-get install pulseaudio "
+            "pulseaudio-utils libasound2-plugins libportaudio2)"
+        )
+    done = subprocess.run(
+        ["bash", str(ROOT / ".ci" / "pulse-setup.sh")], capture_output=True, text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, f"pulse-setup.sh failed: {done.stderr.strip()}"
+
+
+# --------------------------------------------------------------------------- devices
+
+
+@pytest.mark.sound
+@pytest.mark.parametrize("device_rate", [None, 48000], ids=["16k", "48k-resampled"])
+def test_mic_stream_records_a_tone(pulse, tmp_path, device_rate):
+    wav = tone_wav(tmp_path / "tone.wav", 440.0, 1.0)
+    with MicStream(device_rate=device_rate) as mic:
+        assert mic.resampling == (device_rate is not None)
+        assert mic.read(timeout=STARTUP_S) is not None, "no audio from the microphone"
+        t_play = time.time()
+        player = subprocess.Popen(["paplay", "--device=uservoice", str(wav)])
+        blocks = []
+        deadline = time.monotonic() + STARTUP_S
+        while time.monotonic() < deadline:
+            block = mic.read(timeout=0.5)
+            if block is not None:
+                blocks.append(block)
+            heard = np.concatenate([b.samples for b in blocks]) if blocks else np.zeros(1)
+            idx = loud(heard)
+            # the whole tone plus a bit of silence after it
+            if player.poll() is not None and idx.size and heard.size - idx[-1] > 8000:
+                break
+        player.wait(timeout=10)
+        assert mic.overflows == 0
+        stats = mic.stats
+    assert {b.samples.size for b in blocks} == {320}
+    assert all(b.samples.dtype == np.float32 for b in blocks)
+    audio = np.concatenate([b.samples for b in blocks])
+    idx = loud(audio)
+    assert idx.size, "the tone never reached the microphone"
+    tone = audio[idx[0] : idx[-1]]
+    assert tone.size / 16000 >= 0.9
+    assert dominant_hz(tone, 16000) == pytest.approx(440.0, abs=5.0)
+    # capture times: evenly spaced, and the tone starts after paplay was started
+    times = np.array([b.capture_time for b in blocks])
+    assert np.all(np.diff(times) > 0)
+    assert np.median(np.diff(times)) == pytest.approx(0.02, abs=0.002)
+    first = idx[0] // 320
+    onset = blocks[first].capture_time + (idx[0] % 320) / 16000
+    assert onset > t_play - 0.1
+    assert onset < t_play + 3.0
+    assert stats.blocks > 0 and stats.callback_max_s > 0
+
+
+@pytest.mark.sound
+@pytest.mark.parametrize("device_rate", [None, 48000], ids=["22k", "48k-resampled"])
+def test_speaker_stream_plays_a_tone(pulse, tmp_path, device_rate):
+    raw = tmp_path / "heard.raw"
+    rate = 22050
+    part = sine(660.0, 0.5, rate)
+    with open(raw, "wb") as sink:
+        recorder = subprocess.Popen(
+            ["parecord", "--device=speaker.monitor", "--raw", "--format=s16le",
+             "--rate=16000", "--channels=1", "--latency-msec=20"],
+            stdout=sink,
+        )
+        try:
+            with SpeakerStream(device_rate=device_rate) as speaker:
+                assert speaker.device_rate == (device_rate or rate)
+                assert speaker.ready
+                t_add = time.time()
+                assert speaker.add(1, 0, part, rate, "First.")
+                assert speaker.add(1, 1, part, rate, "Second.", last=True)
+                assert speaker.is_playing
+                events = []
+                deadline = time.monotonic() + STARTUP_S
+                while time.monotonic() < deadline and TURN_END not in [e.kind for e in events]:
+                    events.extend(speaker.drain_events())
+                    time.sleep(0.02)
+                time.sleep(0.5)  # let the tail reach parecord
+                assert not speaker.is_playing
+                assert speaker.underruns == 0
+                assert speaker.stats.blocks > 0
+        finally:
+            recorder.terminate()
+            recorder.wait(timeout=10)
+    assert [(e.kind, e.segment_index) for e in events] == [
+        (STARTED, 0), (FINISHED, 0), (STARTED, 1), (FINISHED, 1), (TURN_END, 1),
+    ]
+    assert events[0].text == "First."
+    assert events[0].t >= t_add - 0.01
+    assert events[1].t - events[0].t == pytest.approx(0.5, abs=0.01)
+    assert events[3].t - events[0].t == pytest.approx(1.0, abs=0.01)
+    heard = np.frombuffer(raw.read_bytes(), dtype="<i2").astype(np.float32) / 32768.0
+    idx = loud(heard)
+    assert idx.size, "nothing was heard on speaker.monitor"
+    tone = heard[idx[0] : idx[-1]]
+    assert tone.size / 16000 >= 0.9
+    assert dominant_hz(tone, 16000) == pytest.approx(660.0, abs=5.0)
+
+
+@pytest.mark.sound
+def test_speaker_clear_cuts_the_playing_segment(pulse):
+    rate = 22050
+    with SpeakerStream() as speaker:
+        speaker.add(4, 0, sine(500.0, 3.0, rate), rate, "A long answer.")
+        speaker.add(4, 1, sine(500.0, 1.0, rate), rate, "More.", last=True)
+        deadline = time.monotonic() + STARTUP_S
+        events = []
+        while time.monotonic() < deadline and not events:
+            events.extend(speaker.drain_events())
+            time.sleep(0.02)
+        assert [e.kind for e in events] == [STARTED]
+        time.sleep(0.3)
+        cut = speaker.clear()
+        assert [(c.turn_id, c.segment_index, c.started) for c in cut] == [
+            (4, 0, True), (4, 1, False),
+        ]
+        assert 0 < cut[0].played_samples < cut[0].total_samples == 3 * rate
+        time.sleep(0.3)
+        assert speaker.drain_events() == []  # nothing more for what was cut
+        assert not speaker.is_playing
+
+
+@pytest.mark.sound
+def test_find_device_default_index_and_names(pulse):
+    inputs = list_devices("input")
+    assert any("'default'" in d for d in inputs)
+    default = find_device("", "input")
+    assert isinstance(default, int)
+    assert find_device(str(default), "input") == default
+    assert find_device("DEFAULT", "output") == find_device("default", "output")
+
+
+@pytest.mark.sound
+def test_find_device_bogus_name_names_the_setting(pulse):
+    with pytest.raises(DeviceError) as err:
+        find_device("no-such-microphone", "input")
+    message = str(err.value)
+    assert "MIC_DEVICE='no-such-microphone'" in message
+    assert "MIC_FILE" in message and "'default'" in message  # what to set, and to what
+    with pytest.raises(DeviceError, match="SPEAKER_DEVICE='999'.*SPEAKER_FILE"):
+        find_device("999", "output")
+
+
+@pytest.mark.sound
+def test_streams_on_a_bogus_device_fail_clearly(pulse):
+    with pytest.raises(DeviceError, match="MIC_DEVICE='nope'.*MIC_FILE"):
+        MicStream(device="nope").start()
+    with pytest.raises(DeviceError, match="SPEAKER_DEVICE='nope'.*SPEAKER_FILE"):
+        SpeakerStream(device="nope").start()
+
+
+@pytest.mark.sound
+def test_mic_stream_that_dies_raises_and_reopens(pulse):
+    with MicStream() as mic:
+        assert mic.read(timeout=STARTUP_S) is not None
+        mic._stream.abort()  # what PortAudio does when the device goes away
+        with pytest.raises(DeviceError, match="stopped.*MIC_DEVICE"):
+            while True:  # blocks already queued come out first
+                mic.read(timeout=1.0)
+        mic.reopen()
+        assert mic.read(timeout=STARTUP_S) is not None
+
+
+def test_missing_portaudio_is_a_device_error(monkeypatch):
+    real_import = builtins.__import__
+
+    def no_portaudio(name, *args, **kwargs):
+        if name == "sounddevice":
+            raise OSError("PortAudio library not found")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_portaudio)
+    with pytest.raises(DeviceError, match="libportaudio2.*MIC_FILE"):
+        find_device("", "input")
+    with pytest.raises(DeviceError, match="libportaudio2.*SPEAKER_FILE"):
+        SpeakerStream().start()
+
+
+# --------------------------------------------------------------------------- file mode
+
+
+def test_mic_file_fast_mode_blocks_tail_and_timestamps(tmp_path):
+    audio = sine(300.0, 1.0, 16000, amp=0.3)
+    path = tmp_path / "q.wav"
+    write_wav(path, audio, 16000)
+    mic = MicFile(path, realtime=False, tail_s=0.5)
+    mic.start(start_time=1000.0)
+    blocks = []
+    while not mic.finished:
+        block = mic.read(timeout=0)  # never has to wait: not paced
+        assert block is not None
+        blocks.append(block)
+    assert mic.read(timeout=0) is None and mic.read() is None  # forever
+    assert len(blocks) == 75  # 1.5 s / 20 ms
+    assert {b.samples.size for b in blocks} == {320}
+    got = np.concatenate([b.samples for b in blocks])
+    assert np.allclose(got[:16000], audio, atol=1 / 32768)
+    assert np.all(got[16000:] == 0.0)  # the tail is silence
+    assert [b.capture_time for b in blocks] == pytest.approx([1000.0 + k * 0.02 for k in range(75)])
+
+
+def test_mic_file_realtime_is_paced(tmp_path):
+    path = tmp_path / "one-second.wav"
+    write_wav(path, sine(300.0, 1.0, 16000, amp=0.3), 16000)
+    mic = MicFile(path, realtime=True, tail_s=0.0)
+    started = time.monotonic()
+    mic.start()
+    assert mic.read(timeout=0) is None  # the first block is not recorded yet
+    blocks = []
+    while not mic.finished:
+        block = mic.read(timeout=0.5)
+        if block is not None:
+            blocks.append(block)
+    elapsed = time.monotonic() - started
+    assert len(blocks) == 50
+    assert elapsed >= 0.9
+    times = np.array([b.capture_time for b in blocks])
+    assert np.allclose(np.diff(times), 0.02, atol=1e-6)  # float64 at 1.8e9 s: ~2e-7
+    assert times[0] == pytest.approx(mic.start_time)
+
+
+def test_mic_file_close_wakes_a_waiting_reader(tmp_path):
+    path = tmp_path / "long.wav"
+    write_wav(path, np.zeros(16000 * 30, dtype=np.float32), 16000)
+    mic = MicFile(path, realtime=True, block_ms=20)
+    mic.start(start_time=time.time() + 60.0)  # the first block is a minute away
+    got = []
+    reader = threading.Thread(target=lambda: got.append(mic.read()))
+    reader.start()
+    time.sleep(0.1)
+    mic.close()
+    reader.join(timeout=10)
+    assert not reader.is_alive()
+    assert got == [None] and mic.finished
+
+
+def test_mic_file_resamples_to_16k(tmp_path):
+    path = tone_wav(tmp_path / "cd.wav", 440.0, 1.0, rate=44100)
+    mic = MicFile(path, realtime=False, tail_s=0.0)
+    blocks = []
+    while (block := mic.read()) is not None:
+        blocks.append(block.samples)
+    audio = np.concatenate(blocks)
+    assert audio.size == pytest.approx(16000, abs=320)
+    assert dominant_hz(audio, 16000) == pytest.approx(440.0, abs=3.0)
+
+
+def test_mic_file_bad_file_names_mic_file(tmp_path):
+    path = tmp_path / "not.wav"
+    path.write_text("hello")
+    with pytest.raises(DeviceError, match="MIC_FILE="):
+        MicFile(path)
+
+
+def test_speaker_file_writes_and_reports_at_once(tmp_path):
+    path = tmp_path / "out" / "answer.wav"
+    path.parent.mkdir()
+    first = sine(500.0, 0.5, 22050)
+    other_rate = sine(500.0, 0.25, 16000)  # resampled to the file's 22050 Hz
+    t_before = time.time()
+    with SpeakerFile(path) as speaker:
+        assert speaker.add(1, 0, first, 22050, "One.")
+        assert speaker.add(1, 1, other_rate, 16000, "Two.", last=True)
+        events = speaker.drain_events()
+        assert speaker.is_playing  # the virtual clock is still inside the audio
+        assert speaker.clear() == []  # everything already went out
+    assert [(e.kind, e.segment_index) for e in events] == [
+        (STARTED, 0), (FINISHED, 0), (STARTED, 1), (FINISHED, 1), (TURN_END, 1),
+    ]
+    assert events[0].t >= t_before
+    assert events[1].t - events[0].t == pytest.approx(0.5, abs=1e-3)
+    assert events[3].t - events[2].t == pytest.approx(0.25, abs=1e-3)
+    with wave.open(str(path), "rb") as w:
+        assert (w.getframerate(), w.getsampwidth(), w.getnchannels()) == (22050, 2, 1)
+    audio, rate = read_wav(path)
+    assert rate == 22050
+    assert audio.size == pytest.approx(round(0.75 * 22050), abs=2)
+    assert dominant_hz(audio, rate) == pytest.approx(500.0, abs=3.0)
+
+
+def test_speaker_file_without_audio_is_a_valid_empty_wav(tmp_path):
+    path = tmp_path / "silent.wav"
+    SpeakerFile(path).close()
+    audio, rate = read_wav(path)
+    assert audio.size == 0 and rate == 22050
+
+
+def test_speaker_file_chunked_segment(tmp_path):
+    path = tmp_path / "chunks.wav"
+    with SpeakerFile(path) as speaker:
+        speaker.add(2, 0, sine(400.0, 0.2, 22050), 22050, "A. B.", end_of_segment=False)
+        assert [e.kind for e in speaker.drain_events()] == [STARTED]
+        cut = speaker.clear(turn_id_below=3)  # barge-in while the segment is mid-way
+        assert [(c.turn_id, c.started, c.played_samples) for c in cut] == [(2, True, 4410)]
+        assert not speaker.add(2, 0, sine(400.0, 0.2, 22050), 22050, "A. B.")  # stale
+        assert speaker.drain_events() == []

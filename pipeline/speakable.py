@@ -42,9 +42,9 @@ PAUSE_MARKS = ".,;:!?…"
 # Closing quotes and brackets that may follow the pause mark inside the same sentence.
 CLOSING = "\"'”’»)]}"
 
-# Symbols a voice can read ("a + b", "20 °"): a token made only of these (or of currency
-# signs) is kept. Unicode calls "%", "&" and "@" punctuation; alone they say nothing.
-_READABLE = frozenset("+=<>°×÷±−")
+# Math symbols a voice can read ("a + b"): a token made only of these (or of currency signs)
+# is kept. Unicode calls "%", "&" and "@" punctuation; alone they say nothing.
+_READABLE = frozenset("+=<>×÷±−")
 _DASHES = frozenset("-‐‑‒–—―")
 # Free-standing symbols Unicode files under punctuation but a voice should say (English,
 # like the Piper voice and pysbd's rules).

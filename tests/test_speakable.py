@@ -87,9 +87,7 @@ def test_links_keep_their_label_and_images_go() -> None:
 
 
 def test_html_tags_and_entities() -> None:
-    assert speakable("Use <b>bold</b><br/>and <a href='x y'>links</a>.") == (
-        "Use bold and links."
-    )
+    assert speakable("Use <b>bold</b><br/>and <a href='x y'>links</a>.") == ("Use bold and links.")
     assert speakable("Tom &amp; Jerry, 5 &gt; 3") == "Tom and Jerry, 5 > 3."
 
 

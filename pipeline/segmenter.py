@@ -25,10 +25,11 @@ the judge for a single "." followed by whitespace and a non-lowercase word: it i
 small window (the last four words before the period and the word after it) and the period
 is a boundary only if pysbd ends a sentence there. It costs ~0.5 ms a call, so it is called
 only at such candidates (a few per answer), never per delta and never on the whole buffer.
-Everything cheap and certain is a rule here instead: a boundary needs whitespace after the
-punctuation (so URLs, e-mail addresses, 3.14 and 1,000 never split), a lowercase next word
-is never a new sentence ("e.g. apples", "etc. and"), "?" and "!" always end one, and
-ellipses end one only before a capital, which pysbd gets wrong for "…" (U+2026).
+Everything cheap and certain is a rule here instead, also where pysbd is wrong: a boundary
+needs whitespace after the punctuation (so URLs, e-mail addresses, 3.14 and 1,000 never
+split; pysbd cuts "https://x.com/a.b?c=d" at the "?"), a lowercase next word is never a new
+sentence ("e.g. apples", "etc. and"), "?" and "!" always end one, and an ellipsis ends one
+only before a capital (pysbd never splits after "…", U+2026).
 
 Markdown and emoji are removed from each segment by :func:`pipeline.speakable.speakable_piece`
 once it is complete (see that module for why this is equivalent to converting the whole
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any
 
 import pysbd
@@ -66,8 +68,8 @@ _PYSBD_WORDS_BEFORE = 4
 _LEADING_BLANKS = re.compile(r"[^\S\r\n]+")
 
 
-class _Verdict:
-    """How a candidate boundary was judged (plain ints are hard to read in the scanner)."""
+class _Verdict(IntEnum):
+    """How a candidate boundary was judged."""
 
     WAIT = 0  # the window is not complete: wait for more text
     REJECT = 1  # not a boundary: keep scanning after it
@@ -76,7 +78,7 @@ class _Verdict:
 
 @dataclass(frozen=True)
 class _Judgement:
-    verdict: int
+    verdict: _Verdict
     index: int  # WAIT: where to resume; REJECT: where to continue; ACCEPT: the boundary
     spoken: str = ""  # ACCEPT: the segment's speakable text
 

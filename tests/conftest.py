@@ -63,3 +63,57 @@ def silero_vad() -> Any:
 
 
 # ---- end of audio / VAD fixtures -------------------------------------------------------------
+
+
+# ---- end-to-end fixtures (lead) ---------------------------------------------------------------
+@cache
+def _transcriber() -> Any:
+    from pipeline.asr import AsrConfig, Transcriber
+
+    return Transcriber(AsrConfig())
+
+
+def transcribe_file(path: Any) -> str:
+    """What Whisper hears in a WAV file (any rate): how tests listen to the assistant."""
+    from pipeline.audio import read_wav
+
+    audio, _ = read_wav(path, target_rate=VAD_RATE)
+    return _transcriber().transcribe(audio).text
+
+
+@pytest.fixture(scope="session")
+def transcribe() -> Callable[[Any], str]:
+    return transcribe_file
+
+
+def words(text: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"[a-z0-9']+", text.lower()))
+
+
+def overlap(said: str, heard: str) -> float:
+    """Share of the words of `said` found in `heard` (tiny.en mishears some words)."""
+    a = words(said)
+    return len(a & words(heard)) / max(1, len(a))
+
+
+@pytest.fixture(scope="session")
+def make_speech(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Any]:
+    """Function (sentences, gaps_s) -> path of a 16 kHz WAV with those spoken questions."""
+    from pipeline.audio import write_wav
+
+    folder = tmp_path_factory.mktemp("speech")
+
+    def make(sentences: list[str], gap_s: float = 2.5, lead_s: float = 0.3) -> Any:
+        parts = [np.zeros(int(lead_s * VAD_RATE), dtype=np.float32)]
+        for i, text in enumerate(sentences):
+            if i:
+                parts.append(np.zeros(int(gap_s * VAD_RATE), dtype=np.float32))
+            parts.append(np.asarray(_speech_16k(text)))
+        path = folder / f"q{abs(hash((tuple(sentences), gap_s)))}.wav"
+        write_wav(path, np.concatenate(parts), VAD_RATE)
+        return path
+
+    return make
+# ---- end of end-to-end fixtures ---------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -12,6 +13,7 @@ from pipeline.runtime import STOP, Outbox, inputs, start
 from pipeline.settings import Settings
 
 NAME = "llm"
+log = logging.getLogger(NAME)
 
 
 def llm_config(s: Settings) -> LlmConfig:
@@ -40,6 +42,7 @@ def run(node: Any, s: Settings) -> None:
 
     def announce() -> None:
         ready.set()
+        log.info("assistant ready (LLM at %s)", config.base_url)
         out.send("ready", m.text_array(config.base_url if not s.uses_embedded_llm else "embedded"), {})
 
     if not s.uses_embedded_llm:

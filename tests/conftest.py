@@ -117,3 +117,18 @@ def make_speech(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., Any]:
 
     return make
 # ---- end of end-to-end fixtures ---------------------------------------------------------------
+
+
+# ---- virtual sound card for end-to-end tests (lead) ------------------------------------------
+@pytest.fixture(scope="session")
+def sound_card() -> None:
+    """PulseAudio with the `uservoice` and `speaker` null sinks (.ci/pulse-setup.sh)."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if shutil.which("pulseaudio") is None:
+        pytest.skip("pulseaudio is not installed (make setup installs it as root)")
+    script = Path(__file__).resolve().parent.parent / ".ci" / "pulse-setup.sh"
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr

@@ -1,0 +1,125 @@
+"""Drive the real dataflow on the PulseAudio virtual sound card (tests and benchmarks).
+
+The user's voice is played into the `uservoice` sink (the assistant's default microphone is
+its monitor); what the assistant says is recorded from `speaker.monitor`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.audio import write_wav
+from pipeline.filemode import dora_env
+from pipeline.models import REPO_ROOT
+
+REC_RATE = 16000
+
+
+class Recorder:
+    """parecord of speaker.monitor into memory, with the wall time of its first sample."""
+
+    def __init__(self, device: str = "speaker.monitor") -> None:
+        self.proc = subprocess.Popen(
+            ["parecord", f"--device={device}", "--raw", "--format=s16le", f"--rate={REC_RATE}",
+             "--channels=1", "--latency-msec=20"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )
+        self.started = time.time()
+        self.chunks: list[bytes] = []
+        self.first_t: float | None = None
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while True:
+            data = self.proc.stdout.read1(3200) if hasattr(self.proc.stdout, "read1") else self.proc.stdout.read(3200)
+            if not data:
+                return
+            if self.first_t is None:
+                self.first_t = time.time() - len(data) / 2 / REC_RATE
+            self.chunks.append(data)
+
+    def stop(self) -> np.ndarray:
+        self.proc.terminate()
+        self.proc.wait(5)
+        self._thread.join(2)
+        raw = b"".join(self.chunks)
+        return np.frombuffer(raw, dtype=np.int16).astype(np.float32) / 32768.0
+
+    def save(self, audio: np.ndarray, path: Path) -> Path:
+        write_wav(path, audio, REC_RATE)
+        return path
+
+
+def play(wav: Path, device: str = "uservoice") -> None:
+    subprocess.run(["paplay", f"--device={device}", str(wav)], check=True, timeout=120)
+
+
+class LiveAssistant:
+    """`dora run dataflow.yml` on the default (virtual) sound devices."""
+
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None) -> None:
+        self.workdir = workdir
+        self.metrics = workdir / "metrics.jsonl"
+        self.log_path = workdir / "dora.log"
+        settings = {"METRICS_FILE": str(self.metrics), "MIC_FILE": "", "SPEAKER_FILE": ""}
+        settings.update(env or {})
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            ["dora", "run", str(REPO_ROOT / "dataflow.yml")], env=dora_env(settings),
+            cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if "assistant ready" in self.log():
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError("dataflow ended early:\n" + self.log()[-3000:])
+            time.sleep(0.2)
+        raise TimeoutError("assistant not ready:\n" + self.log()[-3000:])
+
+    def turns(self) -> list[dict]:
+        if not self.metrics.exists():
+            return []
+        return [json.loads(x) for x in self.metrics.read_text().splitlines() if x.strip()]
+
+    def wait_turns(self, n: int, timeout: float = 60.0) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.turns()
+            if len(got) >= n:
+                return got
+            time.sleep(0.2)
+        raise TimeoutError(f"{len(self.turns())} of {n} turns:\n" + self.log()[-3000:])
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+    def __enter__(self) -> LiveAssistant:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

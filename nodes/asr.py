@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from pipeline import messages as m
-from pipeline.asr import AsrConfig, Transcriber
+from pipeline.asr import AsrConfig, Transcriber, Transcript
 from pipeline.models import ModelNotFound
 from pipeline.runtime import STOP, Outbox, fail, inputs, start
 from pipeline.settings import Settings
@@ -32,6 +32,7 @@ def asr_config(s: Settings) -> AsrConfig:
 def run(node: Any, s: Settings, transcriber: Transcriber) -> None:
     out = Outbox(node)
     gate = TurnGate()
+    tentative: dict[int, Transcript] = {}  # turn -> transcript of its tentative utterance
     for input_id, value, meta in inputs(node, primary=frozenset({"utterance"})):
         if input_id == STOP:
             continue
@@ -41,13 +42,22 @@ def run(node: Any, s: Settings, transcriber: Transcriber) -> None:
         elif input_id == "utterance":
             if not gate.accept(turn):
                 continue
-            audio = m.audio_of(value)
-            rate = int(meta.get("sample_rate", 16000))
-            if rate != 16000:
-                from pipeline.audio import resample
+            final = bool(meta.get("final", True))
+            if final and meta.get("same_as_tentative") and turn in tentative:
+                result = tentative.pop(turn)  # speculative ASR: already transcribed
+            else:
+                audio = m.audio_of(value)
+                rate = int(meta.get("sample_rate", 16000))
+                if rate != 16000:
+                    from pipeline.audio import resample
 
-                audio = resample(audio, rate, 16000)
-            result = transcriber.transcribe(audio)
+                    audio = resample(audio, rate, 16000)
+                result = transcriber.transcribe(audio)
+            if not final:
+                tentative.clear()
+                tentative[turn] = result
+                continue
+            tentative.pop(turn, None)
             if result.dropped:
                 log.info("turn %d: dropped as not speech: %s", turn, list(result.dropped))
             if not result.text:

@@ -35,7 +35,7 @@ def run(node: Any, s: Settings, synth: Synthesizer) -> None:
                 "sample_rate": synth.sample_rate, "last": bool(meta.get("last", False))}
         if meta.get("event") == m.END:
             # end of the answer: the speaker needs to know so it can report turn_end
-            out.send(m.TTS_AUDIO, m.audio_array(_EMPTY), {**base, "event": m.END})
+            out.send(m.TTS_AUDIO, m.audio_array(_EMPTY), {**base, "event": m.END, "t_tts_done": time.time()})
             continue
         text = m.text_of(value)
         started = time.perf_counter()

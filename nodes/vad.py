@@ -23,6 +23,7 @@ def endpoint_config(s: Settings) -> EndpointConfig:
         end_silence_ms=s.vad_end_silence_ms,
         preroll_ms=s.vad_preroll_ms,
         max_utterance_s=s.vad_max_utterance_s,
+        speculate_ms=s.vad_speculative_ms if s.vad_speculative_ms < s.vad_end_silence_ms else 0,
     )
 
 
@@ -50,11 +51,13 @@ def send_events(out: Outbox, events: list[Any]) -> None:
             out.send(m.VAD_SPEECH_STARTED, m.int_array(ev.turn_id),
                      {"turn_id": ev.turn_id, "t_speech_start": ev.t_speech_start})
         elif isinstance(ev, Utterance):
-            log.info("turn %d: utterance of %.2f s", ev.turn_id, ev.duration_s)
+            if ev.final:
+                log.info("turn %d: utterance of %.2f s", ev.turn_id, ev.duration_s)
             out.send(m.VAD_UTTERANCE, m.audio_array(ev.audio), {
                 "turn_id": ev.turn_id, "sample_rate": ev.sample_rate,
                 "t_speech_start": ev.t_speech_start, "t_speech_end": ev.t_speech_end,
-                "cut": ev.cut, "t_utterance": time.time(),
+                "cut": ev.cut, "t_utterance": time.time(), "final": ev.final,
+                "same_as_tentative": ev.same_as_tentative,
             })
         elif isinstance(ev, SpeechDiscarded):
             log.info("turn %d: too short to be speech, ignored", ev.turn_id)

@@ -267,25 +267,33 @@ class _CaptureClock:
 
     PortAudio's ADC times over ALSA/PulseAudio jitter by tens of milliseconds from block to
     block (the server delivers in fragments), while the samples themselves are evenly spaced.
-    So the clock advances by exactly one block per block and only leans slowly (`gain`)
-    towards the estimates; a jump larger than `max_error_s` (start, overflow, dropped block)
-    re-anchors it.
+    So the clock advances by one block per block and only leans slowly (`gain`) towards the
+    estimates. Stamps never go backwards (the VAD and the metrics subtract them): an estimate
+    more than `max_error_s` later re-anchors the clock (start, overflow, dropped block), one
+    that much earlier (a burst of blocks after a stall) is caught up faster, but by at most
+    half a block per block.
     """
 
-    def __init__(self, rate: int, max_error_s: float = 0.1, gain: float = 0.02) -> None:
+    def __init__(
+        self, rate: int, max_error_s: float = 0.1, gain: float = 0.02, fast_gain: float = 0.25
+    ) -> None:
         self.rate = rate
         self.max_error_s = max_error_s
         self.gain = gain
+        self.fast_gain = fast_gain
         self._next: float | None = None
 
     def stamp(self, estimate: float, frames: int) -> float:
         """Capture time of a block of `frames` whose first sample was estimated at `estimate`."""
-        if self._next is None or abs(estimate - self._next) > self.max_error_s:
+        duration = frames / self.rate
+        if self._next is None or estimate - self._next > self.max_error_s:
             self._next = estimate
         else:
-            self._next += self.gain * (estimate - self._next)
+            error = estimate - self._next
+            gain = self.fast_gain if error < -self.max_error_s else self.gain
+            self._next += max(gain * error, -0.5 * duration)
         stamp = self._next
-        self._next += frames / self.rate
+        self._next += duration
         return stamp
 
     def reset(self) -> None:
@@ -649,16 +657,23 @@ class SpeakerStream:
 
     Opened at `sample_rate` (the TTS rate, 22050 Hz for Piper) when the device takes it,
     else at the device's own rate, in which case :meth:`add` resamples each segment before
-    queueing it. `latency="low"` and small blocks keep a barge-in cut short: what is already
-    in the device when :meth:`clear` runs (~`latency` seconds) still plays. `block_ms=0`
-    lets PortAudio choose (on ALSA + PulseAudio that is ~2 ms: 400+ Python calls/s).
+    queueing it.
+
+    `latency` and `block_ms` trade barge-in speed against robustness: what is already in the
+    device when :meth:`clear` runs (~`latency` seconds) still plays, but a buffer shorter
+    than the worst scheduling stall of the callback thread underflows (ALSA then drops and
+    restarts, and event times are off by up to the stall). Measured through PulseAudio on a
+    loaded 2-core box: 10 ms blocks ("low" -> 20 ms) underflowed in half the runs; 20 ms
+    blocks ("low" -> 40 ms) in ~1 run of 6, only when the box was busy; pass
+    `latency=0.1` where a 100 ms cut-off is acceptable and the machine is shared.
+    `block_ms=0` lets PortAudio choose (~2 ms on ALSA + PulseAudio: 400+ Python calls/s).
     """
 
     def __init__(
         self,
         device: str = "",
         sample_rate: int = PIPER_RATE,
-        block_ms: float = 10.0,
+        block_ms: float = 20.0,
         latency: str | float = "low",
         device_rate: int | None = None,
     ) -> None:

@@ -1,10 +1,11 @@
 """The streaming LLM client: official `openai` SDK, deltas out as they arrive, faults named.
 
 Why the official SDK: every OpenAI-compatible server (OpenAI, Ollama, llama.cpp, vLLM, LM
-Studio) is tested against it, and it already does what we would otherwise write: retries with
-exponential backoff on 429/5xx/connection errors (only before any token arrived, which is when
-a retry is safe), typed errors, and SSE parsing. We add what a voice loop needs on top:
-a first-token and a between-token deadline (a stalled stream must turn into an apology in
+Studio) is tested against it, and it gives typed errors and SSE parsing. We add what a voice
+loop needs on top: one time budget per turn from the request to the first token
+(LLM_FIRST_TOKEN_TIMEOUT_S) that covers the retries of 429/5xx/refused connections and their
+waits (the SDK's own retries would honour a two-minute Retry-After and restart the clock on
+every attempt), a between-token deadline (a stalled stream must turn into an apology in
 seconds, not hang a turn), a cancel that closes the HTTP response at once, and error messages
 that never contain the API key.
 """
@@ -12,14 +13,21 @@ that never contain the API key.
 from __future__ import annotations
 
 import contextlib
+import email.utils
+import logging
+import math
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 EMBEDDED_MODEL_ALIAS = "smollm2"
 OPENAI_DEFAULT_MODEL = "gpt-4o-mini"
 LOCAL_KEY = "sk-local-no-key"
+
+log = logging.getLogger("llm")
 
 
 @dataclass(frozen=True)
@@ -43,11 +51,25 @@ class LlmConfig:
 
 
 class LlmError(RuntimeError):
-    """A failed request, with a message safe to log (never the key)."""
+    """A failed request, with a message safe to log (never the key).
 
-    def __init__(self, kind: str, message: str) -> None:
+    `retry_after_s` is the wait the server asked for (429/503 `Retry-After`), if any.
+    """
+
+    def __init__(self, kind: str, message: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.kind = kind
+        self.retry_after_s = retry_after_s
+
+
+# Failures worth another attempt while nothing has been spoken yet: the server was busy or
+# unreachable, or the stream broke before its first token. A wrong key, an unknown model, a
+# timeout (the budget is spent) or garbage from the server would only fail again.
+RETRYABLE = frozenset({"http", "rate_limit", "connection", "stream"})
+BACKOFF_FIRST_S = 0.5
+BACKOFF_MAX_S = 4.0
+# an attempt with less of the first-token budget left than this is not worth starting
+MIN_ATTEMPT_S = 0.25
 
 
 def redact(text: str, secret: str) -> str:
@@ -56,11 +78,37 @@ def redact(text: str, secret: str) -> str:
     return text
 
 
-def describe_error(exc: BaseException, config: LlmConfig) -> LlmError:
+def retry_after_s(exc: BaseException) -> float | None:
+    """The wait a server asked for in `retry-after-ms` / `Retry-After` (seconds or an HTTP
+    date), or None. Read here rather than by the SDK so that our first-token budget bounds
+    it: the SDK would honour up to two minutes."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            value = float(raw) / divisor
+        except ValueError:
+            if name == "retry-after-ms":
+                continue
+            try:
+                value = email.utils.parsedate_to_datetime(raw).timestamp() - time.time()
+            except (TypeError, ValueError, IndexError, OverflowError):
+                return None
+        return max(0.0, value) if math.isfinite(value) else None
+    return None
+
+
+def describe_error(exc: BaseException, config: LlmConfig, attempts: int = 1) -> LlmError:
     """Turn any exception from the SDK into an LlmError with a clear, key-free message."""
     import openai
 
     where = config.base_url
+    tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
     if isinstance(exc, LlmError):
         return exc
     if isinstance(exc, openai.AuthenticationError):
@@ -68,18 +116,30 @@ def describe_error(exc: BaseException, config: LlmConfig) -> LlmError:
     if isinstance(exc, openai.PermissionDeniedError):
         return LlmError("auth", f"the server at {where} refused access (HTTP 403): check OPENAI_API_KEY")
     if isinstance(exc, openai.RateLimitError):
-        return LlmError("rate_limit", f"the server at {where} is rate limiting (HTTP 429) after {config.retries} retries")
+        return LlmError("rate_limit", f"the server at {where} is rate limiting (HTTP 429), {tries}",
+                        retry_after_s(exc))
     if isinstance(exc, openai.NotFoundError):
         return LlmError("not_found", f"the server at {where} does not know model {config.model!r} (HTTP 404): check LLM_MODEL")
     if isinstance(exc, openai.APIStatusError):
-        return LlmError("http", f"the server at {where} answered HTTP {exc.status_code} after {config.retries} retries")
+        code = exc.status_code
+        kind = "http" if code >= 500 or code in (408, 409) else "http_client"
+        return LlmError(kind, f"the server at {where} answered HTTP {code}, {tries}", retry_after_s(exc))
     if isinstance(exc, openai.APITimeoutError):
-        return LlmError("timeout", f"no answer from {where} in time (LLM_CONNECT_TIMEOUT_S / LLM_FIRST_TOKEN_TIMEOUT_S)")
+        return LlmError("timeout", f"no answer from {where} in time, {tries} "
+                        "(LLM_CONNECT_TIMEOUT_S / LLM_FIRST_TOKEN_TIMEOUT_S)")
     if isinstance(exc, openai.APIConnectionError):
-        return LlmError("connection", f"cannot reach the LLM server at {where}: {type(exc.__cause__ or exc).__name__}")
+        cause = exc.__cause__ or exc
+        detail = redact(f"{type(cause).__name__}: {cause}", config.api_key)[:200]
+        return LlmError("connection", f"cannot reach the LLM server at {where}, {tries}: {detail}")
     if isinstance(exc, ValueError):  # json.JSONDecodeError is a ValueError
         return LlmError("protocol", f"the server at {where} sent a malformed stream ({type(exc).__name__})")
     return LlmError("stream", redact(f"the stream from {where} broke: {type(exc).__name__}: {exc}", config.api_key))
+
+
+def backoff_s(retry: int) -> float:
+    """Exponential backoff with jitter (about 0.5, 1, 2 s, at most BACKOFF_MAX_S), used when
+    the server did not say how long to wait."""
+    return min(BACKOFF_FIRST_S * 2.0**retry, BACKOFF_MAX_S) * (1.0 - 0.25 * random.random())
 
 
 @dataclass
@@ -155,25 +215,43 @@ class _Watchdog:
 
 
 class LlmClient:
-    """Streams chat completions; one request at a time per caller thread."""
+    """Streams chat completions; several threads may stream at once (one stream each).
+
+    Retries are ours, not the SDK's (its max_retries is 0): the SDK honours a Retry-After of
+    up to two minutes and restarts its timeouts on every attempt, while a voice turn has one
+    budget, LLM_FIRST_TOKEN_TIMEOUT_S, from the request to the first token with every retry
+    and wait included. Within it a failure before the first token is retried up to
+    LLM_RETRIES times, after the server's Retry-After or an exponential backoff; when that
+    wait would overrun the budget we give up at once, so the apology still comes in time.
+    Nothing is retried once a token was yielded: the user may already have heard it.
+    """
 
     def __init__(self, config: LlmConfig) -> None:
         import openai
 
         self.config = config
-        timeout = openai.Timeout(
-            connect=config.connect_timeout_s,
-            read=max(config.first_token_timeout_s, config.token_timeout_s),
-            write=config.connect_timeout_s,
-            pool=config.connect_timeout_s,
-        )
         self.client = openai.OpenAI(
             base_url=config.base_url,
             api_key=config.api_key or LOCAL_KEY,
-            timeout=timeout,
-            max_retries=config.retries,
+            timeout=self._timeout(config.first_token_timeout_s),
+            max_retries=0,
         )
         self._model = config.model
+        self._lock = threading.Lock()
+        self._open: dict[int, tuple[Any, threading.Event]] = {}
+
+    def _timeout(self, left_s: float) -> Any:
+        """httpx timeouts for an attempt with `left_s` seconds of the first-token budget left.
+
+        httpx applies one read timeout to every read, the response headers included, so it
+        is the time left: a server that accepts and never answers costs no more than the
+        budget. Between tokens the watchdog enforces LLM_TOKEN_TIMEOUT_S.
+        """
+        import openai
+
+        left_s = max(0.05, left_s)
+        short = min(self.config.connect_timeout_s, left_s)
+        return openai.Timeout(connect=short, read=max(left_s, 0.05), write=short, pool=short)
 
     @property
     def model(self) -> str:
@@ -181,19 +259,28 @@ class LlmClient:
             self._model = self._default_model()
         return self._model
 
-    def _default_model(self) -> str:
+    def _default_model(self, timeout: Any = None) -> str:
         if self.config.embedded:
             return EMBEDDED_MODEL_ALIAS
         if "api.openai.com" in self.config.base_url:
             return OPENAI_DEFAULT_MODEL
         try:
-            models = self.client.models.list()
+            models = self.client.models.list(timeout=timeout) if timeout else self.client.models.list()
             first = next(iter(models), None)
             if first is not None:
                 return first.id
         except Exception as exc:  # noqa: BLE001
             raise describe_error(exc, self.config) from None
         raise LlmError("not_found", f"the server at {self.config.base_url} lists no model: set LLM_MODEL")
+
+    def healthy(self, timeout_s: float = 1.0) -> bool:
+        """The server answers /v1/models. A restarted llm node asks this itself: the
+        llm-server's `ready` message was sent to the node's previous life."""
+        try:
+            self.client.models.list(timeout=timeout_s)
+        except Exception:  # noqa: BLE001 - any failure means "not yet"
+            return False
+        return True
 
     def warm_up(self, system_prompt: str) -> None:
         """One 1-token request with the system prompt: the server loads its weights and caches
@@ -211,26 +298,76 @@ class LlmClient:
         Setting `cancel` (from another thread) and calling `close_current()` stops the
         stream at once; the generator then just ends.
         """
-        if not self.config.streaming:
-            yield from self._complete(messages, cancel)
-            return
+        deadline = time.monotonic() + self.config.first_token_timeout_s
+        retry = 0
+        while True:
+            spoke = False
+            try:
+                for delta in self._attempt(messages, cancel, deadline, retry + 1):
+                    spoke = True
+                    yield delta
+                return
+            except LlmError as err:
+                if cancel.is_set():
+                    return
+                if spoke or retry >= self.config.retries or err.kind not in RETRYABLE:
+                    raise
+                asked = err.retry_after_s
+                wait = asked if asked is not None else backoff_s(retry)
+                left = deadline - time.monotonic()
+                if wait > left - MIN_ATTEMPT_S:
+                    why = f"the server asked to wait {asked:.1f} s (Retry-After)" if asked is not None \
+                        else f"a {wait:.1f} s backoff"
+                    raise LlmError(err.kind, f"{err}; not retried: {why} would overrun "
+                                   f"LLM_FIRST_TOKEN_TIMEOUT_S ({max(0.0, left):.1f} s left)") from None
+                retry += 1
+                log.warning("LLM request failed (%s); retry %d of %d in %.2f s%s",
+                            err.kind, retry, self.config.retries, wait,
+                            " (Retry-After)" if asked is not None else "")
+                if cancel.wait(wait):
+                    return
+
+    def _attempt(
+        self, messages: list[dict[str, str]], cancel: threading.Event, deadline: float, attempt: int
+    ) -> Iterator[str]:
+        """One request; raises LlmError (with the attempt number in its message)."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise LlmError("timeout", f"no first token from {self.config.base_url} within "
+                           f"LLM_FIRST_TOKEN_TIMEOUT_S={self.config.first_token_timeout_s:g} s")
+        timeout = self._timeout(left)
         try:
-            stream = self.client.chat.completions.create(
-                model=self.model,
+            if not self._model:
+                self._model = self._default_model(timeout)
+            response = self.client.chat.completions.create(
+                model=self._model,
                 messages=messages,  # type: ignore[arg-type]
                 max_tokens=self.config.max_tokens,
                 temperature=self.config.temperature,
-                stream=True,
+                stream=self.config.streaming,
+                timeout=timeout,
             )
         except Exception as exc:  # noqa: BLE001
             if cancel.is_set():
                 return
-            raise describe_error(exc, self.config) from None
-        self._current = stream
-        watchdog = _Watchdog(
-            self.config.first_token_timeout_s, self.config.token_timeout_s, stream.close
-        )
+            raise describe_error(exc, self.config, attempt) from None
+        if not self.config.streaming:
+            # buffered baseline: the whole answer at once
+            if cancel.is_set() or not response.choices:  # type: ignore[union-attr]
+                return
+            text = response.choices[0].message.content or ""  # type: ignore[union-attr]
+            if text:
+                yield text
+            return
+        yield from self._read(response, cancel, deadline, attempt)
+
+    def _read(self, stream: Any, cancel: threading.Event, deadline: float, attempt: int) -> Iterator[str]:
+        key = id(stream)
+        with self._lock:
+            self._open[key] = (stream, cancel)
+        watchdog = _Watchdog(max(0.0, deadline - time.monotonic()), self.config.token_timeout_s, stream.close)
         finished = False
+        tokens = 0
         try:
             for chunk in stream:
                 if cancel.is_set():
@@ -242,54 +379,41 @@ class LlmClient:
                 delta = chunk.choices[0].delta.content
                 if delta:
                     watchdog.kick()
+                    tokens += 1
                     yield delta
         except Exception as exc:  # noqa: BLE001
             if cancel.is_set():
                 return
             if watchdog.expired:
-                raise LlmError(
-                    "timeout",
-                    f"the stream from {self.config.base_url} stalled (LLM_FIRST_TOKEN_TIMEOUT_S / LLM_TOKEN_TIMEOUT_S)",
-                ) from None
-            raise describe_error(exc, self.config) from None
+                raise self._stalled(tokens) from None
+            raise describe_error(exc, self.config, attempt) from None
         finally:
             watchdog.stop()
-            stream.close()
-            self._current = None
-        if watchdog.expired and not cancel.is_set():
-            raise LlmError(
-                "timeout",
-                f"the stream from {self.config.base_url} stalled (LLM_FIRST_TOKEN_TIMEOUT_S / LLM_TOKEN_TIMEOUT_S)",
-            )
-        if not finished and not cancel.is_set():
+            with self._lock:
+                self._open.pop(key, None)
+            with contextlib.suppress(Exception):
+                stream.close()
+        if cancel.is_set():
+            return
+        if watchdog.expired:
+            raise self._stalled(tokens)
+        if not finished:
             # the connection closed without a finish_reason: the answer was cut off
             raise LlmError("stream", f"the stream from {self.config.base_url} ended before the answer was complete")
 
-    _current: object | None = None
+    def _stalled(self, tokens: int) -> LlmError:
+        if tokens == 0:
+            return LlmError("timeout", f"no first token from {self.config.base_url} within "
+                            f"LLM_FIRST_TOKEN_TIMEOUT_S={self.config.first_token_timeout_s:g} s")
+        return LlmError("timeout", f"the stream from {self.config.base_url} stalled for "
+                        f"LLM_TOKEN_TIMEOUT_S={self.config.token_timeout_s:g} s after {tokens} tokens")
 
     def close_current(self) -> None:
-        """Close the HTTP response of the running stream (called from another thread)."""
-        current = self._current
-        if current is not None:
+        """Close the HTTP response of every running stream whose cancel flag is set (called
+        from another thread): the server stops generating, and a newer turn's stream, whose
+        flag is clear, is left alone."""
+        with self._lock:
+            doomed = [s for s, cancel in self._open.values() if cancel.is_set()]
+        for stream in doomed:
             with contextlib.suppress(Exception):
-                current.close()  # type: ignore[attr-defined]
-
-    def _complete(self, messages: list[dict[str, str]], cancel: threading.Event) -> Iterator[str]:
-        """Buffered baseline: one request without streaming, the whole answer at once."""
-        try:
-            response = self.client.chat.completions.create(
-                model=self.model,
-                messages=messages,  # type: ignore[arg-type]
-                max_tokens=self.config.max_tokens,
-                temperature=self.config.temperature,
-                stream=False,
-            )
-        except Exception as exc:  # noqa: BLE001
-            if cancel.is_set():
-                return
-            raise describe_error(exc, self.config) from None
-        if cancel.is_set() or not response.choices:
-            return
-        text = response.choices[0].message.content or ""
-        if text:
-            yield text
+                stream.close()

@@ -25,6 +25,7 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("tts_first", "t_first_segment", "t_first_audio"),
     ("to_speaker", "t_first_audio", "t_first_played"),
     ("voice_to_voice", "t_speech_end", "t_first_played"),
+    ("synth_total", "t_speech_end", "t_tts_done"),
     ("answer_total", "t_speech_end", "t_answer_done"),
 )
 

@@ -2,20 +2,32 @@
 
 The dora event loop must keep running while an answer streams (a `speech_started` has to
 cancel it at once), so each answer runs on a worker thread that pushes deltas out through a
-`send` callback. A new turn sets the old worker's cancel flag and closes its HTTP response.
+`send` callback. A new turn sets the old worker's cancel flag and closes its HTTP response;
+the event loop never waits for a worker (a cancelled request that is still waiting for the
+server's headers ends by itself when its timeout runs out).
 
 History is kept as what the user actually heard: the speaker reports each segment it has
 finished playing; an answer whose turn never reached `turn_end` is stored as the spoken part,
 marked as cut off (never the full text that was generated but not heard).
+
+Every turn ends with an `end` message, whatever happens: on a failure the apology is spoken
+first (LLM_APOLOGY). Even a crash of the node itself: the turn being answered is noted in a
+:class:`TurnJournal`, and a node restarted by dora (`restart_policy`) reads it, apologises for
+a turn its previous life left open and ignores transcripts of turns already answered.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import os
+import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pipeline import messages as m
@@ -24,6 +36,63 @@ from pipeline.llm import Conversation, LlmClient, LlmError
 log = logging.getLogger("llm")
 
 Send = Callable[[str, str, dict[str, Any]], None]  # (event, text, metadata)
+
+SENTENCE_END = ".!?…"
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    turn_id: int
+    open: bool  # the answer was started and its `end` not yet sent
+
+
+@dataclass
+class TurnJournal:
+    """The turn the llm node is answering, in a small JSON file outside the process.
+
+    dora restarts a crashed node as a new process with none of its memory. Without this note
+    the new process would neither know that a turn was left half-answered (the segmenter is
+    still waiting for that turn's `end`, so the user would hear nothing more, and in file mode
+    the dataflow would never finish) nor which transcripts are old. It is written twice per
+    turn (start and end) with an atomic rename, never per token.
+    """
+
+    path: Path
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _last: int = -1
+
+    @classmethod
+    def for_dataflow(cls, dataflow_id: str, node_id: str = "llm") -> TurnJournal | None:
+        """The journal of one node of one running dataflow (None without a dataflow id)."""
+        safe = "".join(c for c in dataflow_id if c.isalnum() or c == "-")
+        if not safe:
+            return None
+        return cls(Path(tempfile.gettempdir()) / f"dora-voice-{node_id}-{safe}.json")
+
+    def write(self, turn_id: int, is_open: bool) -> None:
+        """Note the state of `turn_id`; notes about turns older than the last one are ignored
+        (a cancelled answer may end after the next one started)."""
+        with self._lock:
+            if turn_id < self._last:
+                return
+            self._last = turn_id
+            tmp = self.path.with_suffix(".tmp")
+            try:
+                tmp.write_text(json.dumps({"turn_id": turn_id, "open": is_open}))
+                os.replace(tmp, self.path)
+            except OSError as exc:
+                log.warning("cannot write the turn journal %s: %s", self.path, exc)
+
+    def read(self) -> JournalEntry | None:
+        try:
+            data = json.loads(self.path.read_text())
+            return JournalEntry(int(data["turn_id"]), bool(data["open"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def remove(self) -> None:
+        with contextlib.suppress(OSError):
+            self.path.unlink()
 
 
 @dataclass
@@ -48,6 +117,7 @@ class Responder:
         send: Send,
         ready: threading.Event | None = None,
         ready_timeout_s: float = 120.0,
+        journal: TurnJournal | None = None,
     ) -> None:
         self.client = client
         self.conversation = conversation
@@ -57,11 +127,36 @@ class Responder:
         if ready is None:
             self.ready.set()
         self.ready_timeout_s = ready_timeout_s
+        self.journal = journal
         self.latest = 0
+        self.answered = 0  # turns up to this one were answered by a previous life of the node
         self.turns: dict[int, _Turn] = {}
         self._lock = threading.Lock()
 
     # -- events from the dataflow ------------------------------------------------------
+    def resume(self, entry: JournalEntry | None) -> None:
+        """Continue after a restart: what the previous process noted in the journal.
+
+        A turn it left open gets the apology and its `end`, so the segmenter, TTS and speaker
+        close it (the user hears why the answer stopped); its transcript, or any older one,
+        is never answered again.
+        """
+        if entry is None:
+            log.info("restarted: no turn was in progress")
+            return
+        self.latest = max(self.latest, entry.turn_id)
+        self.answered = max(self.answered, entry.turn_id)
+        if not entry.open:
+            log.info("restarted: turn %d had been answered; waiting for the next one", entry.turn_id)
+            return
+        log.error("turn %d: LLM failed (restart): the llm node died while answering; "
+                  "apologising and closing the turn", entry.turn_id)
+        meta = {"turn_id": entry.turn_id, "t_llm_error": time.time()}
+        self.send(m.DELTA, "… " + self.apology, {**meta, "index": 0, "error": "restart"})
+        self.send(m.END, "", {**meta, "index": 1, "reason": "error", "error": "restart"})
+        if self.journal is not None:
+            self.journal.write(entry.turn_id, is_open=False)
+
     def on_speech_started(self, turn_id: int) -> None:
         """A new user turn: stop whatever answer is still streaming."""
         with self._lock:
@@ -73,13 +168,18 @@ class Responder:
 
     def on_transcript(self, turn_id: int, text: str, meta: dict[str, Any]) -> None:
         text = text.strip()
-        if not text or turn_id < self.latest:
+        if not text or turn_id < self.latest or turn_id in self.turns:
+            return
+        if turn_id <= self.answered:
+            log.info("turn %d: transcript already answered before the restart, ignored", turn_id)
             return
         self.on_speech_started(turn_id)  # also cancels an older answer if its start was missed
         self._finalise_history(before=turn_id)
         turn = _Turn(turn_id, text, m.times(meta))
         with self._lock:
             self.turns[turn_id] = turn
+        if self.journal is not None:
+            self.journal.write(turn_id, is_open=True)
         turn.thread = threading.Thread(target=self._answer, args=(turn,), name=f"answer-{turn_id}", daemon=True)
         turn.thread.start()
 
@@ -109,12 +209,13 @@ class Responder:
         log.info("turn %d: answer cancelled by a new turn", turn.turn_id)
 
     def _finalise_history(self, before: int) -> None:
+        """Move finished turns into the history, without waiting for their workers: a
+        cancelled worker adds nothing that matters (its answer is stored as what was spoken,
+        which the event loop itself collected)."""
         with self._lock:
             done = sorted(t for t in self.turns if t < before)
             old = [self.turns.pop(t) for t in done]
         for turn in old:
-            if turn.thread is not None:
-                turn.thread.join(2.0)
             if turn.failed or not turn.generated:
                 continue
             if turn.completed:
@@ -123,12 +224,22 @@ class Responder:
                 self.conversation.record(turn.question, " ".join(turn.spoken), cut_off=True)
 
     def _answer(self, turn: _Turn) -> None:
+        try:
+            self._stream_answer(turn)
+        finally:
+            if self.journal is not None:
+                self.journal.write(turn.turn_id, is_open=False)
+
+    def _stream_answer(self, turn: _Turn) -> None:
         meta = dict(turn.meta)
         meta["turn_id"] = turn.turn_id
         index = 0
         error: LlmError | None = None
-        if not self.ready.wait(self.ready_timeout_s):
-            error = LlmError("not_ready", "the embedded LLM server did not start in time (LLM_SERVER_START_TIMEOUT_S)")
+        # Never longer than the first-token budget: the user is waiting for an answer.
+        wait_s = min(self.ready_timeout_s, self.client.config.first_token_timeout_s)
+        if not self.ready.wait(wait_s):
+            error = LlmError("not_ready", f"the embedded LLM server is not ready after {wait_s:g} s "
+                             "(still starting, or restarting after a crash)")
         else:
             meta["t_llm_request"] = time.time()
             try:
@@ -149,10 +260,21 @@ class Responder:
             return
         if error is not None:
             turn.failed = True
-            log.error("turn %d: LLM failed (%s): %s", turn.turn_id, error.kind, error)
-            lead = " " if index else ""
-            self.send(m.DELTA, lead + self.apology, {**meta, "index": index, "error": error.kind})
+            meta["t_llm_error"] = time.time()
+            waited = meta["t_llm_error"] - float(meta.get("t_transcript", meta["t_llm_error"]))
+            log.error("turn %d: LLM failed (%s) after %.1f s: %s; speaking the apology",
+                      turn.turn_id, error.kind, waited, error)
+            self.send(m.DELTA, self._apology_after("".join(turn.generated)),
+                      {**meta, "index": index, "error": error.kind})
             self.send(m.END, "", {**meta, "index": index + 1, "reason": "error", "error": error.kind})
             return
         meta["t_llm_done"] = time.time()
         self.send(m.END, "", {**meta, "index": index, "reason": "stop"})
+
+    def _apology_after(self, partial: str) -> str:
+        """The apology, as a sentence of its own after whatever part of the answer was sent
+        ("The capital of… Sorry, ..."), so it is neither glued to a half sentence nor lost."""
+        partial = partial.rstrip()
+        if not partial:
+            return self.apology
+        return (" " if partial[-1] in SENTENCE_END else "… ") + self.apology

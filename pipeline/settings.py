@@ -96,6 +96,7 @@ SPECS: tuple[Spec, ...] = (
     _s("VAD_START_MS", "96", "int", "Speech needed before `speech_started` is sent (and a playing answer is interrupted).", minimum=32, maximum=2000),
     _s("VAD_MIN_SPEECH_MS", "250", "int", "Utterances with less speech than this are dropped (coughs, clicks).", minimum=32, maximum=5000),
     _s("VAD_END_SILENCE_MS", "500", "int", "Silence that ends an utterance (endpointing).", minimum=100, maximum=5000),
+    _s("VAD_SPECULATIVE_MS", "200", "int", "Silence after which ASR starts on a tentative utterance, so the transcript is ready when the endpoint comes; 0 = off.", minimum=0, maximum=5000),
     _s("VAD_PREROLL_MS", "300", "int", "Audio kept from before speech started, so the first syllable is not cut.", minimum=0, maximum=2000),
     _s("VAD_MAX_UTTERANCE_S", "15", "float", "An utterance is cut and sent after this long.", minimum=1, maximum=120),
     _s("BARGE_IN", "true", "bool", "Let the user interrupt the assistant; false = half duplex, the microphone is ignored while the assistant speaks."),
@@ -156,6 +157,7 @@ class Settings:
     vad_start_ms: int
     vad_min_speech_ms: int
     vad_end_silence_ms: int
+    vad_speculative_ms: int
     vad_preroll_ms: int
     vad_max_utterance_s: float
     barge_in: bool

@@ -138,6 +138,11 @@ class Utterance:
     t_speech_end: float
     sample_rate: int = SAMPLE_RATE
     cut: bool = False
+    # Speculative endpointing: a tentative utterance (final=False) is sent after a short
+    # silence so ASR can start early; the final one says whether its audio is the same
+    # (no speech since the tentative), in which case the ASR reuses its transcript.
+    final: bool = True
+    same_as_tentative: bool = False
 
     @property
     def duration_s(self) -> float:
@@ -173,6 +178,10 @@ class EndpointConfig:
     # a little trailing silence, but the rest of the end_silence_ms wait is dead weight.
     postroll_ms: int = 200
     first_turn_id: int = 1
+    # Silence after which a tentative utterance goes to ASR (0 = off). At or above
+    # postroll_ms its audio is exactly what the final utterance will be if the user
+    # stays silent, so the final transcript is ready almost at once.
+    speculate_ms: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
@@ -250,6 +259,7 @@ class _Current:
     voiced_end_pos: int = 0  # buffer position just after the last voiced frame
     run: int = 0  # consecutive speech frames while pending
     voiced: int = 0  # voiced frames in the utterance
+    speculated_voiced: int = -1  # `voiced` when the tentative utterance was sent
     silence: int = 0  # frames in the current run of silence while speaking
     frames: int = 0  # frames since the onset (preroll excluded)
     pos: int = 0  # samples in the utterance buffer
@@ -266,6 +276,7 @@ class _Counts:
     max_frames: int
     preroll: int
     postroll: int
+    speculate: int
 
 
 class Endpointer:
@@ -296,6 +307,7 @@ class Endpointer:
             max_frames=cfg.frames(cfg.max_utterance_s * 1000.0),
             preroll=cfg.samples(cfg.preroll_ms),
             postroll=cfg.samples(cfg.postroll_ms),
+            speculate=cfg.frames(cfg.speculate_ms) if cfg.speculate_ms > 0 else 0,
         )
         self._ring = _Ring(self._counts.preroll)
         capacity = self._counts.preroll + (self._counts.max_frames + 1) * cfg.frame_samples
@@ -444,6 +456,13 @@ class Endpointer:
         if cur.silence >= self._counts.end_silence:
             self._finish(events, cut=False)
             self._to_idle()
+        elif (
+            self._counts.speculate
+            and cur.silence == self._counts.speculate
+            and cur.voiced >= self._counts.min_speech
+        ):
+            self._finish(events, cut=False, final=False)
+            cur.speculated_voiced = cur.voiced
         elif cur.frames >= self._counts.max_frames:
             if cur.silence > 0:  # already pausing: a normal end, not a cut
                 self._finish(events, cut=False)
@@ -454,10 +473,11 @@ class Endpointer:
                 self._state = _PENDING
                 self._cut_pending = True
 
-    def _finish(self, events: list[Event], cut: bool) -> None:
+    def _finish(self, events: list[Event], cut: bool, final: bool = True) -> None:
         cur = self._cur
         if cur.voiced < self._counts.min_speech:
-            events.append(SpeechDiscarded(self.turn_id))
+            if final:
+                events.append(SpeechDiscarded(self.turn_id))
             return
         end = cur.pos if cut else min(cur.voiced_end_pos + self._counts.postroll, cur.pos)
         assert cur.t_start is not None
@@ -469,6 +489,8 @@ class Endpointer:
                 t_speech_end=cur.t_voiced_end,
                 sample_rate=self.config.sample_rate,
                 cut=cut,
+                final=final,
+                same_as_tentative=final and cur.speculated_voiced == cur.voiced,
             )
         )
 

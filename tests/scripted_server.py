@@ -2,10 +2,14 @@
 
 It speaks just enough of the chat-completions API (SSE streaming and plain JSON) to drive
 the llm node through the official SDK, with faults on demand. The behaviour is chosen per
-server (`mode`) and can be changed while it runs; every request is recorded.
+server (`mode`), or per request with `plan` (request n gets `plan[n-1]`, later ones `mode`),
+so one dataflow run can see a fault on its first turn and a healthy server on the next; it
+can be changed while the server runs. Every chat request is recorded with its arrival time
+and the mode it got, so a test can check the retries and how far apart they were.
 
-Modes: ok, http500, http429, http401, hang (accept, never answer), cut (stream stops mid-
-answer and the connection closes), malformed (a line that is not JSON), slow_then_ok.
+Modes: ok, http500, http429 (with `Retry-After: retry_after`), http401, hang (accept, never
+answer), cut (stream stops mid-answer and the connection closes), malformed (a line that is
+not JSON), slow (every token `slow_token_delay_s` apart).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+MODES = ("ok", "http500", "http429", "http401", "hang", "cut", "malformed", "slow")
 
 
 def free_port() -> int:
@@ -33,8 +39,33 @@ class Script:
     first_token_delay_s: float = 0.05
     words_per_token: int = 1
     fail_times: int = 10**9  # for http500/http429: fail this many requests, then answer ok
+    plan: list[str] = field(default_factory=list)  # per-request modes, then `mode`
+    retry_after: str = "0"  # Retry-After of a 429 (seconds or an HTTP date; "" = no header)
+    slow_token_delay_s: float = 3.0
     requests: list[dict[str, Any]] = field(default_factory=list)
     answer_fn: Any = None  # optional callable(messages) -> answer text
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def take(self, request: dict[str, Any]) -> tuple[int, str]:
+        """Record a request; return its number (from 1) and the mode it gets."""
+        with self._lock:
+            self.requests.append(request)
+            n = len(self.requests)
+        if n <= len(self.plan):
+            mode = self.plan[n - 1]
+        else:
+            mode = self.mode
+            if mode in ("http500", "http429") and n > self.fail_times:
+                mode = "ok"
+        request["_mode"] = mode
+        return n, mode
+
+    def modes_seen(self) -> list[str]:
+        return [str(r.get("_mode")) for r in self.requests]
+
+    def times(self) -> list[float]:
+        """Arrival times (time.monotonic) of the chat requests."""
+        return [float(r["_t"]) for r in self.requests]
 
 
 def tokens_of(text: str, per: int = 1) -> list[str]:
@@ -57,10 +88,13 @@ class _Handler(BaseHTTPRequestHandler):
         body = json.dumps({"object": "list", "data": [{"id": "scripted", "object": "model"}]}).encode()
         self._send(200, body)
 
-    def _send(self, code: int, body: bytes, ctype: str = "application/json") -> None:
+    def _send(self, code: int, body: bytes, ctype: str = "application/json",
+              headers: dict[str, str] | None = None) -> None:
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(body)
 
@@ -69,26 +103,18 @@ class _Handler(BaseHTTPRequestHandler):
         request = json.loads(self.rfile.read(length) or b"{}")
         script = self.server.script
         request["_auth"] = self.headers.get("Authorization", "")
-        script.requests.append(request)
-        n = len(script.requests)
-        mode = script.mode
-        if mode in ("http500", "http429") and n > script.fail_times:
-            mode = "ok"
+        request["_t"] = time.monotonic()
+        _n, mode = script.take(request)
         if mode == "http500":
             return self._send(500, b'{"error": {"message": "boom"}}')
         if mode == "http429":
-            self.send_response(429)
-            self.send_header("Retry-After", "0")
-            self.send_header("Content-Type", "application/json")
-            body = b'{"error": {"message": "slow down"}}'
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-            return None
+            extra = {"Retry-After": script.retry_after} if script.retry_after else {}
+            return self._send(429, b'{"error": {"message": "slow down"}}', headers=extra)
         if mode == "http401":
             return self._send(401, b'{"error": {"message": "Incorrect API key provided"}}')
         if mode == "hang":
             self.server.hung.wait(120)
+            self.close_connection = True
             return None
         answer = script.answer_fn(request.get("messages", [])) if script.answer_fn else script.answer
         if not request.get("stream"):
@@ -103,6 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         toks = tokens_of(answer, script.words_per_token)
+        delay = script.slow_token_delay_s if mode == "slow" else script.token_delay_s
         try:
             time.sleep(script.first_token_delay_s)
             for i, tok in enumerate(toks):
@@ -119,7 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                 self.wfile.flush()
                 if i + 1 < len(toks):
-                    time.sleep(script.token_delay_s)
+                    time.sleep(delay)
             final = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "scripted",
                      "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
             self.wfile.write(f"data: {json.dumps(final)}\n\n".encode())
@@ -157,16 +184,20 @@ class ScriptedServer:
     def cancelled(self) -> int:
         return self._server.cancelled
 
-    def __enter__(self) -> ScriptedServer:
+    def start(self) -> ScriptedServer:
         self._thread.start()
         return self
+
+    def __enter__(self) -> ScriptedServer:
+        return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
     def close(self) -> None:
         self._server.hung.set()
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for serve_forever: never call it unstarted
+            self._server.shutdown()
         self._server.server_close()
 
 

@@ -381,3 +381,42 @@ def test_streaming_probs_match_faster_whisper(
     # last probability differs by design; every other one must match.
     np.testing.assert_allclose(streamed[:-1], reference[:-1], atol=1e-5)
     assert reference.max() > 0.8
+
+
+# ---- speculative endpointing (lead) ------------------------------------------------------------
+def _run_probs(probs, **cfg):
+    from pipeline.vad import EndpointConfig, Endpointer
+
+    ep = Endpointer(EndpointConfig(speculate_ms=200, **cfg))
+    frame = np.full(512, 0.1, dtype=np.float32)
+    events = []
+    for i, p in enumerate(probs):
+        events += ep.process(frame * (i + 1) / len(probs), p, i * 0.032)
+    return events
+
+
+def test_tentative_utterance_then_identical_final():
+    from pipeline.vad import Utterance
+
+    events = _run_probs([0.9] * 20 + [0.0] * 20)
+    utts = [e for e in events if isinstance(e, Utterance)]
+    assert [u.final for u in utts] == [False, True]
+    assert utts[1].same_as_tentative
+    assert np.array_equal(utts[0].audio, utts[1].audio)
+
+
+def test_speech_resuming_after_tentative_invalidates_it():
+    from pipeline.vad import Utterance
+
+    events = _run_probs([0.9] * 20 + [0.0] * 8 + [0.9] * 10 + [0.0] * 20)
+    utts = [e for e in events if isinstance(e, Utterance)]
+    assert [u.final for u in utts] == [False, False, True]
+    assert utts[-1].same_as_tentative  # the second tentative matches the final
+    assert utts[-1].audio.size > utts[0].audio.size
+
+
+def test_no_tentative_for_too_short_speech():
+    from pipeline.vad import Utterance
+
+    events = _run_probs([0.9] * 4 + [0.0] * 20)
+    assert not [e for e in events if isinstance(e, Utterance)]

@@ -10,7 +10,7 @@ export RUST_BACKTRACE := 0
 APT_PKGS := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox
 PYTEST_ARGS ?=
 
-.PHONY: setup apt run demo test lint bench clean sound
+.PHONY: setup apt run demo test lint bench bench-sound bench-streaming clean sound
 
 setup: apt $(VENV)/.installed
 
@@ -47,7 +47,13 @@ lint: setup
 	$(PY) -m ruff check pipeline nodes tests
 
 bench: setup
-	$(PY) -m pipeline.bench
+	$(PY) -m tests.bench
+
+bench-sound: setup sound
+	$(PY) -m tests.bench --sound
+
+bench-streaming: setup
+	$(PY) -m tests.bench_streaming
 
 clean:
 	rm -rf out build *.egg-info .pytest_cache .ruff_cache

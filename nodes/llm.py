@@ -1,4 +1,11 @@
-"""llm node: transcripts in, streamed answer text out (see pipeline/responder.py)."""
+"""llm node: transcripts in, streamed answer text out (see pipeline/responder.py).
+
+dora may restart this node after a crash (`restart_policy` in dataflow.yml). A restarted
+node (`node.is_restart()`) starts fresh but resynchronises: it closes, with the apology, a
+turn its previous life left open, never answers an old transcript again (the turn journal,
+pipeline/responder.py), and, with the embedded server, asks the server itself whether it is
+up, because the llm-server's `ready` message went to the previous process.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +15,13 @@ from typing import Any
 
 from pipeline import messages as m
 from pipeline.llm import Conversation, LlmClient, LlmConfig
-from pipeline.responder import Responder
+from pipeline.responder import Responder, TurnJournal
 from pipeline.runtime import STOP, Outbox, inputs, start
 from pipeline.settings import Settings
 
 NAME = "llm"
 log = logging.getLogger(NAME)
+PROBE_EVERY_S = 0.5
 
 
 def llm_config(s: Settings) -> LlmConfig:
@@ -35,18 +43,36 @@ def llm_config(s: Settings) -> LlmConfig:
     )
 
 
+def _journal_of(node: Any) -> TurnJournal | None:
+    try:
+        return TurnJournal.for_dataflow(str(node.dataflow_id()), NAME)
+    except Exception:  # noqa: BLE001 - a node object without dataflow id: no journal
+        return None
+
+
+def _is_restart(node: Any) -> bool:
+    try:
+        return bool(node.is_restart())
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def run(node: Any, s: Settings) -> None:
     out = Outbox(node)
     config = llm_config(s)
     ready = threading.Event()
+    restarted = _is_restart(node)
+    journal = _journal_of(node)
+    stop = threading.Event()
+    announce_lock = threading.Lock()
 
     def announce() -> None:
-        ready.set()
+        with announce_lock:  # the probe and a late `server_ready` may both get here
+            if ready.is_set():
+                return
+            ready.set()
         log.info("assistant ready (LLM at %s)", config.base_url)
         out.send("ready", m.text_array(config.base_url if not s.uses_embedded_llm else "embedded"), {})
-
-    if not s.uses_embedded_llm:
-        announce()  # an external server: nothing to wait for
 
     def send(event: str, text: str, meta: dict[str, Any]) -> None:
         out.send(m.LLM_TEXT, m.text_array(text), {**meta, "event": event})
@@ -58,24 +84,47 @@ def run(node: Any, s: Settings) -> None:
         send,
         ready,
         s.llm_server_start_timeout_s,
+        journal,
     )
+
     def warm_then_ready() -> None:
         responder.client.warm_up(s.llm_system_prompt)
         announce()
 
-    for input_id, value, meta in inputs(node, primary=frozenset({"transcript"}), done=responder.idle):
-        if input_id == STOP:
-            continue
-        turn = m.turn_of(meta)
-        if input_id == "speech_started":
-            responder.on_speech_started(turn)
-        elif input_id == "transcript":
-            responder.on_transcript(turn, m.text_of(value), meta)
-        elif input_id == "played":
-            responder.on_played(turn, str(meta.get("event", "")), str(meta.get("text", "")))
-        elif input_id == "server_ready" and not ready.is_set():
-            threading.Thread(target=warm_then_ready, daemon=True).start()
-    responder.close()
+    def probe_then_ready() -> None:
+        """A restarted node missed the llm-server's `ready`: poll the server until it answers."""
+        while not stop.is_set() and not ready.is_set():
+            if responder.client.healthy():
+                warm_then_ready()
+                return
+            stop.wait(PROBE_EVERY_S)
+
+    if restarted:
+        log.warning("llm node restarted by dora: resynchronising (history of earlier turns is lost)")
+        responder.resume(journal.read() if journal is not None else None)
+    if not s.uses_embedded_llm:
+        announce()  # an external server: nothing to wait for
+    elif restarted:
+        threading.Thread(target=probe_then_ready, name="probe", daemon=True).start()
+
+    try:
+        for input_id, value, meta in inputs(node, primary=frozenset({"transcript"}), done=responder.idle):
+            if input_id == STOP:
+                continue
+            turn = m.turn_of(meta)
+            if input_id == "speech_started":
+                responder.on_speech_started(turn)
+            elif input_id == "transcript":
+                responder.on_transcript(turn, m.text_of(value), meta)
+            elif input_id == "played":
+                responder.on_played(turn, str(meta.get("event", "")), str(meta.get("text", "")))
+            elif input_id == "server_ready" and not ready.is_set():
+                threading.Thread(target=warm_then_ready, daemon=True).start()
+        responder.close()
+    finally:
+        stop.set()
+    if journal is not None:
+        journal.remove()  # a clean end: nothing to resume
 
 
 def main() -> None:

@@ -43,7 +43,8 @@ def run(node: Any, s: Settings, synth: Synthesizer) -> None:
         if audio.size == 0:
             continue
         meta_out = {**base, "event": m.SEGMENT, "text": text,
-                    "tts_s": round(time.perf_counter() - started, 4)}
+                    "tts_s": round(time.perf_counter() - started, 4),
+                    "tts_audio_s": round(audio.size / synth.sample_rate, 4)}
         if base["segment_index"] == 0:
             meta_out["t_first_audio"] = time.time()
         out.send(m.TTS_AUDIO, m.audio_array(audio), meta_out)

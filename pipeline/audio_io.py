@@ -28,7 +28,7 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from os import PathLike
 from types import ModuleType, TracebackType
 from typing import Any, NamedTuple
@@ -376,6 +376,11 @@ class MicStream:
         return self.stats.overflows
 
     @property
+    def block_frames(self) -> int:
+        """Samples per block returned by :meth:`read` (at `sample_rate`)."""
+        return self._framer.frame_samples
+
+    @property
     def resampling(self) -> bool:
         return self._resampler is not None
 
@@ -632,7 +637,7 @@ class _Resampling:
     """Brings TTS audio to the output rate, chunk by chunk (see `add(end_of_segment=...)`)."""
 
     out_rate: int
-    open: _SegmentResampler | None = field(default=None)
+    open: _SegmentResampler | None = None
 
     def convert(
         self, key: tuple[int, int], samples: np.ndarray, rate: int, end_of_segment: bool

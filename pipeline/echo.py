@@ -38,9 +38,10 @@ Not thread-safe: one thread (the VAD node's event loop) calls every method.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
-from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,15 +167,20 @@ class ReferenceTimeline:
 
     Segments are kept as given (one copy each) rather than in a ring buffer: a TTS segment
     may be scheduled many seconds ahead, and reading a 10 ms frame only touches the one or
-    two segments it overlaps. Overlapping segments add up, as sounds do in the air.
+    two segments it overlaps, found by bisection on the start times (so a speaker that
+    reports every 20 ms device block costs no more than one that reports whole segments).
+    Overlapping segments add up, as sounds do in the air.
     """
 
     def __init__(self, keep_s: float = 5.0, rate: int = SAMPLE_RATE) -> None:
         self.rate = rate
         self.keep = int(keep_s * rate)
-        self._segments: deque[_Segment] = deque()
+        self._segments: list[_Segment] = []
+        self._starts: list[int] = []  # sorted; _starts[i] == _segments[i].start
+        self._longest = 0  # no segment is longer: bounds how far back an overlap can start
 
     def sample_at(self, t: float) -> int:
+        """Absolute sample index of UNIX time `t` (float64 keeps it exact to ~0.01 sample)."""
         return int(round(t * self.rate))
 
     def add(self, samples: np.ndarray, t_start: float) -> None:
@@ -182,64 +188,65 @@ class ReferenceTimeline:
         if data.size == 0:
             return
         seg = _Segment(self.sample_at(t_start), data)
-        self._segments.append(seg)
-        if len(self._segments) > 1 and self._segments[-2].start > seg.start:
-            self._segments = deque(sorted(self._segments, key=lambda s: s.start))
+        i = bisect.bisect_right(self._starts, seg.start)
+        self._segments.insert(i, seg)
+        self._starts.insert(i, seg.start)
+        self._longest = max(self._longest, data.size)
 
     def cut(self, t: float) -> None:
         """Playback stopped at `t`: forget every sample at or after it."""
         k = self.sample_at(t)
-        kept: deque[_Segment] = deque()
-        for seg in self._segments:
-            if seg.start >= k:
-                continue
+        i = bisect.bisect_left(self._starts, k)
+        del self._segments[i:], self._starts[i:]
+        for seg in self._segments[self._first(k) :]:
             if seg.end > k:
                 seg.samples = seg.samples[: k - seg.start]
-            kept.append(seg)
-        self._segments = kept
 
     def prune(self, now: float) -> None:
         """Drop segments that ended more than `keep_s` before `now` (bounded memory)."""
         oldest = self.sample_at(now) - self.keep
-        while self._segments and self._segments[0].end < oldest:
-            self._segments.popleft()
-        # a long gap-free history is split in segments, so this bounds memory; a single
-        # segment is kept whole until it is done (it is at most one TTS segment)
+        n = 0
+        while n < len(self._segments) and self._segments[n].end < oldest:
+            n += 1
+        if n:
+            del self._segments[:n], self._starts[:n]
+        if not self._segments:
+            self._longest = 0
 
     def read(self, start: int, out: np.ndarray) -> None:
         """Reference samples [start, start + out.size) into `out` (zeros where none)."""
         out.fill(0.0)
         stop = start + out.size
-        for seg in self._segments:
-            if seg.start >= stop:
-                break
+        for seg in self._overlapping(start, stop):
             lo, hi = max(start, seg.start), min(stop, seg.end)
-            if lo < hi:
-                out[lo - start : hi - start] += seg.samples[lo - seg.start : hi - seg.start]
+            out[lo - start : hi - start] += seg.samples[lo - seg.start : hi - seg.start]
 
     def any_between(self, start: int, stop: int) -> bool:
         """True if some reference sample lies in [start, stop)."""
-        for seg in self._segments:
-            if seg.start >= stop:
-                return False
-            if seg.end > start:
-                return True
-        return False
+        return next(self._overlapping(start, stop), None) is not None
 
     def energy(self, start: int, stop: int) -> float:
-        """Sum of squared reference samples in [start, stop) (no allocation)."""
+        """Sum of squared reference samples in [start, stop) (no array allocated)."""
         total = 0.0
-        for seg in self._segments:
-            if seg.start >= stop:
-                break
-            lo, hi = max(start, seg.start), min(stop, seg.end)
-            if lo < hi:
-                part = seg.samples[lo - seg.start : hi - seg.start]
-                total += float(np.dot(part, part))
+        for seg in self._overlapping(start, stop):
+            part = seg.samples[max(start, seg.start) - seg.start : min(stop, seg.end) - seg.start]
+            total += float(np.dot(part, part))
         return total
 
     def __len__(self) -> int:
         return len(self._segments)
+
+    def _first(self, start: int) -> int:
+        """Index of the first segment that may reach `start` (none before it can)."""
+        return bisect.bisect_right(self._starts, start - self._longest)
+
+    def _overlapping(self, start: int, stop: int) -> Iterator[_Segment]:
+        """Segments with a sample in [start, stop), in start order."""
+        end = bisect.bisect_left(self._starts, stop)
+        for i in range(self._first(start), end):
+            seg = self._segments[i]
+            if seg.end > start:
+                yield seg
 
 
 # --------------------------------------------------------------------------- canceller
@@ -280,7 +287,9 @@ class EchoCanceller:
             self._backend = _open_backend(cfg)
         except Exception as e:  # ImportError, OSError from the native library, FFI errors
             _warn_once("echo cancellation unavailable (%s): microphone audio passes through", e)
+        self._tail = int(cfg.tail_s * SAMPLE_RATE)  # echo still heard after the reference
         self._delay_ms = cfg.delay_ms
+        self._shift_s = 0.0
         self._apply_delay()
         # preallocated per-frame buffers
         self._ref = np.zeros(FRAME_SAMPLES, dtype=np.float32)
@@ -377,10 +386,13 @@ class EchoCanceller:
     # -- internals ------------------------------------------------------------------------
 
     def _apply_delay(self) -> None:
+        """The reference fed with a frame captured at t is the one playing at t + shift;
+        with the delay right, the echo then trails its reference by the lead."""
+        self._shift_s = (self.config.reference_lead_ms - self._delay_ms) / 1000.0
         if self._backend is None:
             return
         try:
-            self._backend.set_delay_ms(round(self.config.reference_lead_ms + self._delay_ms))
+            self._backend.set_delay_ms(round(self.config.reference_lead_ms))
         except Exception as e:  # a hint only: never worth failing for
             log.debug("set_stream_delay_ms failed: %s", e)
 
@@ -433,8 +445,8 @@ class EchoCanceller:
             dst[:] = mic
             return
         ref = self.reference
-        lead = (self.config.reference_lead_ms - self._delay_ms) / 1000.0
-        ref.read(ref.sample_at(t + lead), self._ref)
+        at = ref.sample_at(t + self._shift_s)
+        ref.read(at, self._ref)
         _to_int16(self._ref, self._scratch, backend.reverse)
         _to_int16(mic, self._scratch, backend.forward)
         try:
@@ -445,7 +457,7 @@ class EchoCanceller:
             dst[:] = mic
             return
         self.stats.frames += 1
-        active = not self.config.bypass_idle or self._audible(t)
+        active = not self.config.bypass_idle or ref.any_between(at - self._tail, at + FRAME_SAMPLES)
         if active and self._active:
             np.multiply(backend.forward, _FROM_I16, out=dst)
         elif active or self._active:  # crossfade between the raw and the processed signal
@@ -459,13 +471,6 @@ class EchoCanceller:
         else:
             dst[:] = mic
         self._active = active
-
-    def _audible(self, t: float) -> bool:
-        """Reference (shifted like the one fed to AEC3) during [t - tail_s, t + 10 ms)."""
-        ref = self.reference
-        lead = (self.config.reference_lead_ms - self._delay_ms) / 1000.0
-        start = ref.sample_at(t - self.config.tail_s)
-        return ref.any_between(start, ref.sample_at(t + lead) + FRAME_SAMPLES)
 
 
 def _to_int16(x: np.ndarray, scratch: np.ndarray, out: np.ndarray) -> None:

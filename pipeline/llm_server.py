@@ -3,6 +3,12 @@
 Why llama-cpp-python's server: it speaks the OpenAI chat API with SSE streaming (so the llm
 node uses the same SDK path for the embedded model as for OpenAI or Ollama), runs GGUF models
 on a small CPU, and is a pip package. It listens on 127.0.0.1 only.
+
+The server must never outlive the llm-server node: if the node is killed (and restarted by
+dora), an orphaned server would keep the port and the new node could not start its own. So
+the child asks Linux to send it SIGTERM when its parent dies (PR_SET_PDEATHSIG, set by a tiny
+boot script before llama_cpp.server starts, not in a `preexec_fn`, which is unsafe in a
+threaded process), and `start` waits a few seconds for a dying server to free the port.
 """
 
 from __future__ import annotations
@@ -20,6 +26,21 @@ from dataclasses import dataclass, field
 from pipeline.llm import EMBEDDED_MODEL_ALIAS
 from pipeline.models import llm_gguf_path
 from pipeline.settings import Settings
+
+# Runs `python -m llama_cpp.server ARGS` after PR_SET_PDEATHSIG (1) = SIGTERM; exits at once if
+# the parent is already gone (it died between fork and prctl).
+_BOOT = """\
+import ctypes, os, runpy, signal, sys
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM), 0, 0, 0)
+except Exception:
+    pass
+if os.getppid() != int(os.environ.get("VOICE_LLM_SERVER_PARENT", os.getppid())):
+    sys.exit(0)
+sys.argv = ["llama_cpp.server"] + sys.argv[1:]
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+PORT_FREE_WAIT_S = 10.0
 
 
 @dataclass
@@ -42,7 +63,7 @@ class EmbeddedServer:
 
     def command(self) -> list[str]:
         return [
-            sys.executable, "-m", "llama_cpp.server",
+            sys.executable, "-c", _BOOT,
             "--model", self.model_path,
             "--model_alias", EMBEDDED_MODEL_ALIAS,
             "--host", self.host,
@@ -56,10 +77,20 @@ class EmbeddedServer:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             return sock.connect_ex((self.host, self.port)) != 0
 
-    def start(self) -> None:
-        """Start the server; refuse when something else already listens on the port."""
+    def wait_port_free(self, timeout_s: float = PORT_FREE_WAIT_S) -> bool:
+        """Wait until nothing listens on the port (a previous server may still be dying)."""
+        deadline = time.monotonic() + timeout_s
+        pause = threading.Event()
+        while not self.port_free():
+            if time.monotonic() >= deadline:
+                return False
+            pause.wait(0.2)
+        return True
+
+    def start(self, port_wait_s: float = PORT_FREE_WAIT_S) -> None:
+        """Start the server; refuse when something else keeps listening on the port."""
         self.stop()
-        if not self.port_free():
+        if not self.wait_port_free(port_wait_s):
             raise OSError(
                 f"LLM_SERVER_PORT={self.port} is already in use on {self.host}: "
                 "stop the other program or choose another port"
@@ -69,7 +100,7 @@ class EmbeddedServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "VOICE_LLM_SERVER_PARENT": str(os.getpid())},
         )
         threading.Thread(target=self._pump, args=(self._proc,), daemon=True).start()
 
@@ -86,6 +117,10 @@ class EmbeddedServer:
 
     def returncode(self) -> int | None:
         return None if self._proc is None else self._proc.poll()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
 
     def healthy(self) -> bool:
         try:

@@ -1,0 +1,202 @@
+"""`make bench`: where each millisecond of a turn goes, and how much memory the dataflow takes.
+
+Spoken questions (texts below, spoken by Piper at bench time) go through the whole dataflow
+with the embedded models, either in file mode (WAV in, WAV out) or through the PulseAudio
+virtual sound card (`--sound`: the real microphone and speaker paths; the voice-to-voice time
+is then also measured on the recording: from the end of the question played into the
+microphone sink to the first sound on the speaker's monitor).
+
+Reported: per stage the median and p95 over all turns, the real-time factor of ASR and TTS,
+and the peak resident memory (VmRSS) of each node process and of the whole dataflow.
+Not a test: numbers depend on the machine (printed with the results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.audio import write_wav
+from pipeline.metrics import STAGES
+from tests.conftest import _speech_16k
+
+QUESTIONS = [
+    "What is the capital of France?",
+    "How many days are there in a week?",
+    "What color is the sky?",
+    "Who wrote Romeo and Juliet?",
+    "What is two plus two?",
+    "Name a fruit that is yellow.",
+    "What is the largest ocean?",
+    "How do I boil an egg?",
+]
+GAP_S = 7.0
+
+
+def rss_by_node(field: str = "VmRSS:") -> dict[str, int]:
+    """Resident memory in kB of every process of the dataflow, by node name.
+
+    `VmRSS:` counts shared library pages once per process; `Pss:` (from smaps_rollup) splits
+    shared pages between the processes that map them, so PSS sums to the real total.
+    """
+    out: dict[str, int] = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            source = "status" if field == "VmRSS:" else "smaps_rollup"
+            status = Path(f"/proc/{pid}/{source}").read_text()
+        except OSError:
+            continue
+        name = None
+        if "llama_cpp.server" in cmd:
+            name = "llm-server (llama.cpp)"
+        elif "/nodes/" in cmd and cmd.split("/nodes/")[1].split(".py")[0]:
+            name = cmd.split("/nodes/")[1].split(".py")[0].replace("_", "-")
+        elif "dora run" in cmd or "dora-daemon" in cmd or cmd.startswith("dora "):
+            name = "dora (daemon)"
+        if name is None:
+            continue
+        for line in status.splitlines():
+            if line.startswith(field):
+                out[name] = out.get(name, 0) + int(line.split()[1])
+    return out
+
+
+class RssSampler:
+    """Peak RSS per node and peak total, sampled twice a second while the dataflow runs."""
+
+    def __init__(self) -> None:
+        self.peak: dict[str, int] = {}
+        self.peak_total = 0
+        self.peak_pss: dict[str, int] = {}
+        self.peak_pss_total = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            now = rss_by_node()
+            for k, v in now.items():
+                self.peak[k] = max(self.peak.get(k, 0), v)
+            self.peak_total = max(self.peak_total, sum(now.values()))
+            pss = rss_by_node("Pss:")
+            for k, v in pss.items():
+                self.peak_pss[k] = max(self.peak_pss.get(k, 0), v)
+            self.peak_pss_total = max(self.peak_pss_total, sum(pss.values()))
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+
+def questions_wav(folder: Path, n: int) -> tuple[Path, list[tuple[float, float]]]:
+    """A WAV with n questions separated by GAP_S, and (start, end) of each question in s."""
+    parts = [np.zeros(8000, dtype=np.float32)]
+    spans = []
+    pos = 8000
+    for i in range(n):
+        speech = np.asarray(_speech_16k(QUESTIONS[i % len(QUESTIONS)]))
+        spans.append((pos / 16000, (pos + speech.size) / 16000))
+        parts += [speech, np.zeros(int(GAP_S * 16000), dtype=np.float32)]
+        pos += speech.size + int(GAP_S * 16000)
+    path = folder / "bench_questions.wav"
+    write_wav(path, np.concatenate(parts), 16000)
+    return path, spans
+
+
+def pct(values: list[float], q: float) -> float:
+    vals = sorted(values)
+    return vals[min(len(vals) - 1, int(round(q * (len(vals) - 1))))]
+
+
+def run_file(wav: Path, work: Path, env: dict[str, str]) -> tuple[list[dict], RssSampler]:
+    from pipeline.filemode import run_file_mode
+
+    with RssSampler() as rss:
+        result = run_file_mode(wav, env=env, workdir=work, timeout_s=1200)
+    if result.returncode != 0:
+        print(result.log[-3000:])
+    return result.turns, rss
+
+
+def run_sound(wav: Path, spans: list[tuple[float, float]], work: Path, env: dict[str, str]):
+    from tests.live import LiveAssistant, Recorder
+
+    subprocess.run(["bash", str(Path(__file__).parent.parent / ".ci" / "pulse-setup.sh")], check=True)
+    measured: list[float] = []
+    with RssSampler() as rss, LiveAssistant(work, env) as assistant:
+        assistant.wait_ready()
+        rec = Recorder()
+        time.sleep(0.5)
+        t_play = time.time()
+        subprocess.run(["paplay", "--device=uservoice", str(wav)], check=True)
+        turns = assistant.wait_turns(len(spans), timeout=120)
+        time.sleep(1.0)
+        audio = rec.stop()
+    assert rec.first_t is not None
+    # answer onsets in the recording: first loud 10 ms block after each question's end
+    block = 160
+    env_db = np.sqrt(np.mean(audio[: audio.size // block * block].reshape(-1, block) ** 2, axis=1))
+    loud = env_db > 0.01
+    for _start, end in spans:
+        t_end = t_play + end  # the question's last sample went into the microphone sink
+        first_block = int(max(0.0, t_end - rec.first_t) * 16000 / block)
+        hits = np.nonzero(loud[first_block:])[0]
+        if hits.size:
+            measured.append(rec.first_t + (first_block + hits[0]) * block / 16000 - t_end)
+    return turns, rss, measured
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--turns", type=int, default=8)
+    ap.add_argument("--sound", action="store_true", help="through the PulseAudio virtual sound card")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    wav, spans = questions_wav(work, args.turns)
+    env = {"MIC_FILE_TAIL_S": str(GAP_S)}
+    measured: list[float] = []
+    if args.sound:
+        turns, rss, measured = run_sound(wav, spans, work, env)
+    else:
+        turns, rss = run_file(wav, work, env)
+    print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+          f"mode: {'virtual sound card' if args.sound else 'file'}; {len(turns)} turns answered of {args.turns}")
+    print("\n| stage | median | p95 |\n|---|---|---|")
+    for name, _a, _b in STAGES:
+        vals = [t["durations"][name] for t in turns if name in t["durations"]]
+        if vals:
+            print(f"| {name} | {statistics.median(vals) * 1000:.0f} ms | {pct(vals, 0.95) * 1000:.0f} ms |")
+    if measured:
+        print(f"| voice_to_voice on the recording | {statistics.median(measured) * 1000:.0f} ms | "
+              f"{pct(measured, 0.95) * 1000:.0f} ms |")
+    asr_rtf = [t["times"]["asr_s"] / t["times"]["asr_audio_s"] for t in turns if t["times"].get("asr_audio_s")]
+    tts_rtf = [t["times"]["tts_s"] / t["times"]["tts_audio_s"] for t in turns if t["times"].get("tts_audio_s")]
+    if asr_rtf:
+        print(f"\nASR real-time factor: median {statistics.median(asr_rtf):.3f}")
+    if tts_rtf:
+        print(f"TTS real-time factor: median {statistics.median(tts_rtf):.3f}")
+    print("\n| process | peak RSS | peak PSS |\n|---|---|---|")
+    for name, kb in sorted(rss.peak.items()):
+        print(f"| {name} | {kb / 1024:.0f} MB | {rss.peak_pss.get(name, 0) / 1024:.0f} MB |")
+    print(f"| **whole dataflow (peak of the sum)** | {rss.peak_total / 1024:.0f} MB | "
+          f"**{rss.peak_pss_total / 1024:.0f} MB** |")
+
+
+if __name__ == "__main__":
+    main()

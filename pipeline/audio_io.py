@@ -300,6 +300,27 @@ class _CaptureClock:
         self._next = None
 
 
+class _PlayClock:
+    """When each output block reaches the speaker: DAC estimates, kept in sequence.
+
+    A block cannot start playing before the previous one has finished, but PortAudio's DAC
+    times break that rule right when it matters: after an underflow ALSA refills the buffer
+    with a burst of callbacks that all report "now". Taking max(estimate, end of previous
+    block - `slack_s`) keeps such bursts sequential, follows real gaps at once, and the small
+    slack lets the stamps follow a device clock running a little fast instead of drifting.
+    """
+
+    def __init__(self, rate: int, slack_s: float = 0.002) -> None:
+        self.rate = rate
+        self.slack_s = slack_s
+        self._next = 0.0
+
+    def stamp(self, estimate: float, frames: int) -> float:
+        t0 = max(estimate, self._next - self.slack_s)
+        self._next = t0 + frames / self.rate
+        return t0
+
+
 class _StreamWatch:
     """Notices a stream that died under us (device unplugged, sound server gone)."""
 
@@ -700,6 +721,7 @@ class SpeakerStream:
         self._flowing = threading.Event()
         self._frames_requested = 0
         self._ready_frames = 0
+        self._clock = _PlayClock(sample_rate)
 
     def start(self, ready_timeout_s: float = 5.0) -> SpeakerStream:
         """Open and start the device, then wait (up to `ready_timeout_s`) until it plays.
@@ -725,6 +747,7 @@ class SpeakerStream:
         self._watch = _StreamWatch(self._side, 0.0)
         self._flowing.clear()
         self._frames_requested = 0
+        self._clock = _PlayClock(rate)
         try:
             stream = sd.OutputStream(
                 samplerate=rate,
@@ -763,7 +786,7 @@ class SpeakerStream:
             outdata.fill(0.0)
             return
         t0 = dac_wall_time(time.time(), t.currentTime, t.outputBufferDacTime, self.latency)
-        buffer.fill(outdata, t0)
+        buffer.fill(outdata, self._clock.stamp(t0, frames))
         self._frames_requested += frames
         if self._frames_requested >= self._ready_frames and not self._flowing.is_set():
             self._flowing.set()

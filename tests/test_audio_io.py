@@ -30,6 +30,7 @@ from pipeline.audio_io import (
     SpeakerFile,
     SpeakerStream,
     _CaptureClock,
+    _PlayClock,
     adc_wall_time,
     find_device,
     list_devices,
@@ -408,3 +409,13 @@ def test_capture_clock_gap_and_burst():
     stamps += burst + steady
     assert np.all(np.diff(stamps) > 0.0099)  # never backwards, at least half a block
     assert steady[-1] == pytest.approx(105.22 + 0.02 * 199, abs=0.01)
+
+
+def test_play_clock_keeps_a_burst_in_sequence():
+    clock = _PlayClock(1000)
+    assert clock.stamp(10.0, 20) == 10.0
+    # after an underflow ALSA asks for five blocks at once, each claiming to play "now"
+    burst = [clock.stamp(10.05, 20) for _ in range(5)]
+    assert burst[0] == pytest.approx(10.05)
+    assert np.diff(burst) == pytest.approx([0.018] * 4)  # one block each, less the slack
+    assert clock.stamp(11.0, 20) == 11.0  # a real gap is followed at once

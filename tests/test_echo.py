@@ -1,0 +1,407 @@
+"""Tests of pipeline.echo: the assistant's own voice is removed from the microphone, the user's
+voice is kept.
+
+A simulated room: the microphone hears the reference (what the speaker plays, Piper speech)
+delayed by 45 ms, attenuated and coloured by a short FIR, plus a little noise and, in the
+double-talk tests, a user speaking over it. Chunks of 20 ms are fed with consistent capture
+times on a realistic UNIX clock, as the microphone node sends them. Figures are printed
+(`pytest -s`) for the record; the assertions leave a wide margin below them.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline import echo as echo_module
+from pipeline.echo import FRAME_SAMPLES, EchoCanceller, EchoConfig, ReferenceTimeline
+from pipeline.vad import Event, SileroVad, SpeechStarted, Utterance, VadPipeline
+from tests.conftest import _transcriber, overlap
+
+SR = 16000
+CHUNK = 320  # the microphone node's 20 ms blocks
+T0 = 1_700_000_000.0  # a realistic UNIX time: float precision matters at this magnitude
+ASSISTANT = (
+    "Paris is the capital of France. It is known for the Eiffel Tower, fine food and museums.",
+    "The city has about two million inhabitants, and many more live in the suburbs around it.",
+)
+USER = "Stop, what is the weather like in Berlin tomorrow?"
+PLAY_AT_S = 0.5  # the assistant starts talking half a second into the recording
+GAP_S = 0.4  # between its two sentences
+USER_AT_S = 3.0  # the user talks over the first sentence
+CONVERGED_S = 1.5  # one second of echo: AEC3 has converged (it needs far less here)
+
+needs_aec = pytest.mark.skipif(
+    importlib.util.find_spec("livekit") is None, reason="livekit (WebRTC AEC3) not installed"
+)
+
+
+# --------------------------------------------------------------------------- the room
+
+
+@dataclass(frozen=True)
+class Room:
+    """Speaker -> microphone path: delay, then a short FIR (gain and colour), then noise."""
+
+    delay_ms: float = 45.0
+    fir: tuple[float, ...] = (0.5, 0.25, -0.12, 0.06, -0.03, 0.015)
+    noise: float = 3e-4
+
+    def echo(self, played: np.ndarray) -> np.ndarray:
+        d = int(self.delay_ms * SR / 1000)
+        shifted = np.concatenate([np.zeros(d, dtype=np.float32), played])[: played.size]
+        return np.convolve(shifted, np.asarray(self.fir))[: played.size].astype(np.float32)
+
+
+@dataclass
+class Scene:
+    """A recording: the assistant's segments (audio, UNIX start), what the mic hears."""
+
+    played: np.ndarray  # the speaker's output on the recording's timeline
+    segments: list[tuple[np.ndarray, float]]
+    echo: np.ndarray
+    noise: np.ndarray
+    user: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    user_span: tuple[float, float] = (0.0, 0.0)  # UNIX times of the user's speech
+
+    @property
+    def mic(self) -> np.ndarray:
+        mic = self.echo + self.noise
+        if self.user.size:
+            mic = mic + self.user
+        return mic.astype(np.float32)
+
+
+def make_scene(
+    speak: Callable[[str], np.ndarray], room: Room, user_gain: float = 0.0, seed: int = 1
+) -> Scene:
+    first, second = (np.asarray(speak(text)) for text in ASSISTANT)
+    starts = (PLAY_AT_S, PLAY_AT_S + first.size / SR + GAP_S)
+    total = int((starts[1] + second.size / SR + 1.0) * SR) // CHUNK * CHUNK  # whole chunks
+    played = np.zeros(total, dtype=np.float32)
+    segments = []
+    for start, audio in zip(starts, (first, second), strict=True):
+        k = int(start * SR)
+        played[k : k + audio.size] = audio
+        segments.append((audio, T0 + start))
+    noise = (np.random.default_rng(seed).standard_normal(total) * room.noise).astype(np.float32)
+    scene = Scene(played, segments, room.echo(played), noise)
+    if user_gain:
+        speech = np.asarray(speak(USER)) * user_gain
+        k = int(USER_AT_S * SR)
+        scene.user = np.zeros(total, dtype=np.float32)
+        scene.user[k : k + speech.size] = speech
+        voiced = np.flatnonzero(np.abs(speech) > 0.02)
+        scene.user_span = (T0 + USER_AT_S + voiced[0] / SR, T0 + USER_AT_S + voiced[-1] / SR)
+    return scene
+
+
+def cancel(
+    mic: np.ndarray,
+    segments: Sequence[tuple[np.ndarray, float]],
+    chunk: int = CHUNK,
+    config: EchoConfig | None = None,
+) -> tuple[np.ndarray, EchoCanceller]:
+    """Run a whole recording through a fresh canceller in `chunk`-sample chunks."""
+    canceller = EchoCanceller(config)
+    for audio, t_start in segments:
+        canceller.add_reference(audio, t_start)
+    out = [canceller.process(mic[i : i + chunk], T0 + i / SR) for i in range(0, mic.size, chunk)]
+    return np.concatenate(out), canceller
+
+
+def erle_db(before: np.ndarray, after: np.ndarray, from_s: float) -> float:
+    """Echo return loss enhancement: how much quieter the echo got, after `from_s`."""
+    k = int(from_s * SR)
+    return float(10 * np.log10(np.sum(before[k:] ** 2) / max(np.sum(after[k:] ** 2), 1e-12)))
+
+
+def silero_probs(vad: SileroVad, audio: np.ndarray) -> np.ndarray:
+    vad.reset()
+    frames = range(0, audio.size - 511, 512)
+    return np.array([vad.prob(audio[i : i + 512]) for i in frames])
+
+
+def vad_events(vad: SileroVad, audio: np.ndarray) -> list[Event]:
+    pipeline = VadPipeline(vad=vad)
+    events: list[Event] = []
+    for i in range(0, audio.size, CHUNK):
+        events.extend(pipeline.push(audio[i : i + CHUNK], T0 + i / SR))
+    return events + pipeline.flush()
+
+
+def starts(events: Sequence[Event]) -> list[float]:
+    return [e.t_speech_start - T0 for e in events if isinstance(e, SpeechStarted)]
+
+
+# --------------------------------------------------------------------------- echo only
+
+
+@pytest.fixture(scope="module")
+def echo_only(speak_16k: Callable[[str], np.ndarray]) -> tuple[Scene, np.ndarray]:
+    scene = make_scene(speak_16k, Room())
+    cleaned, canceller = cancel(scene.mic, scene.segments)
+    print(f"\nAEC cost: {canceller.stats.ms_per_frame:.3f} ms per 10 ms frame")
+    return scene, cleaned
+
+
+@needs_aec
+def test_echo_is_cancelled_after_convergence(echo_only: tuple[Scene, np.ndarray]) -> None:
+    scene, cleaned = echo_only
+    assert cleaned.shape == scene.mic.shape
+    erle = erle_db(scene.mic, cleaned, CONVERGED_S)
+    first_second = erle_db(scene.mic[: int(CONVERGED_S * SR)], cleaned[: int(CONVERGED_S * SR)], 0)
+    print(f"\nERLE after convergence: {erle:.1f} dB (first {CONVERGED_S} s: {first_second:.1f} dB)")
+    assert erle > 20.0
+
+
+@needs_aec
+@pytest.mark.parametrize("chunk", [256, 333])
+def test_chunks_that_are_not_whole_frames(echo_only: tuple[Scene, np.ndarray], chunk: int) -> None:
+    """The 10 ms latency path keeps each frame's capture time right, so echo still goes."""
+    scene, _ = echo_only
+    cleaned, canceller = cancel(scene.mic, scene.segments, chunk=chunk)
+    assert canceller.latency_s == pytest.approx(0.01)
+    lag = FRAME_SAMPLES
+    erle = erle_db(scene.mic[:-lag], cleaned[lag:], CONVERGED_S)
+    print(f"\nERLE with {chunk}-sample chunks: {erle:.1f} dB")
+    assert erle > 20.0
+
+
+@needs_aec
+def test_vad_hears_the_raw_echo_but_not_the_cleaned_one(
+    echo_only: tuple[Scene, np.ndarray], silero_vad: SileroVad
+) -> None:
+    scene, cleaned = echo_only
+    skip = int(CONVERGED_S * SR / 512)
+    raw = silero_probs(silero_vad, scene.mic)[skip:]
+    clean = silero_probs(silero_vad, cleaned)[skip:]
+    print(
+        f"\nSilero on echo only: raw >= 0.5 in {np.mean(raw >= 0.5):.0%} of frames, "
+        f"cleaned in {np.mean(clean >= 0.5):.1%} (max {clean.max():.2f})"
+    )
+    assert np.mean(raw >= 0.5) > 0.4  # without AEC the assistant hears itself talk
+    assert np.mean(clean >= 0.5) < 0.05
+
+    raw_events = vad_events(silero_vad, scene.mic)
+    assert any(isinstance(e, Utterance) for e in raw_events)
+    late = [
+        e
+        for e in vad_events(silero_vad, cleaned)
+        if isinstance(e, SpeechStarted | Utterance) and e.t_speech_start >= T0 + CONVERGED_S
+    ]
+    assert late == []
+
+
+# --------------------------------------------------------------------------- double talk
+
+
+@needs_aec
+def test_user_talking_over_the_echo_is_detected(
+    speak_16k: Callable[[str], np.ndarray], silero_vad: SileroVad
+) -> None:
+    """Open loop (the assistant goes on talking): the VAD still notices the user."""
+    scene = make_scene(speak_16k, Room(), user_gain=0.6)
+    cleaned, _ = cancel(scene.mic, scene.segments)
+    found = starts(vad_events(silero_vad, cleaned))
+    t_user = (scene.user_span[0] - T0, scene.user_span[1] - T0)
+    print(f"\ndouble talk: user speaks {t_user[0]:.2f}-{t_user[1]:.2f} s, SpeechStarted {found}")
+    assert found, "the user's speech was cancelled with the echo"
+    assert all(t >= t_user[0] - 0.1 for t in found if t >= CONVERGED_S)  # no echo turn
+    assert any(t_user[0] - 0.1 <= t <= t_user[1] for t in found)
+
+
+@needs_aec
+def test_barge_in_user_is_transcribed(
+    speak_16k: Callable[[str], np.ndarray], silero_vad: SileroVad
+) -> None:
+    """Closed loop, as in the assistant: on SpeechStarted the speaker stops (60 ms later:
+    message and device latency), the reference is cut, and Whisper gets the user's words."""
+    room = Room()
+    scene = make_scene(speak_16k, room, user_gain=0.6)
+    canceller = EchoCanceller()
+    for audio, t_start in scene.segments:
+        canceller.add_reference(audio, t_start)
+    pipeline = VadPipeline(vad=silero_vad)
+    echo, events, t_cut = scene.echo, [], None
+    for i in range(0, scene.played.size, CHUNK):
+        t = T0 + i / SR
+        mic = echo[i : i + CHUNK] + scene.user[i : i + CHUNK] + scene.noise[i : i + CHUNK]
+        for event in pipeline.push(canceller.process(mic, t), t):
+            events.append(event)
+            if isinstance(event, SpeechStarted) and t_cut is None:
+                t_cut = t + CHUNK / SR + 0.06
+                canceller.cut_reference(t_cut)
+                played = scene.played.copy()
+                played[int((t_cut - T0) * SR) :] = 0.0
+                echo = room.echo(played)
+    events += pipeline.flush()
+    assert t_cut is not None and scene.user_span[0] <= t_cut <= scene.user_span[1] + 0.2
+    assert not canceller.playing_at(t_cut + 0.01)
+    utterances = [e for e in events if isinstance(e, Utterance)]
+    assert len(utterances) == 1
+    heard = _transcriber().transcribe(utterances[0].audio).text
+    print(f"\nbarge-in at {t_cut - T0:.2f} s; Whisper on the cleaned utterance: {heard!r}")
+    assert overlap(USER, heard) >= 0.6
+
+
+# --------------------------------------------------------------------------- cut, no reference
+
+
+@needs_aec
+def test_cut_reference_stops_cancelling_and_passes_audio_through(
+    speak_16k: Callable[[str], np.ndarray],
+) -> None:
+    room = Room()
+    scene = make_scene(speak_16k, room)
+    cut_s = 2.0
+    played = scene.played.copy()
+    played[int(cut_s * SR) :] = 0.0  # the speaker really stopped
+    mic = (room.echo(played) + scene.noise).astype(np.float32)
+    canceller = EchoCanceller()
+    for audio, t_start in scene.segments:
+        canceller.add_reference(audio, t_start)
+    canceller.cut_reference(T0 + cut_s)
+    assert canceller.playing_at(T0 + cut_s - 0.01)
+    assert not canceller.playing_at(T0 + cut_s + 0.01)
+    assert not canceller.playing_at(T0 + 7.0)  # the second sentence was dropped too
+    assert canceller.playing_at(T0 + cut_s + 0.3, tail_s=0.5)
+    out = np.concatenate(
+        [canceller.process(mic[i : i + CHUNK], T0 + i / SR) for i in range(0, mic.size, CHUNK)]
+    )
+    assert erle_db(mic[: int(cut_s * SR)], out[: int(cut_s * SR)], CONVERGED_S) > 20.0
+    idle = int((cut_s + canceller.config.tail_s + 0.1) * SR)
+    np.testing.assert_array_equal(out[idle:], mic[idle:])  # nothing plays: untouched
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=700), min_size=1, max_size=30))
+def test_no_reference_is_a_pure_delay(sizes: list[int]) -> None:
+    """Without reference the output is the input, bit for bit, `latency_s` later."""
+    rng = np.random.default_rng(len(sizes))
+    audio = (rng.standard_normal(sum(sizes)) * 0.1).astype(np.float32)
+    canceller = EchoCanceller()
+    out, pos = [], 0
+    for n in sizes:
+        got = canceller.process(audio[pos : pos + n], T0 + pos / SR)
+        assert got.shape == (n,) and got.dtype == np.float32
+        out.append(got)
+        pos += n
+    lag = round(canceller.latency_s * SR)
+    assert lag == (0 if all(n % FRAME_SAMPLES == 0 for n in sizes) else FRAME_SAMPLES)
+    expected = np.concatenate([np.zeros(lag, dtype=np.float32), audio])[: audio.size]
+    np.testing.assert_array_equal(np.concatenate(out), expected)
+
+
+def test_whole_frames_have_no_latency() -> None:
+    canceller = EchoCanceller()
+    chunk = np.linspace(-0.5, 0.5, CHUNK, dtype=np.float32)
+    for k in range(5):
+        np.testing.assert_array_equal(canceller.process(chunk, T0 + k * 0.02), chunk)
+    assert canceller.latency_s == 0.0
+    assert canceller.process(np.zeros(0, dtype=np.float32), T0).size == 0
+
+
+def test_library_missing_means_pass_through(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(config: EchoConfig) -> None:
+        raise ImportError("No module named 'livekit'")
+
+    monkeypatch.setattr(echo_module, "_open_backend", broken)
+    monkeypatch.setattr(echo_module, "_warned", False)
+    with caplog.at_level(logging.WARNING, logger="echo"):
+        cancellers = [EchoCanceller(), EchoCanceller()]
+    warnings = [r for r in caplog.records if r.name == "echo"]
+    assert [r.levelno for r in warnings] == [logging.WARNING]  # once per process
+    canceller = cancellers[0]
+    assert not canceller.available
+    canceller.add_reference(np.full(SR, 0.1, dtype=np.float32), T0)
+    chunk = np.linspace(-0.5, 0.5, CHUNK, dtype=np.float32)
+    np.testing.assert_array_equal(canceller.process(chunk, T0 + 0.1), chunk)
+    assert canceller.playing_at(T0 + 0.5)  # the VAD guard still works
+    assert canceller.reference_level(T0, T0 + 1.0) == pytest.approx(0.1, rel=1e-5)
+
+
+# --------------------------------------------------------------------------- timeline
+
+
+def test_reference_level_and_playing_at() -> None:
+    canceller = EchoCanceller()
+    canceller.add_reference(np.full(SR // 2, 0.2, dtype=np.float32), T0 + 1.0)  # 1.0-1.5 s
+    assert not canceller.playing_at(T0 + 0.99)
+    assert canceller.playing_at(T0 + 1.0) and canceller.playing_at(T0 + 1.49)
+    assert not canceller.playing_at(T0 + 1.6)
+    assert canceller.playing_at(T0 + 1.6, tail_s=0.2)
+    assert canceller.reference_level(T0 + 1.1, T0 + 1.4) == pytest.approx(0.2, rel=1e-5)
+    assert canceller.reference_level(T0 + 1.25, T0 + 1.75) == pytest.approx(0.2 * 0.5**0.5)
+    assert canceller.reference_level(T0 + 2.0, T0 + 3.0) == 0.0
+    assert canceller.reference_level(T0 + 1.2, T0 + 1.2) == 0.0
+
+
+def test_timeline_reads_overlaps_out_of_order_and_cuts() -> None:
+    timeline = ReferenceTimeline(keep_s=5.0)
+    timeline.add(np.ones(100, dtype=np.float32), 2.0)
+    timeline.add(np.full(100, 2.0, dtype=np.float32), 1.0)  # added late, plays earlier
+    timeline.add(np.full(50, 0.5, dtype=np.float32), 2.0 + 75 / SR)  # overlaps the first
+    out = np.empty(400, dtype=np.float32)
+    start = timeline.sample_at(1.0)
+    timeline.read(start, out)
+    assert np.all(out[:100] == 2.0) and np.all(out[100:] == 0.0)
+    out2 = np.empty(200, dtype=np.float32)
+    timeline.read(timeline.sample_at(2.0), out2)
+    assert np.all(out2[:75] == 1.0) and np.all(out2[75:100] == 1.5)
+    assert np.all(out2[100:125] == 0.5) and np.all(out2[125:] == 0.0)
+    timeline.cut(2.0 + 80 / SR)
+    timeline.read(timeline.sample_at(2.0), out2)
+    assert np.all(out2[:75] == 1.0) and np.all(out2[75:80] == 1.5) and np.all(out2[80:] == 0)
+    timeline.cut(1.5)
+    assert len(timeline) == 1
+
+
+def test_timeline_stays_bounded() -> None:
+    """A speaker reporting every 20 ms block for a minute: only `keep_s` of it is kept."""
+    canceller = EchoCanceller(EchoConfig(keep_s=3.0))
+    block = np.full(CHUNK, 0.1, dtype=np.float32)
+    silence = np.zeros(CHUNK, dtype=np.float32)
+    for k in range(3000):
+        t = T0 + k * CHUNK / SR
+        canceller.add_reference(block, t)
+        canceller.process(silence, t)
+    assert len(canceller.reference) <= 3.0 * SR / CHUNK + 2
+    assert canceller.playing_at(T0 + 2999 * CHUNK / SR)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError):
+        EchoConfig(sample_rate=48000)
+    with pytest.raises(ValueError):
+        EchoConfig(reference_lead_ms=-1)
+    with pytest.raises(ValueError):
+        EchoConfig(keep_s=0.5)
+
+
+@needs_aec
+def test_known_delay_beyond_the_estimator_range(speak_16k: Callable[[str], np.ndarray]) -> None:
+    """AEC3 finds delays up to ~0.5 s by itself; a known larger one is set with set_delay_ms."""
+    scene = make_scene(speak_16k, Room(delay_ms=800.0))
+    lost, _ = cancel(scene.mic, scene.segments)
+    canceller = EchoCanceller()
+    canceller.set_delay_ms(780.0)
+    assert canceller.delay_ms == 780.0
+    for audio, t_start in scene.segments:
+        canceller.add_reference(audio, t_start)
+    mic = scene.mic
+    found = np.concatenate(
+        [canceller.process(mic[i : i + CHUNK], T0 + i / SR) for i in range(0, mic.size, CHUNK)]
+    )
+    without, with_delay = erle_db(mic, lost, CONVERGED_S), erle_db(mic, found, CONVERGED_S)
+    print(f"\n800 ms echo: ERLE {without:.1f} dB alone, {with_delay:.1f} dB with set_delay_ms")
+    assert with_delay > 20.0 and with_delay > without + 10.0

@@ -306,11 +306,12 @@ class _PlayClock:
     A block cannot start playing before the previous one has finished, but PortAudio's DAC
     times break that rule right when it matters: after an underflow ALSA refills the buffer
     with a burst of callbacks that all report "now". Taking max(estimate, end of previous
-    block - `slack_s`) keeps such bursts sequential, follows real gaps at once, and the small
-    slack lets the stamps follow a device clock running a little fast instead of drifting.
+    block - `slack_s`) keeps such bursts sequential and follows real gaps at once; the small
+    slack (2.5% of a 20 ms block) lets the stamps follow a device clock that runs a little
+    fast instead of drifting ahead for the whole session.
     """
 
-    def __init__(self, rate: int, slack_s: float = 0.002) -> None:
+    def __init__(self, rate: int, slack_s: float = 0.0005) -> None:
         self.rate = rate
         self.slack_s = slack_s
         self._next = 0.0

@@ -10,24 +10,38 @@ remains is the user.
 Why WebRTC's audio processing module (AEC3 + noise suppression + high-pass filter) through
 the `livekit` package:
 
-* AEC3 is the echo canceller of every Chromium browser: a linear filter plus a residual echo
+* AEC3 is the echo canceller of Chromium's WebRTC: a linear adaptive filter, a residual echo
   suppressor and, most useful here, its own delay estimator, so the speaker -> microphone
-  delay (tens of ms of device buffers and air, and whatever error our timestamps have) does
-  not have to be known, only bounded.
-* `livekit` (Apache-2.0) ships it prebuilt for Linux, macOS and Windows, offline, in a
-  wheel; :class:`livekit.rtc.AudioProcessingModule` is a local FFI call into its Rust core
-  and needs no LiveKit server, room or network. Measured here: ~0.15-0.3 ms of one core per
-  10 ms frame, 30-50 dB echo reduction on simulated rooms (see tests/test_echo.py).
-* Its cost: a 30 MB wheel, a few idle native threads, and one protobuf request per call.
-  `speexdsp` is older and much weaker on double talk; `aec-audio-processing` /
-  `webrtc-noise-gain` wrap the same WebRTC code but are single-maintainer builds with fewer
-  platforms. livekit is the best maintained route to AEC3.
+  delay (device buffers, air, and the error of our timestamps) only has to be bounded, not
+  known: measured here, echoes 0 to ~500 ms behind the reference fed with them are found
+  (650 ms is not, nor an echo that comes *before* its reference).
+* `livekit` (Apache-2.0, PyPI wheels for Linux, macOS and Windows) ships it prebuilt in its
+  native library; :class:`livekit.rtc.AudioProcessingModule` is a local FFI call that needs
+  no LiveKit server, room or network. Measured on this 2-core machine: ~0.25 ms of one
+  core per 10 ms frame (0.14 ms of it inside livekit's FFI request), 50-60 dB echo
+  reduction on the simulated rooms of tests/test_echo.py.
+* The price: a 30 MB wheel, a few idle native threads once loaded, one small protobuf
+  request per call, and only on/off switches (AEC3's own tuning is not exposed). Since it
+  works, the alternatives were not adopted (nor benchmarked): `speexdsp` bindings give
+  Speex's older MDF canceller (no delay estimator: its filter must span the whole delay),
+  `webrtc-noise-gain` has noise suppression and gain control but no echo canceller, and
+  `aec-audio-processing` is a recent wrapper with little track record.
 
 The WebRTC module needs exactly 10 ms frames of int16 and one reverse (far end, what plays)
 frame before each forward (microphone) frame. :class:`EchoCanceller` does that bookkeeping:
 it keeps a short *reference timeline* (what the speaker played, on the UNIX clock), cuts
-microphone chunks of any length into 10 ms frames, and for each one feeds the reference that
-was playing at the frame's capture time, then the frame itself.
+microphone chunks of any length into 10 ms frames, and for each one feeds the reference
+playing around the frame's capture time (see `reference_lead_ms`), then the frame itself.
+
+What AEC3 does not do well, measured in the tests: when the user talks over loud echo
+(about the same level), its suppressor eats part of the user's first words, so barge-in is
+detected on a later word (SpeechStarted ~0.8 s after "Stop, what is..." began, on "what").
+The VAD sees the residual echo at Silero probabilities below ~0.2, so a guard need not be
+stricter while the assistant talks; a stricter one would only delay barge-in further.
+
+The reference must reach the canceller before the microphone audio it echoes into is
+processed (by `reference_lead_ms` before it plays, minus the microphone's own transport
+delay): a frame processed earlier was paired with silence and its echo stays.
 
 If the library cannot be loaded, :attr:`EchoCanceller.available` is False and
 :meth:`EchoCanceller.process` passes the audio through: the node then relies on its VAD
@@ -63,10 +77,10 @@ class EchoConfig:
 
     `reference_lead_ms`: each microphone frame is paired with the reference that plays this
     much *later* than its capture time. AEC3 can only cancel an echo whose reference it has
-    already seen (it fails when the echo comes less than ~3 ms after the reference); device
-    timestamps are only good to some tens of ms, so leading the reference turns an error of
-    up to this much in the wrong direction into a delay AEC3 finds by itself (it handles
-    hundreds of ms in the other direction).
+    already been given; device timestamps are only good to some tens of ms, so leading the
+    reference turns an error of up to this much in the wrong direction into a delay AEC3
+    finds by itself (it handles up to ~500 ms in the other direction). A larger lead needs
+    the reference to arrive that much earlier (see the module docstring).
 
     `bypass_idle`: when nothing has played for `tail_s` (room echo dies out, plus margin),
     the microphone audio is returned untouched, so with the assistant silent the VAD and
@@ -118,8 +132,8 @@ class _LiveKitApm:
         self.forward = _int16_view(self._forward)
 
     def set_delay_ms(self, delay_ms: int) -> None:
-        """A hint only (AEC3 estimates the delay), but setting it at all avoids the failure
-        of AEC3 on echoes that follow their reference by less than ~3 ms."""
+        """A hint only (AEC3 estimates the delay itself), but without it AEC3 missed echoes
+        that follow their reference by less than ~3 ms (measured; the value did not matter)."""
         self._apm.set_stream_delay_ms(max(0, int(delay_ms)))
 
     def run(self) -> None:

@@ -316,8 +316,10 @@ class SoakResult:
             lines.append(f"  voice-to-voice, {part} 20 %: median {lat.get('median', float('nan')):.3f} s,"
                          f" p95 {lat.get('p95', float('nan')):.3f} s (n={int(lat.get('n', 0))})")
         lines.append("  RSS after warm-up -> end (MB, growth):")
-        for name in sorted(self.growth_pct):
+        for name in sorted(self.growth_pct, key=lambda n: (n == "TOTAL", n)):
             warm, end = self.rss_warm.get(name, 0), self.rss_end.get(name, 0)
+            if name == "TOTAL":
+                warm, end = sum(self.rss_warm.values()), sum(self.rss_end.get(n, 0) for n in self.rss_warm)
             flag = "  <-- over limit" if self.growth_pct[name] > self.max_growth_pct else ""
             lines.append(f"    {name:14s} {warm / 1024:7.1f} -> {end / 1024:7.1f}  {self.growth_pct[name]:+6.1f} %{flag}")
         return "\n".join(lines)

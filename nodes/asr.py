@@ -7,7 +7,8 @@ import time
 from typing import Any
 
 from pipeline import messages as m
-from pipeline.asr import AsrConfig, Transcriber, Transcript
+from pipeline.asr import AsrConfig, SpeculativeAsr, Transcriber
+from pipeline.audio import resample
 from pipeline.models import ModelNotFound
 from pipeline.runtime import STOP, Outbox, fail, inputs, start
 from pipeline.settings import Settings
@@ -32,7 +33,7 @@ def asr_config(s: Settings) -> AsrConfig:
 def run(node: Any, s: Settings, transcriber: Transcriber) -> None:
     out = Outbox(node)
     gate = TurnGate()
-    tentative: dict[int, Transcript] = {}  # turn -> transcript of its tentative utterance
+    asr = SpeculativeAsr(transcriber.transcribe)
     for input_id, value, meta in inputs(node, primary=frozenset({"utterance"})):
         if input_id == STOP:
             continue
@@ -43,33 +44,27 @@ def run(node: Any, s: Settings, transcriber: Transcriber) -> None:
             if not gate.accept(turn):
                 continue
             final = bool(meta.get("final", True))
-            if final and meta.get("same_as_tentative") and turn in tentative:
-                result = tentative.pop(turn)  # speculative ASR: already transcribed
-            else:
-                audio = m.audio_of(value)
-                rate = int(meta.get("sample_rate", 16000))
-                if rate != 16000:
-                    from pipeline.audio import resample
-
-                    audio = resample(audio, rate, 16000)
-                result = transcriber.transcribe(audio)
-            if not final:
-                tentative.clear()
-                tentative[turn] = result
-                continue
-            tentative.pop(turn, None)
-            if result.dropped:
+            audio = m.audio_of(value)
+            rate = int(meta.get("sample_rate", 16000))
+            if rate != 16000:
+                audio = resample(audio, rate, 16000)
+            result = asr.utterance(turn, audio, final, bool(meta.get("same_as_tentative")))
+            if result.dropped and final:
                 log.info("turn %d: dropped as not speech: %s", turn, list(result.dropped))
             if not result.text:
-                log.info("turn %d: empty transcript, nothing sent to the LLM", turn)
+                if final:
+                    log.info("turn %d: empty transcript, nothing sent to the LLM", turn)
                 continue
-            log.info("turn %d: heard %r (%.2f s audio in %.2f s)", turn, result.text, result.audio_s, result.elapsed_s)
+            if final:
+                log.info("turn %d: heard %r (%.2f s audio in %.2f s)", turn, result.text,
+                         result.audio_s, result.elapsed_s)
             out.send(
                 m.ASR_TRANSCRIPT,
                 m.text_array(result.text),
                 {
                     **m.times(meta),
                     "turn_id": turn,
+                    "final": final,
                     "t_transcript": time.time(),
                     "asr_s": round(result.elapsed_s, 4),
                     "asr_audio_s": round(result.audio_s, 4),

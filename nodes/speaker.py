@@ -11,15 +11,20 @@ import threading
 import time
 from typing import Any
 
+import numpy as np
+
 from pipeline import messages as m
+from pipeline.audio import resample
 from pipeline.audio_io import DeviceError, SpeakerFile, SpeakerStream
 from pipeline.metrics import TurnMetrics
 from pipeline.playback import PlaybackEvent
 from pipeline.runtime import STOP, Outbox, fail, inputs, start
 from pipeline.settings import Settings
-from pipeline.turns import TurnGate
+from pipeline.turns import CommitGate, TurnGate
 
 NAME = "speaker"
+_NOTHING = np.zeros(0, dtype=np.float32)
+AEC_LEAD_IN_S = 0.08
 log = logging.getLogger(NAME)
 
 
@@ -81,40 +86,75 @@ def run(node: Any, s: Settings, sink: SpeakerStream | SpeakerFile) -> None:
     def idle() -> bool:
         return not sink.is_playing and events.empty()
 
+    commits = CommitGate()
+
+    def play(turn: int, meta: dict[str, Any], audio: Any) -> None:
+        is_end = meta.get("event") == m.END
+        rate = int(meta.get("sample_rate", 22050))
+        t_start = reference_start(sink) if s.aec else None
+        if t_start is not None and audio.size and not sink.is_playing:
+            # Starting from silence, the reference would reach the echo canceller only just
+            # before the sound does; a short lead-in of silence gives it time to arrive.
+            audio = np.concatenate([np.zeros(int(rate * AEC_LEAD_IN_S), dtype=np.float32), audio])
+        if t_start is not None and audio.size:
+            # the echo canceller in the vad node needs what will play, before it plays
+            out.send(m.SPEAKER_REFERENCE, m.audio_array(resample(audio, rate, 16000)),
+                     {"turn_id": turn, "sample_rate": 16000, "t_start": t_start, "event": "play"})
+        try:
+            sink.add(turn, int(meta.get("segment_index", 0)), audio, int(meta.get("sample_rate", 22050)),
+                     "" if is_end else str(meta.get("text", "")), last=is_end)
+        except DeviceError as exc:
+            log.error("speaker failed: %s; reopening", exc)
+            try:
+                sink.reopen()
+            except DeviceError as again:
+                log.error("speaker still unavailable: %s", again)
+
     try:
         for input_id, value, meta in inputs(node, primary=frozenset({"audio"}), done=idle):
             if input_id == STOP:
                 continue
             turn = m.turn_of(meta)
             if input_id == "transcript":
+                if gate.is_stale(turn):
+                    continue
                 reporter.metrics.transcript(turn, m.text_of(value), meta)
+                if meta.get("final", True):
+                    for item in commits.commit(turn):
+                        play(*item)
             elif input_id == "speech_started":
-                if gate.advance(turn) and s.barge_in:
-                    barge_in(sink, reporter, turn)
+                if gate.advance(turn):
+                    commits.drop_before(turn)
+                    if s.barge_in:
+                        barge_in(sink, reporter, turn)
             elif input_id == "audio":
                 if not gate.accept(turn):
                     continue
                 reporter.note_audio(turn, meta)
-                is_end = meta.get("event") == m.END
-                try:
-                    sink.add(turn, int(meta.get("segment_index", 0)), m.audio_of(value),
-                             int(meta.get("sample_rate", 22050)), "" if is_end else str(meta.get("text", "")),
-                             last=is_end)
-                except DeviceError as exc:
-                    log.error("speaker failed: %s; reopening", exc)
-                    try:
-                        sink.reopen()
-                    except DeviceError as again:
-                        log.error("speaker still unavailable: %s", again)
+                item = (turn, meta, m.audio_of(value))
+                if commits.offer(turn, item):
+                    play(*item)
     finally:
         events.put(None)  # type: ignore[arg-type]
         worker.join(2.0)
         sink.close()
 
 
+def reference_start(sink: SpeakerStream | SpeakerFile) -> float | None:
+    """When audio added now will start to be heard (None in file mode: no acoustic echo)."""
+    buf = getattr(sink, "buffer", None)
+    if not isinstance(sink, SpeakerStream) or buf is None:
+        return None
+    return max(time.time() + sink.latency, buf.end_time) + buf.frames_queued / buf.sample_rate
+
+
 def barge_in(sink: SpeakerStream | SpeakerFile, reporter: Reporter, turn: int) -> None:
     """The user speaks: silence the assistant now, report what was cut."""
     cut = sink.clear(turn_id_below=turn)
+    if isinstance(sink, SpeakerStream):
+        # what is already in the device still plays for its latency; the rest is gone
+        reporter.out.send(m.SPEAKER_REFERENCE, m.audio_array(_NOTHING),
+                          {"turn_id": turn, "t_start": time.time() + sink.latency, "event": "cut"})
     if not cut:
         return
     log.info("barge-in: stopped %d segment(s) of turn %d", len(cut), cut[0].turn_id)

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from pipeline import messages as m
+from pipeline.echo import EchoCanceller
 from pipeline.runtime import CLOSED, STOP, Outbox, inputs, start
 from pipeline.settings import Settings
 from pipeline.vad import EndpointConfig, SpeechDiscarded, SpeechStarted, Utterance, VadPipeline
@@ -63,7 +64,7 @@ def send_events(out: Outbox, events: list[Any]) -> None:
             log.info("turn %d: too short to be speech, ignored", ev.turn_id)
 
 
-def run(node: Any, s: Settings, vad: VadPipeline) -> None:
+def run(node: Any, s: Settings, vad: VadPipeline, aec: EchoCanceller | None = None) -> None:
     out = Outbox(node)
     playback = PlaybackState()
     for input_id, value, meta in inputs(node, primary=frozenset({"audio"})):
@@ -77,7 +78,25 @@ def run(node: Any, s: Settings, vad: VadPipeline) -> None:
                 log.error("microphone audio at %d Hz ignored: the contract says 16000", rate)
                 continue
             capture = float(meta.get("capture_time", 0.0))
-            send_events(out, vad.push(m.audio_of(value), capture))
+            chunk = m.audio_of(value)
+            if aec is not None:
+                # guard next to the canceller: stricter while the assistant is audible
+                audible = aec.playing_at(capture, tail_s=0.3)
+                vad.set_threshold(max(s.vad_threshold, s.vad_threshold_playing) if audible else None)
+                send_events(out, vad.push(aec.process(chunk, capture), capture, keep=chunk))
+                if log.isEnabledFor(logging.DEBUG) and int(meta.get("seq", 0)) % 50 == 0:
+                    log.debug("aec: capture lag %.3f s, late reference %.2f s, prob %.2f, %.3f ms/frame",
+                              time.time() - capture, aec.stats.late_reference_s, vad.last_prob,
+                              aec.stats.ms_per_frame)
+            else:
+                send_events(out, vad.push(chunk, capture))
+        elif input_id == "reference" and aec is not None:
+            if meta.get("event") == "cut":
+                aec.cut_reference(float(meta.get("t_start", 0.0)))
+            else:
+                t_start = float(meta.get("t_start", 0.0))
+                log.debug("aec: reference of %.2f s starts in %.3f s", len(value) / 16000, t_start - time.time())
+                aec.add_reference(m.audio_of(value), t_start)
         elif input_id == "played":
             playback.update(m.turn_of(meta), str(meta.get("event", "")))
             if not s.barge_in:
@@ -89,7 +108,10 @@ def main() -> None:
 
     s = start(NAME)
     vad = VadPipeline(endpoint_config(s))
-    run(Node(), s, vad)
+    aec = EchoCanceller() if s.aec and not s.mic_file else None
+    if aec is not None and not aec.available:
+        log.warning("echo cancellation unavailable: the assistant may hear itself (see AEC)")
+    run(Node(), s, vad, aec)
 
 
 if __name__ == "__main__":

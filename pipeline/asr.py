@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,3 +135,27 @@ class Transcriber:
             elapsed_s=time.perf_counter() - started,
             dropped=tuple(dropped),
         )
+
+
+class SpeculativeAsr:
+    """Transcribes tentative and final utterances, reusing the tentative's transcript.
+
+    The VAD sends a tentative utterance after a short silence and the final one at the
+    endpoint; when nothing was said in between (`same_as_tentative`), the final transcript is
+    the tentative's, available at once. Both are passed on: the LLM starts on the tentative
+    one, the speaker only plays a turn once its final transcript exists.
+    """
+
+    def __init__(self, transcribe: Callable[[np.ndarray], Transcript]) -> None:
+        self._transcribe = transcribe
+        self._tentative: dict[int, Transcript] = {}
+
+    def utterance(self, turn_id: int, audio: np.ndarray, final: bool, same_as_tentative: bool) -> Transcript:
+        cached = self._tentative.pop(turn_id, None)
+        if final and same_as_tentative and cached is not None:
+            return cached
+        result = self._transcribe(audio)
+        if not final:
+            self._tentative.clear()  # only the newest turn can still be confirmed
+            self._tentative[turn_id] = result
+        return result

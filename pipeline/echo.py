@@ -35,7 +35,7 @@ playing around the frame's capture time (see `reference_lead_ms`), then the fram
 
 What AEC3 does not do well, measured in the tests: when the user talks over loud echo
 (about the same level), its suppressor eats part of the user's first words, so barge-in is
-detected on a later word (SpeechStarted ~0.8 s after "Stop, what is..." began, on "what").
+detected on a later word (SpeechStarted ~0.85 s after "Stop, what is..." began, on "what").
 The VAD sees the residual echo at Silero probabilities below ~0.2, so a guard need not be
 stricter while the assistant talks; a stricter one would only delay barge-in further.
 
@@ -273,6 +273,7 @@ class EchoStats:
     frames: int = 0
     busy_s: float = 0.0
     errors: int = 0
+    late_reference_s: float = 0.0  # reference that arrived after its frames were processed
 
     @property
     def ms_per_frame(self) -> float:
@@ -318,6 +319,7 @@ class EchoCanceller:
         self._carry_n = 0  # processed samples not yet returned
         self._latency = 0
         self._active = False  # last frame's output was the processed signal
+        self._fed_until = 0  # end of the reference given to AEC3 so far (absolute sample)
 
     # -- public state ------------------------------------------------------------------
 
@@ -349,6 +351,10 @@ class EchoCanceller:
         arrive before the microphone audio it echoes into: frames processed earlier were
         paired with silence and their echo is not cancelled."""
         self.reference.add(samples, t_start)
+        start = self.reference.sample_at(t_start)
+        if start < self._fed_until:  # too late for frames already processed: worth a metric
+            late = min(self._fed_until - start, np.size(samples))
+            self.stats.late_reference_s += late / SAMPLE_RATE
 
     def cut_reference(self, t: float) -> None:
         """Playback stopped at UNIX time `t` (barge-in): nothing after it plays any more."""
@@ -461,6 +467,7 @@ class EchoCanceller:
         ref = self.reference
         at = ref.sample_at(t + self._shift_s)
         ref.read(at, self._ref)
+        self._fed_until = at + FRAME_SAMPLES
         _to_int16(self._ref, self._scratch, backend.reverse)
         _to_int16(mic, self._scratch, backend.forward)
         try:

@@ -13,6 +13,7 @@ on the wire is a pyarrow array plus a flat metadata dict (dora allows bool/int/f
 | segmenter/segment    | utf8[1]               | event = segment or end, segment_index, t_*             |
 | tts/audio            | float32[n], mono      | sample_rate, segment_index, chunk_index, text, event   |
 | speaker/played       | int64[1] = seg index  | event = started/finished/turn_end/interrupted, text    |
+| speaker/reference    | float32[n], 16 kHz    | event = play (t_start: when it will be heard) or cut   |
 
 Rules every node follows:
 
@@ -54,6 +55,7 @@ LLM_TEXT = "text"
 SEGMENTER_SEGMENT = "segment"
 TTS_AUDIO = "audio"
 SPEAKER_PLAYED = "played"
+SPEAKER_REFERENCE = "reference"
 
 Meta = dict[str, Any]
 

@@ -93,12 +93,14 @@ SPECS: tuple[Spec, ...] = (
     _s("SPEAKER_FILE", "", "str", "WAV file to write the assistant's voice to instead of a speaker (file mode)."),
     # vad
     _s("VAD_THRESHOLD", "0.5", "float", "Silero speech probability above which a 32 ms frame counts as speech.", minimum=0.05, maximum=0.99),
+    _s("VAD_THRESHOLD_PLAYING", "0.7", "float", "Speech threshold while the assistant is audible (with AEC): its residual echo must not start a turn.", minimum=0.05, maximum=0.99),
     _s("VAD_START_MS", "96", "int", "Speech needed before `speech_started` is sent (and a playing answer is interrupted).", minimum=32, maximum=2000),
     _s("VAD_MIN_SPEECH_MS", "250", "int", "Utterances with less speech than this are dropped (coughs, clicks).", minimum=32, maximum=5000),
     _s("VAD_END_SILENCE_MS", "500", "int", "Silence that ends an utterance (endpointing).", minimum=100, maximum=5000),
     _s("VAD_SPECULATIVE_MS", "200", "int", "Silence after which ASR starts on a tentative utterance, so the transcript is ready when the endpoint comes; 0 = off.", minimum=0, maximum=5000),
     _s("VAD_PREROLL_MS", "300", "int", "Audio kept from before speech started, so the first syllable is not cut.", minimum=0, maximum=2000),
     _s("VAD_MAX_UTTERANCE_S", "15", "float", "An utterance is cut and sent after this long.", minimum=1, maximum=120),
+    _s("AEC", "true", "bool", "Acoustic echo cancellation (WebRTC AEC3 via livekit) with the played audio as reference, so the assistant does not hear itself."),
     _s("BARGE_IN", "true", "bool", "Let the user interrupt the assistant; false = half duplex, the microphone is ignored while the assistant speaks."),
     # asr
     _s("ASR_MODEL", "tiny.en", "str", "Whisper model: `tiny.en` (bundled), a folder with a CTranslate2 model, or a model name found in `models/`."),
@@ -154,12 +156,14 @@ class Settings:
     speaker_device: str
     speaker_file: str
     vad_threshold: float
+    vad_threshold_playing: float
     vad_start_ms: int
     vad_min_speech_ms: int
     vad_end_silence_ms: int
     vad_speculative_ms: int
     vad_preroll_ms: int
     vad_max_utterance_s: float
+    aec: bool
     barge_in: bool
     asr_model: str
     asr_compute_type: str

@@ -6,7 +6,7 @@ Nodes never need to coordinate beyond that: each keeps a `TurnGate` and drops st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -34,3 +34,35 @@ class TurnGate:
             return False
         self.advance(turn_id)
         return True
+
+
+@dataclass
+class CommitGate:
+    """Holds a turn's audio until its final transcript exists (speculative answers).
+
+    The LLM may start answering a tentative transcript (the user paused but the endpoint
+    silence has not fully passed); the answer is synthesized but must not be heard until the
+    endpoint confirms the turn. If the user goes on talking instead, the VAD starts a new
+    turn and the held audio is dropped with the rest of the old turn.
+    """
+
+    committed: set[int] = field(default_factory=set)
+    held: dict[int, list[tuple]] = field(default_factory=dict)
+
+    def commit(self, turn_id: int) -> list[tuple]:
+        """The turn is confirmed: returns what was held for it, in order."""
+        self.committed.add(turn_id)
+        for old in [t for t in self.committed if t < turn_id - 8]:
+            self.committed.discard(old)
+        return self.held.pop(turn_id, [])
+
+    def offer(self, turn_id: int, item: tuple) -> bool:
+        """True if the item may go out now; otherwise it is held."""
+        if turn_id in self.committed:
+            return True
+        self.held.setdefault(turn_id, []).append(item)
+        return False
+
+    def drop_before(self, turn_id: int) -> None:
+        for t in [t for t in self.held if t < turn_id]:
+            del self.held[t]

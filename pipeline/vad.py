@@ -450,6 +450,12 @@ class Endpointer:
         cur = self._cur
         self._append(frame)
         if prob >= self._threshold or (prob >= self._neg and cur.silence == 0):
+            if cur.speculated_voiced >= 0 and prob >= self._threshold:
+                # The user goes on after a tentative utterance: whatever was started on it
+                # (ASR, LLM, TTS) must be dropped, so the rest of the utterance is a new turn.
+                cur.speculated_voiced = -1
+                self.turn_id += 1
+                events.append(SpeechStarted(self.turn_id, frame_time))
             self._voiced(frame_time)
         else:
             cur.silence += 1
@@ -520,19 +526,34 @@ class VadPipeline:
         self.vad.reset()  # a model shared with an earlier stream must not carry its state
         self.endpointer = Endpointer(self.config)
         self.framer = Framer(self.config.frame_samples)
+        self.keep_framer = Framer(self.config.frame_samples)
         self.last_prob = 0.0
         self._pending_time: float | None = None  # capture time of the first buffered sample
 
-    def push(self, chunk: np.ndarray, capture_time: float) -> list[Event]:
-        """Feed a 16 kHz chunk whose first sample was captured at `capture_time`."""
+    def push(
+        self, chunk: np.ndarray, capture_time: float, keep: np.ndarray | None = None
+    ) -> list[Event]:
+        """Feed a 16 kHz chunk whose first sample was captured at `capture_time`.
+
+        With `keep` (same length), speech is *detected* on `chunk` but the utterance is
+        made of `keep`: the echo-cancelled signal is the right one to decide whether the user
+        speaks, but AEC3 suppresses the first syllables of double talk, which Whisper needs;
+        the raw microphone has them (and at most the ~0.2 s of the assistant's voice before
+        barge-in silences it).
+        """
         rate = self.config.sample_rate
         t0 = capture_time - self.framer.pending / rate
         frame_s = self.config.frame_s
         events: list[Event] = []
         n = 0
-        for frame in self.framer.push(chunk):
-            events.extend(self._frame(frame, t0 + n * frame_s))
-            n += 1
+        if keep is None:
+            for frame in self.framer.push(chunk):
+                events.extend(self._frame(frame, t0 + n * frame_s))
+                n += 1
+        else:
+            for frame, kept in zip(self.framer.push(chunk), self.keep_framer.push(keep), strict=True):
+                events.extend(self._frame(frame, t0 + n * frame_s, kept))
+                n += 1
         self._pending_time = t0 + n * frame_s
         return events
 
@@ -559,8 +580,10 @@ class VadPipeline:
         """See :meth:`Endpointer.set_threshold`."""
         self.endpointer.set_threshold(threshold)
 
-    def _frame(self, frame: np.ndarray, frame_time: float) -> Sequence[Event]:
+    def _frame(
+        self, frame: np.ndarray, frame_time: float, kept: np.ndarray | None = None
+    ) -> Sequence[Event]:
         if self.endpointer.muted:
             return ()
         self.last_prob = self.vad.prob(frame)
-        return self.endpointer.process(frame, self.last_prob, frame_time)
+        return self.endpointer.process(frame if kept is None else kept, self.last_prob, frame_time)

@@ -124,3 +124,57 @@ def test_beeps_clicks_and_noise_do_not_start_turns(sound_card, tmp_path):
     assert requests == []
     assert "speech started" not in log
     assert assistant.turns() == []
+
+
+@pytest.fixture
+def echo_loop(sound_card):
+    """The speaker's sound reaches the microphone (a laptop without headphones)."""
+    import subprocess
+
+    mod = subprocess.run(
+        ["pactl", "load-module", "module-loopback", "source=speaker.monitor", "sink=uservoice",
+         "latency_msec=30"], capture_output=True, text=True, check=True).stdout.strip()
+    yield
+    subprocess.run(["pactl", "unload-module", mod], check=False)
+
+
+MEDIUM = ("Bread is one of the oldest foods. People baked it thousands of years ago from wheat "
+          "and barley. Today every country has its own kind of bread.")
+
+
+def medium_answer(messages: list[dict]) -> str:
+    q = messages[-1]["content"].lower()
+    return MEDIUM if "bread" in q else f"You asked {q.strip().rstrip('?.!')}. The answer is short."
+
+
+def test_with_echo_the_assistant_does_not_hear_itself(echo_loop, tmp_path, make_speech):
+    q1 = make_speech(["Tell me about bread."], lead_s=0.2)
+    with ScriptedServer(Script(answer_fn=medium_answer, token_delay_s=0.01)) as srv, \
+            LiveAssistant(tmp_path, {"OPENAI_BASE_URL": srv.base_url}) as assistant:
+        assistant.wait_ready()
+        play(q1)
+        turns = assistant.wait_turns(1, timeout=60)
+        time.sleep(3.0)  # anything heard from its own voice would have become a turn by now
+        requests = list(srv.script.requests)
+        turns = assistant.turns()
+        log = assistant.log()
+    assert len(turns) == 1 and not turns[0]["interrupted"], (turns, log[-2000:])
+    assert turns[0]["answer"].split() == MEDIUM.split()  # played to its end
+    assert len(requests) == 1, [r["messages"][-1] for r in requests]
+
+
+def test_with_echo_a_real_user_can_still_interrupt(echo_loop, tmp_path, make_speech):
+    q1 = make_speech(["Tell me a long story about bread."], lead_s=0.2)
+    q2 = make_speech(["What time is it?"], lead_s=0.0)
+    with ScriptedServer(Script(answer_fn=answer_for, token_delay_s=0.01)) as srv, \
+            LiveAssistant(tmp_path, {"OPENAI_BASE_URL": srv.base_url}) as assistant:
+        assistant.wait_ready()
+        rec = Recorder()
+        play(q1)
+        wait_for_sound(rec)
+        time.sleep(2.0)
+        play(q2)
+        turns = assistant.wait_turns(2, timeout=60)
+        rec.stop()
+    assert turns[0]["interrupted"]
+    assert "time" in words(turns[1]["transcript"]), turns[1]

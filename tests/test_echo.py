@@ -307,6 +307,22 @@ def test_whole_frames_have_no_latency() -> None:
         np.testing.assert_array_equal(canceller.process(chunk, T0 + k * 0.02), chunk)
     assert canceller.latency_s == 0.0
     assert canceller.process(np.zeros(0, dtype=np.float32), T0).size == 0
+    as_f64 = canceller.process(chunk.astype(np.float64), T0 + 0.1)
+    assert as_f64.dtype == np.float32
+    np.testing.assert_array_equal(as_f64, chunk)
+
+
+@needs_aec
+def test_late_reference_is_counted() -> None:
+    """Reference for frames already processed cannot be used: the stats say how much."""
+    canceller = EchoCanceller(EchoConfig(reference_lead_ms=40.0))
+    silence = np.zeros(CHUNK, dtype=np.float32)
+    for k in range(10):  # 200 ms processed, so reference up to 240 ms was fed
+        canceller.process(silence, T0 + k * CHUNK / SR)
+    canceller.add_reference(np.full(SR, 0.1, dtype=np.float32), T0 + 0.14)
+    assert canceller.stats.late_reference_s == pytest.approx(0.1)
+    canceller.add_reference(np.full(SR, 0.1, dtype=np.float32), T0 + 1.0)
+    assert canceller.stats.late_reference_s == pytest.approx(0.1)
 
 
 def test_library_missing_means_pass_through(

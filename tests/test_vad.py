@@ -413,6 +413,12 @@ def test_speech_resuming_after_tentative_invalidates_it():
     assert [u.final for u in utts] == [False, False, True]
     assert utts[-1].same_as_tentative  # the second tentative matches the final
     assert utts[-1].audio.size > utts[0].audio.size
+    from pipeline.vad import SpeechStarted
+
+    # resuming after a tentative is a new turn, so work started on the tentative is dropped
+    starts = [e.turn_id for e in events if isinstance(e, SpeechStarted)]
+    assert starts == [1, 2]
+    assert utts[0].turn_id == 1 and utts[-1].turn_id == 2
 
 
 def test_no_tentative_for_too_short_speech():

@@ -57,7 +57,8 @@ def scripted_answer(messages: list[dict]) -> str:
 def summarise(turns: list[dict]) -> dict[str, dict[str, float]]:
     rows: dict[str, dict[str, list[float]]] = {}
     for t in turns:
-        kind = "long" if "story" in t["transcript"].lower() or "knight" in t["transcript"].lower() else "short"
+        heard = set(t["transcript"].lower().replace(".", " ").replace(",", " ").split())
+        kind = "long" if heard & {"story", "knight", "dragon", "brave", "long"} else "short"
         times = t["times"]
         if "t_first_audio" not in times or "t_speech_end" not in times:
             continue

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from pipeline import messages as m
-from pipeline.asr import AsrConfig, SpeculativeAsr, Transcriber
+from pipeline.asr import AsrConfig, EchoGuard, SpeculativeAsr, Transcriber
 from pipeline.audio import resample
 from pipeline.models import ModelNotFound
 from pipeline.runtime import STOP, Outbox, fail, inputs, start
@@ -34,12 +34,16 @@ def run(node: Any, s: Settings, transcriber: Transcriber) -> None:
     out = Outbox(node)
     gate = TurnGate()
     asr = SpeculativeAsr(transcriber.transcribe)
+    echo = EchoGuard()
     for input_id, value, meta in inputs(node, primary=frozenset({"utterance"})):
         if input_id == STOP:
             continue
         turn = m.turn_of(meta)
         if input_id == "speech_started":
             gate.advance(turn)
+        elif input_id == "played":
+            if meta.get("event") in (m.STARTED, m.FINISHED, m.INTERRUPTED):
+                echo.spoken(str(meta.get("text", "")), time.time())
         elif input_id == "utterance":
             if not gate.accept(turn):
                 continue
@@ -51,6 +55,9 @@ def run(node: Any, s: Settings, transcriber: Transcriber) -> None:
             result = asr.utterance(turn, audio, final, bool(meta.get("same_as_tentative")))
             if result.dropped and final:
                 log.info("turn %d: dropped as not speech: %s", turn, list(result.dropped))
+            if result.text and echo.is_echo(result.text, time.time()):
+                log.info("turn %d: %r is the assistant's own voice, ignored", turn, result.text)
+                continue
             if not result.text:
                 if final:
                     log.info("turn %d: empty transcript, nothing sent to the LLM", turn)

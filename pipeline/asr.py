@@ -159,3 +159,33 @@ class SpeculativeAsr:
             self._tentative.clear()  # only the newest turn can still be confirmed
             self._tentative[turn_id] = result
         return result
+
+
+class EchoGuard:
+    """Drops transcripts that are the assistant's own words heard back through the microphone.
+
+    The last line of defence after echo cancellation and the stricter VAD while playing: if
+    what Whisper heard is mostly words the assistant spoke in the last `window_s` seconds, it
+    is an echo, not the user (people rarely repeat the assistant word for word).
+    """
+
+    def __init__(self, window_s: float = 15.0, min_share: float = 0.8) -> None:
+        self.window_s = window_s
+        self.min_share = min_share
+        self._spoken: list[tuple[float, set[str]]] = []
+
+    def spoken(self, text: str, t: float) -> None:
+        words = set(normalise(text).split())
+        if words:
+            self._spoken.append((t, words))
+        self._spoken = [(ts, w) for ts, w in self._spoken if ts > t - self.window_s]
+
+    def is_echo(self, transcript: str, t: float) -> bool:
+        heard = normalise(transcript).split()
+        if len(heard) < 2:
+            return False
+        recent: set[str] = set()
+        for ts, w in self._spoken:
+            if ts > t - self.window_s:
+                recent |= w
+        return sum(1 for w in heard if w in recent) / len(heard) >= self.min_share

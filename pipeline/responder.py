@@ -162,7 +162,8 @@ class Responder:
         with self._lock:
             if turn_id > self.latest:
                 self.latest = turn_id
-            running = [t for t in self.turns.values() if t.turn_id < turn_id and not t.cancel.is_set()]
+            running = [t for t in self.turns.values() if t.turn_id < turn_id and not t.cancel.is_set()
+                       and t.thread is not None and t.thread.is_alive()]
         for turn in running:
             self._cancel(turn)
 

@@ -1,0 +1,172 @@
+"""Each node's event loop driven by dora.testing.MockNode (no daemon), with the real models."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipeline import messages as m
+from pipeline.settings import load
+from tests.nodekit import RecordingNode, closed, ev
+
+
+def test_vad_node_sends_speech_started_then_the_utterance(question_16k):
+    from nodes import vad as vad_node
+    from pipeline.vad import VadPipeline
+
+    s = load({})
+    audio = np.concatenate([np.zeros(8000, np.float32), question_16k, np.zeros(16000, np.float32)])
+    events = [ev("audio", m.audio_array(audio[i:i + 320]), sample_rate=16000, capture_time=100 + i / 16000)
+              for i in range(0, audio.size - 320, 320)]
+    events.append(ev("audio", m.audio_array(np.zeros(320, np.float32)), sample_rate=8000, capture_time=0.0))
+    events.append(closed("audio"))
+    node = RecordingNode(events)
+    vad_node.run(node, s, VadPipeline(vad_node.endpoint_config(s)))
+    kinds = [(oid, meta.get("final")) for oid, _v, meta in node.sent]
+    assert kinds[0] == ("speech_started", None)
+    finals = [meta for oid, _v, meta in node.sent if oid == "utterance" and meta["final"]]
+    assert len(finals) == 1 and finals[0]["turn_id"] == 1
+    assert abs(finals[0]["t_speech_end"] - (100 + (8000 + question_16k.size) / 16000)) < 0.15
+
+
+def test_asr_node_transcribes_and_drops_stale_turns(question_16k):
+    from nodes import asr as asr_node
+    from pipeline.asr import Transcriber
+
+    s = load({})
+    tr = Transcriber(asr_node.asr_config(s))
+    audio = m.audio_array(np.asarray(question_16k))
+    node = RecordingNode([
+        ev("utterance", audio, turn_id=1, sample_rate=16000, final=True, t_speech_end=5.0),
+        ev("speech_started", m.int_array(3), turn_id=3),
+        ev("utterance", audio, turn_id=2, sample_rate=16000, final=True),  # stale: dropped
+        ev("utterance", m.audio_array(np.zeros(16000, np.float32)), turn_id=3, sample_rate=16000, final=True),
+        closed("utterance"),
+    ])
+    asr_node.run(node, s, tr)
+    sent = node.of("transcript")
+    assert len(sent) == 1  # silence of turn 3 gives no transcript at all
+    assert "capital" in m.text_of(sent[0][0]).lower()
+    assert sent[0][1]["turn_id"] == 1 and sent[0][1]["t_speech_end"] == 5.0
+
+
+def test_tts_node_synthesizes_segments_and_forwards_the_end():
+    from nodes import tts as tts_node
+    from pipeline.tts import Synthesizer, TtsConfig
+
+    synth = Synthesizer(TtsConfig())
+    node = RecordingNode([
+        ev("segment", m.text_array("Hello there."), turn_id=1, segment_index=0, event=m.SEGMENT, t_speech_end=1.0),
+        ev("speech_started", m.int_array(2), turn_id=2),
+        ev("segment", m.text_array("Stale words."), turn_id=1, segment_index=1, event=m.SEGMENT),
+        ev("segment", m.text_array("Fresh words."), turn_id=2, segment_index=0, event=m.SEGMENT),
+        ev("segment", m.text_array(""), turn_id=2, segment_index=1, event=m.END),
+        closed("segment"),
+    ])
+    tts_node.run(node, load({}), synth)
+    sent = node.of("audio")
+    assert [(meta["turn_id"], meta["event"]) for _v, meta in sent] == [(1, m.SEGMENT), (2, m.SEGMENT), (2, m.END)]
+    first = sent[0]
+    assert first[1]["sample_rate"] == 22050 and len(first[0]) > 22050 * 0.3
+    assert first[1]["text"] == "Hello there." and "t_first_audio" in first[1]
+
+
+def test_speaker_node_in_file_mode_reports_played_segments(tmp_path):
+    from nodes import speaker as speaker_node
+    from pipeline.audio import read_wav
+    from pipeline.audio_io import SpeakerFile
+
+    s = load({"SPEAKER_FILE": str(tmp_path / "o.wav")})
+    tone = (0.2 * np.sin(np.arange(22050) / 22050 * 2 * np.pi * 440)).astype(np.float32)
+    node = RecordingNode([
+        ev("transcript", m.text_array("hi"), turn_id=1, final=True),
+        ev("audio", m.audio_array(tone), turn_id=1, segment_index=0, sample_rate=22050, text="A.", event=m.SEGMENT),
+        ev("audio", m.audio_array(tone), turn_id=1, segment_index=1, sample_rate=22050, text="B.", event=m.SEGMENT),
+        ev("audio", m.audio_array(np.zeros(0, np.float32)), turn_id=1, segment_index=2, sample_rate=22050, event=m.END),
+        closed("audio"),
+    ])
+    sink = SpeakerFile(s.speaker_file)
+    sink.start()
+    speaker_node.run(node, s, sink)
+    events = [(meta["event"], meta["segment_index"]) for _v, meta in node.of("played")]
+    assert ("started", 0) in events and ("finished", 1) in events and events[-1][0] == "turn_end"
+    audio, rate = read_wav(tmp_path / "o.wav")
+    assert rate == 22050 and audio.size == 2 * 22050
+
+
+def test_speaker_holds_a_speculative_answer_until_the_turn_is_confirmed(tmp_path):
+    from nodes import speaker as speaker_node
+    from pipeline.audio_io import SpeakerFile
+
+    s = load({"SPEAKER_FILE": str(tmp_path / "o.wav")})
+    tone = np.full(2205, 0.1, dtype=np.float32)
+    node = RecordingNode([
+        ev("audio", m.audio_array(tone), turn_id=1, segment_index=0, sample_rate=22050, text="Old.", event=m.SEGMENT),
+        ev("speech_started", m.int_array(2), turn_id=2),  # the user went on talking
+        ev("audio", m.audio_array(tone), turn_id=2, segment_index=0, sample_rate=22050, text="New.", event=m.SEGMENT),
+        ev("transcript", m.text_array("the whole question"), turn_id=2, final=True),
+        closed("audio"),
+    ])
+    sink = SpeakerFile(s.speaker_file)
+    sink.start()
+    speaker_node.run(node, s, sink)
+    texts = [meta["text"] for _v, meta in node.of("played") if meta["event"] == "started"]
+    assert texts == ["New."]
+
+
+def test_llm_node_streams_and_apologises(tmp_path):
+    from nodes import llm as llm_node
+    from tests.scripted_server import Script, ScriptedServer
+
+    script = Script(token_delay_s=0.0)
+    with ScriptedServer(script) as srv:
+        s = load({"OPENAI_BASE_URL": srv.base_url, "LLM_RETRIES": "0"})
+        node = RecordingNode([
+            ev("speech_started", m.int_array(1), turn_id=1),
+            ev("transcript", m.text_array("Where is Paris?"), turn_id=1, final=True, t_speech_end=2.0),
+            closed("transcript"),
+        ])
+        llm_node.run(node, s)
+    texts = [(meta["event"], m.text_of(v)) for v, meta in node.of("text")]
+    assert "".join(t for e, t in texts if e == m.DELTA) == script.answer
+    assert texts[-1][0] == m.END
+    assert node.of("ready")  # an external server is ready at once
+
+
+def test_microphone_node_plays_a_file_after_ready(tmp_path):
+    from nodes import microphone as mic_node
+    from pipeline.audio import write_wav
+    from pipeline.audio_io import MicFile
+
+    path = tmp_path / "q.wav"
+    write_wav(path, np.full(16000, 0.1, dtype=np.float32), 16000)
+    s = load({"MIC_FILE": str(path), "MIC_FILE_REALTIME": "false", "MIC_FILE_TAIL_S": "0.2"})
+    source = MicFile(path, realtime=False, tail_s=0.2)
+
+    class SlowNode(RecordingNode):
+        def next(self, timeout=None):
+            time.sleep(0.2)  # give the sender thread time, as the real event loop would
+            return super().next(timeout)
+
+        def __next__(self):
+            time.sleep(0.2)
+            return super().__next__()
+
+    node = SlowNode([ev("llm_ready", pa.array(["x"])), ev("tick", pa.array([0])), ev("tick", pa.array([0]))])
+    mic_node.run(node, s, source)
+    chunks = node.of("audio")
+    assert sum(len(v) for v, _m in chunks) == 16000 + 3200
+    assert all(meta["sample_rate"] == 16000 for _v, meta in chunks)
+
+
+@pytest.mark.parametrize("bad", [{"LLM_TEMPERATURE": "hot"}, {"SEGMENTS_AHEAD": "0"}])
+def test_every_node_refuses_bad_settings(bad, monkeypatch):
+    from pipeline.runtime import start
+
+    for k, v in bad.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(SystemExit):
+        start("any")

@@ -118,8 +118,12 @@ def run(node: Any, s: Settings) -> None:
                 responder.on_transcript(turn, m.text_of(value), meta)
             elif input_id == "played":
                 responder.on_played(turn, str(meta.get("event", "")), str(meta.get("text", "")))
-            elif input_id == "server_ready" and not ready.is_set():
-                threading.Thread(target=warm_then_ready, daemon=True).start()
+            elif input_id == "server_ready" and s.uses_embedded_llm:
+                # the first one makes the assistant ready; a later one is a restarted server,
+                # warmed up again so that the next turn does not pay for its cold start
+                target = responder.client.warm_up if ready.is_set() else warm_then_ready
+                args = (s.llm_system_prompt,) if ready.is_set() else ()
+                threading.Thread(target=target, args=args, name="warm-up", daemon=True).start()
         responder.close()
     finally:
         stop.set()

@@ -263,7 +263,7 @@ class Responder:
             turn.failed = True
             meta["t_llm_error"] = time.time()
             waited = meta["t_llm_error"] - float(meta.get("t_transcript", meta["t_llm_error"]))
-            log.error("turn %d: LLM failed (%s) after %.1f s: %s; speaking the apology",
+            log.error("turn %d: LLM failed (%s) %.1f s after the transcript: %s; speaking the apology",
                       turn.turn_id, error.kind, waited, error)
             self.send(m.DELTA, self._apology_after("".join(turn.generated)),
                       {**meta, "index": index, "error": error.kind})

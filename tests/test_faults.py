@@ -177,6 +177,22 @@ def test_restarted_llm_node_closes_the_open_turn_and_never_replays_it(tmp_path, 
     assert not journal.path.exists()  # a clean end removes it
 
 
+def test_restarted_llm_node_finds_the_embedded_server_by_itself(tmp_path, monkeypatch):
+    """The llm-server's `ready` went to the previous process: the new one asks the server."""
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    from nodes import llm as llm_node
+
+    with ScriptedServer(Script(answer=ANSWER), port=free_port_in_range()) as srv:
+        s = load({"LLM_SERVER_PORT": str(srv.port)})  # no OPENAI_BASE_URL: the embedded server
+        node = RecordingNode([ev("transcript", m.text_array("a question"), turn_id=1)],
+                             is_restart=True, dataflow_id="df-probe-test")
+        llm_node.run(node, s)
+        requests = list(srv.script.requests)
+    assert node.of("ready"), "the restarted node never became ready"
+    assert "".join(v[0].as_py() for v, meta in node.of("text") if meta["event"] == "delta") == ANSWER
+    assert requests[0]["max_tokens"] == 1  # warmed up first
+
+
 def test_journal_notes_only_move_forward(tmp_path):
     journal = TurnJournal(tmp_path / "j.json")
     journal.write(5, is_open=True)
@@ -359,9 +375,11 @@ def test_every_restartable_node_heals_after_a_crash(tmp_path, make_speech):
 def test_embedded_server_killed_then_restarted(tmp_path, make_speech):
     """The real llama.cpp server: its process killed while the user asks turn 2 (apology); the
     llm-server node restarts it (turn 3 answered); then the llm-server node itself killed (dora
-    restarts it, its old server dies with it, the new one takes the port: turn 4 answered)."""
+    restarts it, its old server dies with it, the new one takes the port: turn 4 answered);
+    then the llm node killed (restarted, it finds the server by itself: turn 5 answered)."""
     question = make_speech(["What is the capital of France?", "What color is the sky?",
-                            "How many days are there in a week?", "What is two plus two?"], gap_s=8.0)
+                            "How many days are there in a week?", "What is two plus two?",
+                            "Who wrote Romeo and Juliet?"], gap_s=8.0)
     env = {"LLM_SERVER_PORT": str(free_port_in_range()), "LLM_MAX_TOKENS": "24", "LLM_RETRIES": "0",
            "LLM_FIRST_TOKEN_TIMEOUT_S": "10"}
     with FileDataflow(question, tmp_path, env) as flow:
@@ -372,15 +390,18 @@ def test_embedded_server_killed_then_restarted(tmp_path, make_speech):
         flow.wait_turns(3, timeout=60)
         flow.kill("llm-server")
         flow.wait_log("embedded LLM ready at", count=2, timeout=60)
+        flow.wait_turns(4, timeout=60)
+        flow.kill("llm")  # restarted, it must find the running server without its `ready`
+        flow.wait_log("restarting node after failure", count=2, timeout=30)
         code = flow.wait(timeout=120)
     result = _as_file_run(flow, code)
     assert server_pid not in flow.pids("llama-server")
     turns = {t["turn_id"]: t for t in result.turns}
-    assert sorted(turns) == [1, 2, 3, 4], result.log[-4000:]
+    assert sorted(turns) == [1, 2, 3, 4, 5], result.log[-4000:]
     assert APOLOGY in turns[2]["answer"], turns[2]
     report("embedded server killed", turns[2])
     assert float(turns[2]["durations"]["voice_to_voice"]) < BOUND_S
-    for t in (1, 3, 4):
+    for t in (1, 3, 4, 5):
         assert turns[t]["answer"].strip() and "t_llm_error" not in turns[t]["times"], turns[t]
     assert "the embedded LLM server died" in result.log
     assert re.search(r"llm-server: daemon restarting node after failure", result.log)

@@ -135,6 +135,8 @@ def main() -> None:
     from dora import Node
 
     s = start(NAME)
+    # the openai SDK's HTTP client (httpx2) logs every request at INFO: one line per turn of noise
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
     run(Node(), s)
 
 

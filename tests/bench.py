@@ -42,7 +42,7 @@ QUESTIONS = [
 GAP_S = 7.0
 
 
-def rss_by_node(field: str = "VmRSS:") -> dict[str, int]:
+def rss_by_node(field: str = "VmRSS:", marker: str = "") -> dict[str, int]:
     """Resident memory in kB of every process of the dataflow, by node name.
 
     `VmRSS:` counts shared library pages once per process; `Pss:` (from smaps_rollup) splits
@@ -53,6 +53,8 @@ def rss_by_node(field: str = "VmRSS:") -> dict[str, int]:
         if not pid.isdigit():
             continue
         try:
+            if marker and marker.encode() not in Path(f"/proc/{pid}/environ").read_bytes():
+                continue  # a process of another dataflow on this machine
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
             source = "status" if field == "VmRSS:" else "smaps_rollup"
             status = Path(f"/proc/{pid}/{source}").read_text()
@@ -76,7 +78,9 @@ def rss_by_node(field: str = "VmRSS:") -> dict[str, int]:
 class RssSampler:
     """Peak RSS per node and peak total, sampled twice a second while the dataflow runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, marker: str = "") -> None:
+        """`marker`: a string in the environment of this dataflow's processes only."""
+        self.marker = marker
         self.peak: dict[str, int] = {}
         self.peak_total = 0
         self.peak_pss: dict[str, int] = {}
@@ -86,11 +90,11 @@ class RssSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(0.5):
-            now = rss_by_node()
+            now = rss_by_node(marker=self.marker)
             for k, v in now.items():
                 self.peak[k] = max(self.peak.get(k, 0), v)
             self.peak_total = max(self.peak_total, sum(now.values()))
-            pss = rss_by_node("Pss:")
+            pss = rss_by_node("Pss:", self.marker)
             for k, v in pss.items():
                 self.peak_pss[k] = max(self.peak_pss.get(k, 0), v)
             self.peak_pss_total = max(self.peak_pss_total, sum(pss.values()))
@@ -127,7 +131,7 @@ def pct(values: list[float], q: float) -> float:
 def run_file(wav: Path, work: Path, env: dict[str, str]) -> tuple[list[dict], RssSampler]:
     from pipeline.filemode import run_file_mode
 
-    with RssSampler() as rss:
+    with RssSampler(marker=str(work / "metrics.jsonl")) as rss:
         result = run_file_mode(wav, env=env, workdir=work, timeout_s=1200)
     if result.returncode != 0:
         print(result.log[-3000:])
@@ -139,7 +143,7 @@ def run_sound(wav: Path, spans: list[tuple[float, float]], work: Path, env: dict
 
     subprocess.run(["bash", str(Path(__file__).parent.parent / ".ci" / "pulse-setup.sh")], check=True)
     measured: list[float] = []
-    with RssSampler() as rss, LiveAssistant(work, env) as assistant:
+    with RssSampler(marker=str(work / "metrics.jsonl")) as rss, LiveAssistant(work, env) as assistant:
         assistant.wait_ready()
         rec = Recorder()
         time.sleep(0.5)
@@ -166,17 +170,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--turns", type=int, default=8)
     ap.add_argument("--sound", action="store_true", help="through the PulseAudio virtual sound card")
+    ap.add_argument("--env", action="append", default=[], help="a setting for the run, NAME=value")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     wav, spans = questions_wav(work, args.turns)
     env = {"MIC_FILE_TAIL_S": str(GAP_S)}
+    env.update(dict(item.split("=", 1) for item in args.env))
     measured: list[float] = []
     if args.sound:
         turns, rss, measured = run_sound(wav, spans, work, env)
     else:
         turns, rss = run_file(wav, work, env)
     print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-          f"mode: {'virtual sound card' if args.sound else 'file'}; {len(turns)} turns answered of {args.turns}")
+          f"mode: {'virtual sound card' if args.sound else 'file'}; {len(turns)} turns answered of {args.turns}"
+          f"{'; settings ' + ' '.join(args.env) if args.env else ''}")
     print("\n| stage | median | p95 |\n|---|---|---|")
     for name, _a, _b in STAGES:
         vals = [t["durations"][name] for t in turns if name in t["durations"]]

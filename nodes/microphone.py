@@ -65,6 +65,7 @@ def run(node: Any, s: Settings, source: MicStream | MicFile) -> None:
     worker = threading.Thread(target=pump, args=(source, out, stop), name="mic", daemon=True)
     waiting = isinstance(source, MicFile)
     started_at = time.monotonic()
+    overflows_seen = 0
     if not waiting:
         worker.start()
     try:
@@ -78,6 +79,10 @@ def run(node: Any, s: Settings, source: MicStream | MicFile) -> None:
                 worker.start()
             elif not waiting and not worker.is_alive():
                 break  # the file has been played
+            elif input_id == "tick" and source.overflows > overflows_seen:
+                log.warning("microphone overflowed %d time(s) (input lost): the machine is too busy",
+                            source.overflows - overflows_seen)
+                overflows_seen = source.overflows
     finally:
         stop.set()
         worker.join(2.0)

@@ -31,9 +31,10 @@ log = logging.getLogger(NAME)
 class Reporter:
     """Turns playback events into `played` messages and per-turn metrics."""
 
-    def __init__(self, out: Outbox, metrics: TurnMetrics) -> None:
+    def __init__(self, out: Outbox, metrics: TurnMetrics, counters: Any = None) -> None:
         self.out = out
         self.metrics = metrics
+        self.counters = counters or (lambda: {})
         self.turn_times: dict[int, dict[str, Any]] = {}
         self._lock = threading.Lock()
 
@@ -61,7 +62,7 @@ class Reporter:
         if event in (m.TURN_END, m.INTERRUPTED) and segment_index >= 0:
             with self._lock:
                 self.turn_times.pop(turn_id, None)
-            self.metrics.finish(turn_id, interrupted=event == m.INTERRUPTED)
+            self.metrics.finish(turn_id, interrupted=event == m.INTERRUPTED, **self.counters())
 
     def forward(self, ev: PlaybackEvent) -> None:
         self.send(ev.kind, ev.turn_id, ev.segment_index, ev.t, ev.text)
@@ -70,7 +71,8 @@ class Reporter:
 def run(node: Any, s: Settings, sink: SpeakerStream | SpeakerFile) -> None:
     out = Outbox(node)
     gate = TurnGate()
-    reporter = Reporter(out, TurnMetrics(s.metrics_file))
+    reporter = Reporter(out, TurnMetrics(s.metrics_file), lambda: {
+        "speaker_underruns": sink.underruns, "speaker_underflows": sink.underflows})
     events = sink.events
 
     def pump() -> None:

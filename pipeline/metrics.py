@@ -27,6 +27,7 @@ STAGES: tuple[tuple[str, str, str], ...] = (
     ("voice_to_voice", "t_speech_end", "t_first_played"),
     ("synth_total", "t_speech_end", "t_tts_done"),
     ("answer_total", "t_speech_end", "t_answer_done"),
+    ("llm_error", "t_speech_end", "t_llm_error"),
 )
 
 

@@ -32,7 +32,7 @@ def start(name: str) -> Settings:
     root.handlers = [handler]
     root.setLevel(settings.log_level.upper())
     # chatty libraries: their INFO lines drown ours
-    for noisy in ("httpx", "openai", "faster_whisper", "piper"):
+    for noisy in ("httpx", "httpx2", "openai", "faster_whisper", "piper"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return settings
 

@@ -120,7 +120,7 @@ SPECS: tuple[Spec, ...] = (
     _s("LLM_HISTORY_TURNS", "6", "int", "Past question/answer pairs sent with each request.", minimum=0, maximum=100),
     _s("ENABLE_STREAMING", "true", "bool", "Forward each text delta as it arrives; false waits for the whole answer (a baseline for measurements)."),
     _s("LLM_CONNECT_TIMEOUT_S", "5", "float", "Seconds to connect to the LLM server.", minimum=0.1, maximum=300),
-    _s("LLM_FIRST_TOKEN_TIMEOUT_S", "20", "float", "Seconds to wait for the first token.", minimum=0.1, maximum=600),
+    _s("LLM_FIRST_TOKEN_TIMEOUT_S", "15", "float", "Seconds from the request to the first token, retries and their waits included (then the apology).", minimum=0.1, maximum=600),
     _s("LLM_TOKEN_TIMEOUT_S", "10", "float", "Seconds to wait between two tokens.", minimum=0.1, maximum=600),
     _s("LLM_RETRIES", "2", "int", "Retries of a failed request (HTTP 429/5xx, refused) while nothing has been spoken yet.", minimum=0, maximum=10),
     _s("LLM_APOLOGY", "Sorry, I can't answer right now.", "str", "What the assistant says when the LLM fails."),
@@ -128,7 +128,7 @@ SPECS: tuple[Spec, ...] = (
     _s("LLM_SERVER_MODEL", "", "str", "GGUF file for the embedded server; empty = the bundled SmolLM2-135M-Instruct."),
     _s("LLM_SERVER_THREADS", "2", "int", "CPU threads of the embedded server.", minimum=1, maximum=64),
     _s("LLM_SERVER_CTX", "2048", "int", "Context length of the embedded server.", minimum=256, maximum=32768),
-    _s("LLM_SERVER_START_TIMEOUT_S", "120", "float", "Seconds the llm node waits for the embedded server.", minimum=1, maximum=1200),
+    _s("LLM_SERVER_START_TIMEOUT_S", "120", "float", "Seconds the embedded server may take to start (a turn waits for it at most LLM_FIRST_TOKEN_TIMEOUT_S).", minimum=1, maximum=1200),
     # segmenter
     _s("SEGMENTS_AHEAD", "2", "int", "Segments sent to TTS before the speaker has played them (backpressure).", minimum=1, maximum=20),
     _s("SEGMENT_FIRST_MIN_WORDS", "3", "int", "Words the first segment needs before a clause boundary (, ; : -) may end it.", minimum=1, maximum=50),

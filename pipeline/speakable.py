@@ -126,6 +126,8 @@ def speakable_piece(text: str, *, line_start: bool = True, line_end: bool = True
     text = drop_markup(text)
     text = drop_unspeakable(text)
     text = drop_emphasis(text)
+    if "**" in text or "`" in text:  # leftovers inside a word ("2**8", "a`b"): not speakable
+        text = text.replace("**", " ").replace("`", " ")
     words = speakable_tokens(text.split())
     if line_end and words and not ends_with_pause(words[-1]):
         words[-1] += "."

@@ -274,6 +274,7 @@ def soak_wav(path: Path, turns: int, gap_s: float) -> tuple[Path, list[str]]:
     """`turns` questions, each followed by `gap_s` of silence (room for the answer)."""
     from pipeline.audio import write_wav
 
+    path.parent.mkdir(parents=True, exist_ok=True)
     asked = [QUESTIONS[i % len(QUESTIONS)] for i in range(turns)]
     gap = np.zeros(int(gap_s * RATE), dtype=np.float32)
     parts = [np.zeros(int(0.3 * RATE), dtype=np.float32)]

@@ -7,6 +7,7 @@ heard) and the per-turn latency line (pipeline/metrics.py).
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from typing import Any
@@ -25,6 +26,8 @@ from pipeline.turns import CommitGate, TurnGate
 NAME = "speaker"
 _NOTHING = np.zeros(0, dtype=np.float32)
 AEC_LEAD_IN_S = 0.08
+DELAY_POLL_S = 0.01
+_NO_EVENT = PlaybackEvent("", -1, -1, 0.0)
 log = logging.getLogger(NAME)
 
 
@@ -77,10 +80,16 @@ def run(node: Any, s: Settings, sink: SpeakerStream | SpeakerFile) -> None:
 
     def pump() -> None:
         while True:
-            ev = events.get()
+            try:
+                # polled so a stall of the device reaches the echo canceller within 10 ms
+                ev = events.get(timeout=DELAY_POLL_S)
+            except queue.Empty:
+                ev = _NO_EVENT
+            send_delays(out, sink)
             if ev is None:
                 return
-            reporter.forward(ev)
+            if ev is not _NO_EVENT:
+                reporter.forward(ev)
 
     worker = threading.Thread(target=pump, name="played", daemon=True)
     worker.start()
@@ -93,24 +102,26 @@ def run(node: Any, s: Settings, sink: SpeakerStream | SpeakerFile) -> None:
     def play(turn: int, meta: dict[str, Any], audio: Any) -> None:
         is_end = meta.get("event") == m.END
         rate = int(meta.get("sample_rate", 22050))
-        t_start = reference_start(sink) if s.aec else None
-        if t_start is not None and audio.size and not sink.is_playing:
+        aec = s.aec and isinstance(sink, SpeakerStream) and audio.size > 0
+        if aec and not sink.is_playing:
             # Starting from silence, the reference would reach the echo canceller only just
             # before the sound does; a short lead-in of silence gives it time to arrive.
             audio = np.concatenate([np.zeros(int(rate * AEC_LEAD_IN_S), dtype=np.float32), audio])
-        if t_start is not None and audio.size:
-            # the echo canceller in the vad node needs what will play, before it plays
-            out.send(m.SPEAKER_REFERENCE, m.audio_array(resample(audio, rate, 16000)),
-                     {"turn_id": turn, "sample_rate": 16000, "t_start": t_start, "event": "play"})
         try:
-            sink.add(turn, int(meta.get("segment_index", 0)), audio, int(meta.get("sample_rate", 22050)),
-                     "" if is_end else str(meta.get("text", "")), last=is_end)
+            accepted = sink.add(turn, int(meta.get("segment_index", 0)), audio, rate,
+                                "" if is_end else str(meta.get("text", "")), last=is_end)
         except DeviceError as exc:
             log.error("speaker failed: %s; reopening", exc)
             try:
                 sink.reopen()
             except DeviceError as again:
                 log.error("speaker still unavailable: %s", again)
+            return
+        t_start = reference_start(sink) if aec and accepted else None
+        if t_start is not None:
+            # the echo canceller in the vad node needs what will play, before it plays
+            out.send(m.SPEAKER_REFERENCE, m.audio_array(resample(audio, rate, 16000)),
+                     {"turn_id": turn, "sample_rate": 16000, "t_start": t_start, "event": "play"})
 
     try:
         for input_id, value, meta in inputs(node, primary=frozenset({"audio"}), done=idle):
@@ -143,11 +154,20 @@ def run(node: Any, s: Settings, sink: SpeakerStream | SpeakerFile) -> None:
 
 
 def reference_start(sink: SpeakerStream | SpeakerFile) -> float | None:
-    """When audio added now will start to be heard (None in file mode: no acoustic echo)."""
+    """When the audio just added to `sink` starts to be heard (None in file mode: no echo).
+
+    Taken from the playback buffer, which computes it as the audio is queued (see
+    :attr:`PlaybackBuffer.scheduled_start`): segments that follow each other then sit on
+    the reference timeline exactly where the device plays them. A prediction made before
+    queueing (`now + latency` from silence) was ~10-30 ms early, by a random amount per
+    segment, and every jump of the echo delay costs AEC3 about a second of re-convergence
+    during which the echo gets through (the assistant then interrupted itself ~1 s into
+    its answer).
+    """
     buf = getattr(sink, "buffer", None)
     if not isinstance(sink, SpeakerStream) or buf is None:
         return None
-    return max(time.time() + sink.latency, buf.end_time) + buf.frames_queued / buf.sample_rate
+    return buf.scheduled_start
 
 
 def barge_in(sink: SpeakerStream | SpeakerFile, reporter: Reporter, turn: int) -> None:
@@ -156,7 +176,7 @@ def barge_in(sink: SpeakerStream | SpeakerFile, reporter: Reporter, turn: int) -
     if isinstance(sink, SpeakerStream):
         # what is already in the device still plays for its latency; the rest is gone
         reporter.out.send(m.SPEAKER_REFERENCE, m.audio_array(_NOTHING),
-                          {"turn_id": turn, "t_start": time.time() + sink.latency, "event": "cut"})
+                          {"turn_id": turn, "t_start": _played_until(sink), "event": "cut"})
     if not cut:
         return
     log.info("barge-in: stopped %d segment(s) of turn %d", len(cut), cut[0].turn_id)
@@ -168,6 +188,24 @@ def barge_in(sink: SpeakerStream | SpeakerFile, reporter: Reporter, turn: int) -
     for seg in cut:
         if not seg.started:
             reporter.metrics.finish(seg.turn_id, interrupted=True)
+
+
+def send_delays(out: Outbox, sink: SpeakerStream | SpeakerFile) -> None:
+    """Tell the echo canceller when queued audio plays later than its reference said
+    (see :meth:`PlaybackBuffer.drain_delays`): reference from `t_start` on moves `delay_s`."""
+    buf = sink.buffer
+    if buf is None:
+        return
+    for t, delay in buf.drain_delays():
+        if isinstance(sink, SpeakerStream):
+            out.send(m.SPEAKER_REFERENCE, m.audio_array(_NOTHING),
+                     {"turn_id": m.NO_TURN, "t_start": t, "delay_s": delay, "event": "delay"})
+
+
+def _played_until(sink: SpeakerStream) -> float:
+    """When what the device already has stops playing (the next block it asks for)."""
+    buf = sink.buffer
+    return buf.next_time if buf is not None else time.time() + sink.latency
 
 
 def main() -> None:

@@ -93,6 +93,9 @@ def run(node: Any, s: Settings, vad: VadPipeline, aec: EchoCanceller | None = No
         elif input_id == "reference" and aec is not None:
             if meta.get("event") == "cut":
                 aec.cut_reference(float(meta.get("t_start", 0.0)))
+            elif meta.get("event") == "delay":  # the speaker stalled: what was queued is late
+                aec.delay_reference(float(meta.get("t_start", 0.0)), float(meta.get("delay_s", 0.0)))
+                log.debug("aec: reference delayed by %.3f s", float(meta.get("delay_s", 0.0)))
             else:
                 t_start = float(meta.get("t_start", 0.0))
                 log.debug("aec: reference of %.2f s starts in %.3f s", len(value) / 16000, t_start - time.time())

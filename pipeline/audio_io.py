@@ -272,19 +272,35 @@ class _CaptureClock:
     more than `max_error_s` later re-anchors the clock (start, overflow, dropped block), one
     that much earlier (a burst of blocks after a stall) is caught up faster, but by at most
     half a block per block.
+
+    `latest` (optional) is the latest time the block can have started: the wall time its
+    callback ran, less its duration. A clock more than `hold_margin_s` past it is provably
+    ahead, which happens when a backlog arrives in one burst: measured in the dataflow, the
+    microphone node's first callback ran ~3.4 s late (the process busy starting up, most
+    likely holding the GIL), then 170 blocks came within 12 ms, all estimated "now" (their
+    ADC ages were beyond `max_age_s`). Stepping one block per block put the stamps ~1.6 s in the
+    future, and catching that up took ~8 s of stamps running 10-50% slow: the echo
+    canceller, which pairs each microphone frame with the speaker audio of its stamp, saw
+    the echo delay drift by ~100 ms during the first answer and let the echo through. So
+    such a block is stamped no later than `latest` (held at the previous stamp if that is
+    later, never backwards): a burst shares one stamp, and the blocks after it are on time.
     """
 
     def __init__(
-        self, rate: int, max_error_s: float = 0.1, gain: float = 0.02, fast_gain: float = 0.25
+        self, rate: int, max_error_s: float = 0.1, gain: float = 0.02, fast_gain: float = 0.25,
+        hold_margin_s: float = 0.01,
     ) -> None:
         self.rate = rate
         self.max_error_s = max_error_s
         self.gain = gain
         self.fast_gain = fast_gain
+        self.hold_margin_s = hold_margin_s
         self._next: float | None = None
+        self._last = float("-inf")
 
-    def stamp(self, estimate: float, frames: int) -> float:
-        """Capture time of a block of `frames` whose first sample was estimated at `estimate`."""
+    def stamp(self, estimate: float, frames: int, latest: float | None = None) -> float:
+        """Capture time of a block of `frames` whose first sample was estimated at `estimate`
+        (and cannot have been captured after `latest`, if given)."""
         duration = frames / self.rate
         if self._next is None or estimate - self._next > self.max_error_s:
             self._next = estimate
@@ -293,11 +309,15 @@ class _CaptureClock:
             gain = self.fast_gain if error < -self.max_error_s else self.gain
             self._next += max(gain * error, -0.5 * duration)
         stamp = self._next
-        self._next += duration
+        if latest is not None and stamp > latest + self.hold_margin_s:
+            stamp = max(self._last, min(estimate, latest))
+        self._last = stamp
+        self._next = stamp + duration
         return stamp
 
     def reset(self) -> None:
         self._next = None
+        self._last = float("-inf")
 
 
 class _PlayClock:
@@ -391,7 +411,7 @@ class MicStream:
         self._framer_t = 0.0
         self._ready: deque[AudioBlock] = deque()
         max_blocks = max(1, int(10_000 / block_ms))
-        self._queue: queue.Queue[tuple[np.ndarray, float]] = queue.Queue(maxsize=max_blocks)
+        self._queue: queue.Queue[tuple[np.ndarray, float, float]] = queue.Queue(maxsize=max_blocks)
 
     @property
     def overflows(self) -> int:
@@ -453,7 +473,8 @@ class MicStream:
             now, t.currentTime, t.inputBufferAdcTime, self._block_s, self._max_age_s
         )
         try:
-            self._queue.put_nowait((indata[:, 0].copy(), capture))
+            # the block cannot have started later than one block before now
+            self._queue.put_nowait((indata[:, 0].copy(), capture, now - frames / self.device_rate))
         except queue.Full:
             self.stats.dropped += 1
         self.stats.record(time.perf_counter() - started)
@@ -472,13 +493,13 @@ class MicStream:
         while True:
             wait = 0.5 if deadline is None else min(0.5, max(0.0, deadline - time.monotonic()))
             try:
-                samples, capture = self._queue.get(timeout=wait)
+                samples, capture, latest = self._queue.get(timeout=wait)
             except queue.Empty:
                 self._watch.check(self._stream, self.device)
                 if deadline is not None and time.monotonic() >= deadline:
                     return None
                 continue
-            capture = self._clock.stamp(capture, samples.size)
+            capture = self._clock.stamp(capture, samples.size, latest)
             if self._resampler is None:
                 return AudioBlock(samples, capture)
             self._resample(samples, capture)

@@ -96,6 +96,8 @@ class PlaybackBuffer:
     reach the speaker (no DAC time): events are then stamped `now + latency`.
     """
 
+    DELAY_MIN_S = 0.005  # a block this much later than the previous one's end: a stall
+
     def __init__(
         self,
         sample_rate: int,
@@ -120,6 +122,9 @@ class PlaybackBuffer:
         self._min_turn: int | None = None  # add() ignores older turns (set by clear)
         self._starved = False
         self._out_end_t = 0.0  # when the last sample handed out reaches the speaker
+        self._next_t = 0.0  # when the next block handed out will (zero fill counts)
+        self.scheduled_start = 0.0  # when the audio of the last add() starts to be heard
+        self._delays: queue.SimpleQueue[tuple[float, float]] = queue.SimpleQueue()
         # counters (read without the lock: ints, written only under it)
         self.underruns = 0  # starvation episodes in the middle of a segment
         self.underrun_frames = 0  # zero frames output in the middle of a segment
@@ -148,12 +153,20 @@ class PlaybackBuffer:
 
         Returns False (and queues nothing) for a turn older than a previous
         `clear(turn_id_below=...)`: stale audio still in flight after a barge-in.
+
+        On success :attr:`scheduled_start` is the estimated UNIX time at which the first of
+        these samples reaches the speaker: right after what is queued, which itself starts
+        with the next device block (:attr:`next_time`). It is computed under the lock, so a
+        callback running meanwhile cannot make it one block early, and it follows the same
+        device clock from segment to segment (the echo canceller needs the delay between
+        this timeline and the microphone to stay put; see nodes/speaker.py).
         """
         data = np.array(samples, dtype=np.float32, copy=True).reshape(-1)
         key = (turn_id, segment_index)
         with self._lock:
             if self._min_turn is not None and turn_id < self._min_turn:
                 return False
+            self.scheduled_start = self._next_time_locked() + self._queued / self.sample_rate
             starts = self._open_key != key
             self._open_key = None if end_of_segment else key
             self._chunks.append(
@@ -204,6 +217,9 @@ class PlaybackBuffer:
         if t0 is None:
             t0 = time.time() + self.latency
         with self._lock:
+            late = t0 - self._next_t
+            if self._queued and self._next_t and late > self.DELAY_MIN_S:
+                self._delays.put((self._next_t, late))
             k = self._fill_locked(buf, n, t0)
         if k < n:
             buf[k:] = 0.0
@@ -247,6 +263,40 @@ class PlaybackBuffer:
     def end_time(self) -> float:
         """Estimated UNIX time at which the last sample handed out reaches the speaker."""
         return self._out_end_t
+
+    def drain_delays(self) -> list[tuple[float, float]]:
+        """`(t, delay_s)` for each time the device fell behind while audio was queued.
+
+        Queued audio was scheduled (:attr:`scheduled_start`) to follow on at `t`; a block
+        that starts `delay_s` later (the callback stalled on a busy machine: the device
+        played silence, or PortAudio's DAC times say it did) pushes everything still
+        queued that much later. The echo canceller's reference must move with it: in the
+        dataflow a 150 ms stall between two queued segments left the echo 150 ms away from
+        its reference, and the assistant interrupted itself.
+        """
+        got: list[tuple[float, float]] = []
+        while True:
+            try:
+                got.append(self._delays.get_nowait())
+            except queue.Empty:
+                return got
+
+    @property
+    def next_time(self) -> float:
+        """Estimated UNIX time at which the next block handed out reaches the speaker, i.e.
+        when everything handed out so far has played (zero fill included).
+
+        While the device runs this is the DAC time of the last block plus its length; audio
+        added when nothing is queued starts there, not at `now + latency` (which is up to
+        a block and the DAC-time offset earlier: ~10-30 ms through PulseAudio). Without a
+        recent block (device not started or stalled) it falls back to `now + latency`.
+        """
+        with self._lock:
+            return self._next_time_locked()
+
+    def _next_time_locked(self) -> float:
+        now = time.time()
+        return self._next_t if self._next_t > now else now + self.latency
 
     @property
     def is_playing(self) -> bool:
@@ -309,6 +359,8 @@ class PlaybackBuffer:
 
     def _account(self, k: int, n: int, t0: float) -> None:
         """Counters and the end-of-audio estimate after a block of `k` of `n` samples."""
+        if n:
+            self._next_t = t0 + n / self.sample_rate
         if k:
             self.frames_out += k
             self._out_end_t = t0 + k / self.sample_rate

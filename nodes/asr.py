@@ -42,8 +42,8 @@ def run(node: Any, s: Settings, transcriber: Transcriber) -> None:
         if input_id == "speech_started":
             gate.advance(turn)
         elif input_id == "played":
-            if meta.get("event") in (m.STARTED, m.FINISHED, m.INTERRUPTED):
-                echo.spoken(str(meta.get("text", "")), time.time())
+            echo.played(turn, int(meta.get("segment_index", -1)), str(meta.get("event", "")),
+                        str(meta.get("text", "")), float(meta.get("t", time.time())))
         elif input_id == "utterance":
             if not gate.accept(turn):
                 continue
@@ -55,7 +55,8 @@ def run(node: Any, s: Settings, transcriber: Transcriber) -> None:
             result = asr.utterance(turn, audio, final, bool(meta.get("same_as_tentative")))
             if result.dropped and final:
                 log.info("turn %d: dropped as not speech: %s", turn, list(result.dropped))
-            if result.text and echo.is_echo(result.text, time.time()):
+            span = (float(meta.get("t_speech_start", 0.0)), float(meta.get("t_speech_end", 0.0)))
+            if result.text and echo.is_echo(result.text, *span):
                 log.info("turn %d: %r is the assistant's own voice, ignored", turn, result.text)
                 continue
             if not result.text:

@@ -30,9 +30,13 @@ def test_speculative_asr_reuses_the_tentative_transcript():
     assert calls == [100, 100, 200]
 
 
-def test_echo_guard_drops_the_assistants_own_words_only():
-    guard = EchoGuard(window_s=10)
-    guard.spoken("Bread is one of the oldest foods.", t=100.0)
-    assert guard.is_echo("one of the oldest foods", t=101.0)
-    assert not guard.is_echo("what time is it", t=101.0)
-    assert not guard.is_echo("one of the oldest foods", t=200.0)  # long ago: not an echo
+def test_echo_guard_drops_the_assistants_own_words_only_while_they_play():
+    guard = EchoGuard()
+    guard.played(1, 0, "started", "Bread is one of the oldest foods.", 100.0)
+    guard.played(1, 0, "finished", "Bread is one of the oldest foods.", 103.0)
+    assert guard.is_echo("one of the oldest foods", 101.0, 102.5)
+    assert not guard.is_echo("what time is it", 101.0, 102.5)
+    # the same words said by the user after the assistant stopped: not an echo
+    assert not guard.is_echo("one of the oldest foods", 110.0, 111.0)
+    guard.played(2, 0, "started", "Still talking here.", 120.0)  # playing now
+    assert guard.is_echo("still talking here", 120.5, 121.0)

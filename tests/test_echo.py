@@ -421,3 +421,27 @@ def test_known_delay_beyond_the_estimator_range(speak_16k: Callable[[str], np.nd
     without, with_delay = erle_db(mic, lost, CONVERGED_S), erle_db(mic, found, CONVERGED_S)
     print(f"\n800 ms echo: ERLE {without:.1f} dB alone, {with_delay:.1f} dB with set_delay_ms")
     assert with_delay > 20.0 and with_delay > without + 10.0
+
+
+# ---- echo presence (lead) -------------------------------------------------------------------
+def test_without_echo_a_user_talking_over_the_reference_is_passed_through(
+    speak_16k: Callable[[str], np.ndarray],
+) -> None:
+    """Headphones / a virtual card: the reference plays but never reaches the microphone.
+
+    AEC3 alone suppresses the user completely then; the presence detector notices that the
+    microphone does not follow the reference and hands the raw signal on."""
+    scene = make_scene(speak_16k, Room(), user_gain=0.6)
+    mic = scene.user + scene.noise
+    out, _canceller = cancel(mic, scene.segments)
+    lo, hi = (int((t - T0) * SR) for t in scene.user_span)
+    # the user's speech comes out (nearly) untouched
+    assert np.sqrt(np.mean(out[lo:hi] ** 2)) > 0.7 * np.sqrt(np.mean(mic[lo:hi] ** 2))
+
+
+def test_with_echo_the_presence_detector_keeps_the_canceller_on(
+    echo_only: tuple[Scene, np.ndarray],
+) -> None:
+    scene, _ = echo_only
+    _out, canceller = cancel(scene.echo + scene.noise, scene.segments)
+    assert canceller.presence.echo and canceller.presence.last_corr >= 0.4

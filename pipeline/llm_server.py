@@ -37,6 +37,7 @@ except Exception:
     pass
 if os.getppid() != int(os.environ.get("VOICE_LLM_SERVER_PARENT", os.getppid())):
     sys.exit(0)
+os.nice(int(os.environ.get("VOICE_LLM_SERVER_NICE", "0")))
 sys.argv = ["llama_cpp.server"] + sys.argv[1:]
 runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 """
@@ -50,12 +51,14 @@ class EmbeddedServer:
     threads: int = 2
     ctx: int = 2048
     host: str = "127.0.0.1"
+    nice: int = 5
     _proc: subprocess.Popen[bytes] | None = None
     _log: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=30))
 
     @classmethod
     def from_settings(cls, s: Settings) -> EmbeddedServer:
-        return cls(llm_gguf_path(s.llm_server_model), s.llm_server_port, s.llm_server_threads, s.llm_server_ctx)
+        return cls(llm_gguf_path(s.llm_server_model), s.llm_server_port, s.llm_server_threads,
+                   s.llm_server_ctx, nice=s.llm_server_nice)
 
     @property
     def base_url(self) -> str:
@@ -100,7 +103,10 @@ class EmbeddedServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "VOICE_LLM_SERVER_PARENT": str(os.getpid())},
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "VOICE_LLM_SERVER_PARENT": str(os.getpid()),
+                 # Generation yields to the audio path: on 2 cores, Piper synthesizing the
+                 # first segment and the VAD must not wait behind llama.cpp's threads.
+                 "VOICE_LLM_SERVER_NICE": str(self.nice)},
         )
         threading.Thread(target=self._pump, args=(self._proc,), daemon=True).start()
 

@@ -127,6 +127,7 @@ SPECS: tuple[Spec, ...] = (
     _s("LLM_SERVER_PORT", "18080", "int", "Port of the embedded server on 127.0.0.1.", minimum=1024, maximum=65535),
     _s("LLM_SERVER_MODEL", "", "str", "GGUF file for the embedded server; empty = the bundled SmolLM2-135M-Instruct."),
     _s("LLM_SERVER_THREADS", "2", "int", "CPU threads of the embedded server.", minimum=1, maximum=64),
+    _s("LLM_SERVER_NICE", "5", "int", "CPU priority of the embedded server (higher = lower priority), so speech synthesis and the VAD come first.", minimum=0, maximum=19),
     _s("LLM_SERVER_CTX", "2048", "int", "Context length of the embedded server.", minimum=256, maximum=32768),
     _s("LLM_SERVER_START_TIMEOUT_S", "120", "float", "Seconds the embedded server may take to start (a turn waits for it at most LLM_FIRST_TOKEN_TIMEOUT_S).", minimum=1, maximum=1200),
     # segmenter
@@ -188,6 +189,7 @@ class Settings:
     llm_server_port: int
     llm_server_model: str
     llm_server_threads: int
+    llm_server_nice: int
     llm_server_ctx: int
     llm_server_start_timeout_s: float
     segments_ahead: int

@@ -60,6 +60,18 @@ class Recorder:
         return path
 
 
+def stop_dataflow(proc: subprocess.Popen) -> int:
+    """Stop a `dora run` started in its own session: SIGINT (a clean stop), then SIGKILL."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    return proc.returncode
+
+
 def play(wav: Path, device: str = "uservoice") -> None:
     subprocess.run(["paplay", f"--device={device}", str(wav)], check=True, timeout=120)
 
@@ -108,15 +120,9 @@ class LiveAssistant:
         raise TimeoutError(f"{len(self.turns())} of {n} turns:\n" + self.log()[-3000:])
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+        code = stop_dataflow(self.proc)
         self._log.close()
-        return self.proc.returncode
+        return code
 
     def __enter__(self) -> LiveAssistant:
         return self

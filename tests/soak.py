@@ -49,6 +49,7 @@ import numpy as np
 
 from pipeline.filemode import dora_env
 from pipeline.models import REPO_ROOT
+from tests.live import stop_dataflow
 
 RATE = 16000
 QUESTIONS = [
@@ -253,14 +254,7 @@ class FileDataflow:
     def stop(self) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGINT)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        return self.proc.returncode
+        return stop_dataflow(self.proc)
 
 
 # -- the soak ------------------------------------------------------------------------------------

@@ -53,7 +53,9 @@ def silence_after(audio: np.ndarray, rec_t0: float, t: float, min_quiet_s: float
     return None
 
 
-def test_barge_in_stops_the_answer_and_answers_the_interruption(sound_card, tmp_path, make_speech):
+def interrupt_a_long_answer(tmp_path, make_speech):
+    """Ask for a long answer, talk over it 2 s into playback; returns
+    (turns, requests the server saw, speaker recording, its Recorder, time of the interruption)."""
     q1 = make_speech(["Tell me a long story about bread."], lead_s=0.2)
     q2 = make_speech(["What time is it?"], lead_s=0.0)
     with ScriptedServer(Script(answer_fn=answer_for, token_delay_s=0.01)) as srv, \
@@ -69,6 +71,11 @@ def test_barge_in_stops_the_answer_and_answers_the_interruption(sound_card, tmp_
         time.sleep(0.5)
         audio = rec.stop()
         requests = list(srv.script.requests)
+    return turns, requests, audio, rec, t_interrupt
+
+
+def test_barge_in_stops_the_answer_and_answers_the_interruption(sound_card, tmp_path, make_speech):
+    turns, requests, audio, rec, t_interrupt = interrupt_a_long_answer(tmp_path, make_speech)
     first, second = turns[0], turns[1]
     assert first["interrupted"], first
     assert len(first["answer"].split()) < len(LONG.split()) / 2  # cut well before its end
@@ -164,17 +171,6 @@ def test_with_echo_the_assistant_does_not_hear_itself(echo_loop, tmp_path, make_
 
 
 def test_with_echo_a_real_user_can_still_interrupt(echo_loop, tmp_path, make_speech):
-    q1 = make_speech(["Tell me a long story about bread."], lead_s=0.2)
-    q2 = make_speech(["What time is it?"], lead_s=0.0)
-    with ScriptedServer(Script(answer_fn=answer_for, token_delay_s=0.01)) as srv, \
-            LiveAssistant(tmp_path, {"OPENAI_BASE_URL": srv.base_url}) as assistant:
-        assistant.wait_ready()
-        rec = Recorder()
-        play(q1)
-        wait_for_sound(rec)
-        time.sleep(2.0)
-        play(q2)
-        turns = assistant.wait_turns(2, timeout=60)
-        rec.stop()
+    turns, _requests, _audio, _rec, _t = interrupt_a_long_answer(tmp_path, make_speech)
     assert turns[0]["interrupted"]
     assert "time" in words(turns[1]["transcript"]), turns[1]

@@ -27,6 +27,7 @@ def asr_config(s: Settings) -> AsrConfig:
         beam_size=s.asr_beam_size,
         no_speech_threshold=s.asr_no_speech_threshold,
         logprob_threshold=s.asr_logprob_threshold,
+        window_s=s.asr_window_s,
     )
 
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from pipeline.asr import EchoGuard, SpeculativeAsr, Transcript, is_hallucination
+from pipeline.asr import EchoGuard, SpeculativeAsr, Transcript, is_hallucination, is_loop, normalise
 
 
 def test_known_hallucinations_are_recognised():
@@ -40,3 +40,44 @@ def test_echo_guard_drops_the_assistants_own_words_only_while_they_play():
     assert not guard.is_echo("one of the oldest foods", 110.0, 111.0)
     guard.played(2, 0, "started", "Still talking here.", 120.0)  # playing now
     assert guard.is_echo("still talking here", 120.5, 121.0)
+
+
+def _padded(speech: np.ndarray) -> np.ndarray:
+    """Speech as the VAD cuts it: a little silence on both sides."""
+    pad = np.zeros(3200, dtype=np.float32)
+    return np.concatenate([pad, speech, pad])
+
+
+def test_short_utterances_use_the_short_encoder_window_and_long_ones_the_full(speak_16k):
+    from tests.conftest import _transcriber
+
+    tr = _transcriber()
+    assert tr.config.window_s == 10.0
+    assert tr.window_for(3.0) == 10.0
+    assert tr.window_for(8.5) == 30.0  # not 2 s of padding left in 10 s
+    result = tr.transcribe(_padded(speak_16k("What is the largest ocean?")))
+    assert result.window_s == 10.0
+    assert normalise(result.text) == "what is the largest ocean"
+
+
+def test_a_repetition_loop_of_a_short_window_falls_back_to_the_full_window(speak_16k):
+    """With a 6 s window Whisper loops ("What color is the sky? What color is ..."): the result must not."""
+    from pipeline.asr import AsrConfig, Transcriber
+
+    tr = Transcriber(AsrConfig(window_s=6.0))
+    audio = _padded(speak_16k("What color is the sky?"))
+    looped = tr._decode(audio, 6.0)
+    assert is_loop(" ".join(seg.text for seg in looped))  # the loop this guards against
+    result = tr.transcribe(audio)
+    assert result.window_s == 30.0
+    assert normalise(result.text) == "what color is the sky"
+
+
+def test_decoding_loops_are_told_from_speech():
+    assert is_loop("What is the capital of friends? What is the capital of friends? What is the")
+    assert is_loop("Yes. Yes. Yes.")
+    assert is_loop("Turn it off. Please, turn it off. Turn it off. Turn it off. Turn")
+    assert not is_loop("Bye bye.")
+    assert not is_loop("What is the capital of France?")
+    assert not is_loop("I said no, no, I did not.")
+    assert not is_loop("")

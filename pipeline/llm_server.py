@@ -48,7 +48,7 @@ PORT_FREE_WAIT_S = 10.0
 class EmbeddedServer:
     model_path: str
     port: int
-    threads: int = 2
+    threads: int = 1
     ctx: int = 2048
     host: str = "127.0.0.1"
     nice: int = 5

@@ -169,9 +169,18 @@ class Conversation:
         return msgs
 
     def record(self, question: str, answer: str, cut_off: bool) -> None:
+        """Add an exchange; past `max_turns`, drop the oldest half at once.
+
+        Why in blocks: the server reuses its KV cache for the longest common prefix of two
+        requests. Dropping one exchange per turn changes the prefix right after the system
+        prompt every turn, so the whole history is evaluated again (a 1.8 s first token
+        measured with 6 exchanges on one thread); dropping half keeps the prefix stable
+        for `max_turns // 2` turns in a row.
+        """
         self.exchanges.append(Exchange(question, answer.strip(), cut_off))
         if self.max_turns and len(self.exchanges) > self.max_turns:
-            del self.exchanges[: len(self.exchanges) - self.max_turns]
+            keep = max(1, self.max_turns // 2)
+            del self.exchanges[: len(self.exchanges) - keep]
 
 
 class _Watchdog:

@@ -118,7 +118,7 @@ SPECS: tuple[Spec, ...] = (
     _s("LLM_SYSTEM_PROMPT", "You are a helpful voice assistant. Answer briefly in plain English.", "str", "System prompt."),
     _s("LLM_MAX_TOKENS", "120", "int", "Maximum tokens of one answer.", minimum=1, maximum=8192),
     _s("LLM_TEMPERATURE", "0.3", "float", "Sampling temperature.", minimum=0, maximum=2),
-    _s("LLM_HISTORY_TURNS", "6", "int", "Past question/answer pairs sent with each request.", minimum=0, maximum=100),
+    _s("LLM_HISTORY_TURNS", "6", "int", "At most this many past question/answer pairs go with each request; past it the oldest half is dropped at once, so the server's prompt cache keeps matching.", minimum=0, maximum=100),
     _s("ENABLE_STREAMING", "true", "bool", "Forward each text delta as it arrives; false waits for the whole answer (a baseline for measurements)."),
     _s("LLM_CONNECT_TIMEOUT_S", "5", "float", "Seconds to connect to the LLM server.", minimum=0.1, maximum=300),
     _s("LLM_FIRST_TOKEN_TIMEOUT_S", "15", "float", "Seconds from the request to the first token, retries and their waits included (then the apology).", minimum=0.1, maximum=600),

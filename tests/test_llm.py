@@ -208,8 +208,23 @@ def test_history_is_bounded():
     conv = Conversation("sys", max_turns=2)
     for i in range(5):
         conv.record(f"q{i}", f"a{i}", cut_off=False)
+        assert len(conv.exchanges) <= 2
     msgs = conv.messages("now")
-    assert [x["content"] for x in msgs] == ["sys", "q3", "a3", "q4", "a4", "now"]
+    assert [x["content"] for x in msgs] == ["sys", "q4", "a4", "now"]
+
+
+def test_history_is_trimmed_in_blocks_so_the_servers_prompt_cache_keeps_matching():
+    """Each request must extend the previous one (same prefix) except once per block."""
+    conv = Conversation("sys", max_turns=6)
+    prefix_kept = []
+    previous = conv.messages("q0")
+    for i in range(12):
+        conv.record(f"q{i}", f"a{i}", cut_off=False)
+        now = conv.messages(f"q{i + 1}")
+        prefix_kept.append(now[: len(previous)] == previous)
+        previous = now
+    assert prefix_kept.count(False) == 2  # 12 turns, blocks of 3: two cache misses, not 6
+    assert 3 <= len(conv.exchanges) <= 6
 
 
 def test_empty_transcript_never_reaches_the_llm():

@@ -4,7 +4,12 @@ Piper synthesizes a segment at a time, so where the text is cut decides both whe
 starts and how natural it sounds. The first segment of an answer is released at its first
 clause boundary (", ; : -" after `first_min_words` words) so the voice starts early; later
 ones end at sentence ends, line breaks (paragraphs, list items) or, for a sentence longer
-than `max_words`, at its last clause boundary (or after `max_words` words).
+than `max_words`, at its last clause boundary (or after `max_words` words). The first
+segment has its own, lower limit (`first_max_words`): a first sentence of 17 words with no
+comma took 1.2 s to synthesize while the LLM went on generating, against 0.3 s for 8 words.
+Where a sentence must be cut without a clause boundary, the cut goes before the last
+conjunction, relative pronoun or preposition ("... passed down | through generations"),
+where a speaker would pause, and only with no such word right before the limit.
 
 Split independence
 ------------------
@@ -65,6 +70,15 @@ _DASHES = frozenset("-‐‑‒–—―")
 # brackets, and markdown closers ("**Done.**", "`x.`").
 _CLOSERS = frozenset("\"'”’»)]}*_~`")
 _PYSBD_WORDS_BEFORE = 4
+# Words a phrase may start with: cutting right before one sounds like a natural pause.
+_BREAK_BEFORE = frozenset({
+    "and", "but", "or", "nor", "so", "yet", "because", "although", "though", "while",
+    "whereas", "when", "whenever", "where", "which", "who", "whom", "whose", "that", "if",
+    "unless", "until", "since", "after", "before", "as", "than", "in", "on", "at", "to", "for",
+    "from", "with", "without", "about", "into", "onto", "through", "during", "over", "under",
+    "between", "by", "of",
+})
+_WORD = re.compile(r"\S+")
 _LEADING_BLANKS = re.compile(r"[^\S\r\n]+")
 
 
@@ -95,6 +109,7 @@ class StreamSegmenter:
 
     first_min_words: int = 3
     max_words: int = 30
+    first_max_words: int = 10
     _buf: str = field(default="", init=False, repr=False)
     _pos: int = field(default=0, init=False, repr=False)  # scanned up to here
     _words: int = field(default=0, init=False, repr=False)  # words in _buf[:_pos]
@@ -107,8 +122,8 @@ class StreamSegmenter:
     _sbd: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if self.first_min_words < 1 or self.max_words < 1:
-            raise ValueError("first_min_words and max_words must be at least 1")
+        if self.first_min_words < 1 or self.max_words < 1 or self.first_max_words < 1:
+            raise ValueError("first_min_words, max_words and first_max_words must be at least 1")
 
     # ---- public API ---------------------------------------------------------------------
 
@@ -159,7 +174,8 @@ class StreamSegmenter:
                 i += 1
                 continue
             if ch.isalnum():
-                too_long = self._words >= self.max_words and buf[i - 1].isspace()
+                limit = min(self.first_max_words, self.max_words) if self._first else self.max_words
+                too_long = self._words >= limit and buf[i - 1].isspace()
                 if too_long and self._split_long(i, out):
                     return True
                 if not self._counted:
@@ -325,10 +341,11 @@ class StreamSegmenter:
         return any(low <= span.end <= high for span in spans)
 
     def _split_long(self, i: int, out: list[str]) -> bool:
-        """The sentence reached `max_words` and a new word starts at `i`: cut it.
+        """The sentence reached its word limit and a new word starts at `i`: cut it.
 
         At the last clause boundary that leaves `first_min_words` words and an audible
-        segment, else right before this word.
+        segment, else before the last phrase-starting word (see `_BREAK_BEFORE`) that does,
+        else right before this word.
         """
         if open_construct(self._buf[:i]):
             return False
@@ -338,8 +355,26 @@ class StreamSegmenter:
                 if judged.verdict == _Verdict.ACCEPT:
                     self._commit(boundary, boundary, out, spoken=judged.spoken)
                     return True
-        self._commit(i, i, out)
+        cut = self._phrase_start(i)
+        self._commit(cut, cut, out)
         return True
+
+    def _phrase_start(self, i: int) -> int:
+        """Start of the last word in `_buf[:i]` that begins a phrase and leaves at least
+        `first_min_words` words before it (and is not the very last word), else `i`."""
+        best = i
+        words = 0
+        last = None
+        for match in _WORD.finditer(self._buf, 0, i):
+            token = match.group()
+            if not any(ch.isalnum() for ch in token):
+                continue
+            if words >= self.first_min_words and token.lower() in _BREAK_BEFORE:
+                last = match.start()
+            words += 1
+        if last is not None and not open_construct(self._buf[:last]):
+            best = last
+        return best
 
     # ---- committing --------------------------------------------------------------------
 

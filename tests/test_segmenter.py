@@ -12,9 +12,12 @@ from pipeline.segmenter import StreamSegmenter
 from pipeline.speakable import speakable
 
 
-def segments(text: str | list[str], first_min_words: int = 3, max_words: int = 30) -> list[str]:
+def segments(
+    text: str | list[str], first_min_words: int = 3, max_words: int = 30, first_max_words: int = 10
+) -> list[str]:
     """All segments of one answer, pushed as the given deltas (a str is one delta)."""
-    seg = StreamSegmenter(first_min_words=first_min_words, max_words=max_words)
+    seg = StreamSegmenter(first_min_words=first_min_words, max_words=max_words,
+                          first_max_words=first_max_words)
     out: list[str] = []
     for delta in [text] if isinstance(text, str) else text:
         out += seg.push(delta)
@@ -220,6 +223,22 @@ def test_a_sentence_of_exactly_max_words_is_not_split() -> None:
 
 def test_the_first_segment_is_split_too_when_over_long() -> None:
     check(" ".join(_WORDS) + ".", [" ".join(_WORDS[:6]), " ".join(_WORDS[6:]) + "."], max_words=6)
+
+
+def test_a_long_first_sentence_without_commas_is_cut_early_before_a_phrase() -> None:
+    """The first segment decides when speech starts: it is kept short (10 words) even when
+    the LLM writes no comma, and cut where a speaker would pause."""
+    text = ("The story of a brave knight in the dragon's cave is one that has been passed "
+            "down through many generations. It starts in a village.")
+    check(text, ["The story of a brave knight",
+                 "in the dragon's cave is one that has been passed down through many generations.",
+                 "It starts in a village."])
+
+
+def test_a_long_first_sentence_with_no_phrase_word_is_cut_at_the_limit() -> None:
+    check(" ".join(_WORDS) + ".", [" ".join(_WORDS[:10]), " ".join(_WORDS[10:]) + "."])
+    check(" ".join(_WORDS) + ".", [" ".join(_WORDS[:4]), " ".join(_WORDS[4:]) + "."],
+          first_max_words=4)
 
 
 # ---- markdown, emoji, line breaks ------------------------------------------------------

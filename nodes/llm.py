@@ -15,8 +15,8 @@ from typing import Any
 
 from pipeline import messages as m
 from pipeline.llm import Conversation, LlmClient, LlmConfig
-from pipeline.responder import Responder, TurnJournal
-from pipeline.runtime import STOP, Outbox, inputs, start
+from pipeline.responder import Responder
+from pipeline.runtime import STOP, Outbox, inputs, is_restart, journal_for, start
 from pipeline.settings import Settings
 
 NAME = "llm"
@@ -43,26 +43,12 @@ def llm_config(s: Settings) -> LlmConfig:
     )
 
 
-def _journal_of(node: Any) -> TurnJournal | None:
-    try:
-        return TurnJournal.for_dataflow(str(node.dataflow_id()), NAME)
-    except Exception:  # noqa: BLE001 - a node object without dataflow id: no journal
-        return None
-
-
-def _is_restart(node: Any) -> bool:
-    try:
-        return bool(node.is_restart())
-    except Exception:  # noqa: BLE001
-        return False
-
-
 def run(node: Any, s: Settings) -> None:
     out = Outbox(node)
     config = llm_config(s)
     ready = threading.Event()
-    restarted = _is_restart(node)
-    journal = _journal_of(node)
+    restarted = is_restart(node)
+    journal = journal_for(node, NAME)
     stop = threading.Event()
     announce_lock = threading.Lock()
 

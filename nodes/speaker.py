@@ -21,7 +21,7 @@ from pipeline.metrics import TurnMetrics
 from pipeline.playback import PlaybackEvent
 from pipeline.runtime import STOP, Outbox, fail, inputs, start
 from pipeline.settings import Settings
-from pipeline.turns import CommitGate, TurnGate
+from pipeline.turns import CommitGate, SeenSegments, TurnGate
 
 NAME = "speaker"
 _NOTHING = np.zeros(0, dtype=np.float32)
@@ -98,6 +98,7 @@ def run(node: Any, s: Settings, sink: SpeakerStream | SpeakerFile) -> None:
         return not sink.is_playing and events.empty()
 
     commits = CommitGate()
+    seen = SeenSegments()  # after a tts crash the segmenter sends segments again
 
     def play(turn: int, meta: dict[str, Any], audio: Any) -> None:
         is_end = meta.get("event") == m.END
@@ -107,16 +108,21 @@ def run(node: Any, s: Settings, sink: SpeakerStream | SpeakerFile) -> None:
             # Starting from silence, the reference would reach the echo canceller only just
             # before the sound does; a short lead-in of silence gives it time to arrive.
             audio = np.concatenate([np.zeros(int(rate * AEC_LEAD_IN_S), dtype=np.float32), audio])
+        args = (turn, int(meta.get("segment_index", 0)), audio, rate,
+                "" if is_end else str(meta.get("text", "")))
         try:
-            accepted = sink.add(turn, int(meta.get("segment_index", 0)), audio, rate,
-                                "" if is_end else str(meta.get("text", "")), last=is_end)
+            accepted = sink.add(*args, last=is_end)
         except DeviceError as exc:
             log.error("speaker failed: %s; reopening", exc)
             try:
                 sink.reopen()
+                # the audio that found the device gone is played now: dropped, it would never
+                # be reported `finished` and the segmenter would wait for it forever
+                accepted = sink.add(*args, last=is_end)
+                log.info("speaker is back")
             except DeviceError as again:
                 log.error("speaker still unavailable: %s", again)
-            return
+                return
         t_start = reference_start(sink) if aec and accepted else None
         if t_start is not None:
             # the echo canceller in the vad node needs what will play, before it plays
@@ -142,6 +148,10 @@ def run(node: Any, s: Settings, sink: SpeakerStream | SpeakerFile) -> None:
                         barge_in(sink, reporter, turn)
             elif input_id == "audio":
                 if not gate.accept(turn):
+                    continue
+                if not seen.first(turn, int(meta.get("segment_index", 0)), str(meta.get("event", ""))):
+                    log.debug("turn %d: segment %s again (resent after a tts crash), dropped",
+                              turn, meta.get("segment_index"))
                     continue
                 reporter.note_audio(turn, meta)
                 item = (turn, meta, m.audio_of(value))

@@ -1,4 +1,8 @@
-"""tts node: speakable segments in, audio out (Piper, loaded and warmed once)."""
+"""tts node: speakable segments in, audio out (Piper, loaded and warmed once).
+
+Its `ready` output (sent once the voice is loaded, `restart` = this process was restarted by
+dora after a crash) goes to the segmenter, which then sends again what the crash lost.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,7 @@ import numpy as np
 
 from pipeline import messages as m
 from pipeline.models import ModelNotFound
-from pipeline.runtime import STOP, Outbox, fail, inputs, start
+from pipeline.runtime import STOP, Outbox, fail, inputs, is_restart, start
 from pipeline.settings import Settings
 from pipeline.tts import Synthesizer, TtsConfig
 from pipeline.turns import TurnGate
@@ -22,6 +26,12 @@ log = logging.getLogger(NAME)
 def run(node: Any, s: Settings, synth: Synthesizer) -> None:
     out = Outbox(node)
     gate = TurnGate()
+    restarted = is_restart(node)
+    if restarted:
+        log.warning("tts node restarted by dora: asking the segmenter for the unplayed segments")
+    # Segments sent to a restarting node before this point were lost: `ready` tells the
+    # segmenter that it may send again, and, after a restart, what to send again.
+    out.send(m.TTS_READY, m.text_array(NAME), {"restart": restarted})
     for input_id, value, meta in inputs(node, primary=frozenset({"segment"})):
         if input_id == STOP:
             continue

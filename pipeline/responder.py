@@ -18,81 +18,24 @@ a turn its previous life left open and ignores transcripts of turns already answ
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
-import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pipeline import messages as m
+from pipeline.journal import JournalEntry, TurnJournal
 from pipeline.llm import Conversation, LlmClient, LlmError
+
+__all__ = ["JournalEntry", "Responder", "TurnJournal"]
 
 log = logging.getLogger("llm")
 
 Send = Callable[[str, str, dict[str, Any]], None]  # (event, text, metadata)
 
 SENTENCE_END = ".!?…"
-
-
-@dataclass(frozen=True)
-class JournalEntry:
-    turn_id: int
-    open: bool  # the answer was started and its `end` not yet sent
-
-
-@dataclass
-class TurnJournal:
-    """The turn the llm node is answering, in a small JSON file outside the process.
-
-    dora restarts a crashed node as a new process with none of its memory. Without this note
-    the new process would neither know that a turn was left half-answered (the segmenter is
-    still waiting for that turn's `end`, so the user would hear nothing more, and in file mode
-    the dataflow would never finish) nor which transcripts are old. It is written twice per
-    turn (start and end) with an atomic rename, never per token.
-    """
-
-    path: Path
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-    _last: int = -1
-
-    @classmethod
-    def for_dataflow(cls, dataflow_id: str, node_id: str = "llm") -> TurnJournal | None:
-        """The journal of one node of one running dataflow (None without a dataflow id)."""
-        safe = "".join(c for c in dataflow_id if c.isalnum() or c == "-")
-        if not safe:
-            return None
-        return cls(Path(tempfile.gettempdir()) / f"dora-voice-{node_id}-{safe}.json")
-
-    def write(self, turn_id: int, is_open: bool) -> None:
-        """Note the state of `turn_id`; notes about turns older than the last one are ignored
-        (a cancelled answer may end after the next one started)."""
-        with self._lock:
-            if turn_id < self._last:
-                return
-            self._last = turn_id
-            tmp = self.path.with_suffix(".tmp")
-            try:
-                tmp.write_text(json.dumps({"turn_id": turn_id, "open": is_open}))
-                os.replace(tmp, self.path)
-            except OSError as exc:
-                log.warning("cannot write the turn journal %s: %s", self.path, exc)
-
-    def read(self) -> JournalEntry | None:
-        try:
-            data = json.loads(self.path.read_text())
-            return JournalEntry(int(data["turn_id"]), bool(data["open"]))
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-    def remove(self) -> None:
-        with contextlib.suppress(OSError):
-            self.path.unlink()
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Any
 import pyarrow as pa
 
 from pipeline import settings as settings_mod
+from pipeline.journal import TurnJournal
 from pipeline.settings import Settings, SettingsError
 
 
@@ -58,7 +59,25 @@ class Outbox:
 
 STOP = "__stop__"
 CLOSED = "__closed__"
+RESTARTED = "__restarted__"
+FAILED = "__failed__"
 GRACE_S = 0.3
+
+
+def is_restart(node: Any) -> bool:
+    """This process is a node dora restarted after a crash (`restart_policy`)."""
+    try:
+        return bool(node.is_restart())
+    except Exception:  # noqa: BLE001 - a node object without the method: a first start
+        return False
+
+
+def journal_for(node: Any, name: str) -> TurnJournal | None:
+    """The crash-recovery journal of node `name` in this dataflow (None without a dataflow id)."""
+    try:
+        return TurnJournal.for_dataflow(str(node.dataflow_id()), name)
+    except Exception:  # noqa: BLE001 - a node object without dataflow id: no journal
+        return None
 
 
 def inputs(
@@ -70,6 +89,13 @@ def inputs(
 
     A STOP event is yielded as (STOP, None, {}) so sources can stop producing, and an
     INPUT_CLOSED as (CLOSED, None, {"id": input id}).
+
+    A node that sends to this one crashed: dora 1.1 tells only the nodes downstream of it
+    (never the ones that send to it), with NODE_RESTARTED (id = the crashed node) at once when
+    its `restart_policy` will restart it, or NODE_FAILED when it gave up. They are yielded as
+    (RESTARTED, None, {"id": node id}) and (FAILED, None, {"id": node id}). Whatever was sent
+    to the crashed node, and whatever it was working on, is lost: messages sent to it before
+    its new process is up (model loaded, `Node()` created) are dropped, not queued.
 
     Ending: in a dataflow with a feedback edge (the speaker's `played` goes back upstream),
     dora's event stream never ends by itself, so a node ends once all its `primary` inputs
@@ -92,6 +118,12 @@ def inputs(
             yield CLOSED, None, {"id": event.get("id")}
         elif kind == "STOP":
             yield STOP, None, {}
+        elif kind == "NODE_RESTARTED":
+            log.warning("node %s crashed; dora is restarting it", event.get("id"))
+            yield RESTARTED, None, {"id": str(event.get("id"))}
+        elif kind == "NODE_FAILED":
+            log.error("node %s failed and will not be restarted", event.get("id"))
+            yield FAILED, None, {"id": str(event.get("id"))}
         elif kind == "ERROR":
             if finishing:
                 if done():

@@ -66,3 +66,30 @@ class CommitGate:
     def drop_before(self, turn_id: int) -> None:
         for t in [t for t in self.held if t < turn_id]:
             del self.held[t]
+
+
+@dataclass
+class SeenSegments:
+    """Each (turn, segment, event) once: drops a segment's audio that arrives a second time.
+
+    After a crash of the tts node the segmenter sends the segments that were in flight again
+    (pipeline/scheduler.py): it cannot know which of them the old tts process had already
+    synthesized, so the speaker may get one twice and must play (and report) it only once.
+    Only the last `keep` turns are remembered.
+    """
+
+    keep: int = 8
+    seen: dict[int, set[tuple[int, str]]] = field(default_factory=dict)
+
+    def first(self, turn_id: int, segment_index: int, event: str) -> bool:
+        """True the first time this segment (or turn end) of `turn_id` is offered."""
+        keys = self.seen.get(turn_id)
+        if keys is None:
+            keys = self.seen[turn_id] = set()
+            for old in [t for t in self.seen if t <= turn_id - self.keep]:
+                del self.seen[old]
+        key = (segment_index, event)
+        if key in keys:
+            return False
+        keys.add(key)
+        return True

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +12,7 @@ from pipeline.filemode import BUNDLED_QUESTION
 from tests.conftest import overlap, transcribe_file, words
 from tests.live import LiveAssistant, Recorder, play
 from tests.scripted_server import Script, ScriptedServer
+from tests.soak import free_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.sound]
 
@@ -56,3 +59,132 @@ def test_no_input_device_gives_a_clear_error(sound_card, tmp_path):
         log = assistant.log()
     assert code != 0
     assert "MIC_DEVICE" in log and "MIC_FILE" in log
+
+
+# -- devices that disappear while the assistant runs ---------------------------------------------
+PULSE_SETUP = Path(__file__).resolve().parent.parent / ".ci" / "pulse-setup.sh"
+
+
+def pactl(*args: str) -> str:
+    return subprocess.run(["pactl", *args], capture_output=True, text=True, timeout=30).stdout
+
+
+def restore_sound_card() -> None:
+    """Both null sinks back, and the defaults (what every other sound test expects)."""
+    done = subprocess.run(["bash", str(PULSE_SETUP)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def remove_null_sink(name: str) -> None:
+    """Unload the null sink `name` (its monitor source goes with it): the device is gone."""
+    for line in pactl("list", "short", "modules").splitlines():
+        if "module-null-sink" in line and f"sink_name={name} " in line + " ":
+            subprocess.run(["pactl", "unload-module", line.split()[0]], check=True, timeout=30)
+            return
+    raise AssertionError(f"no null sink {name!r} loaded:\n" + pactl("list", "short", "modules"))
+
+
+def streams_of(kind: str, pids: set[int]) -> dict[int, str]:
+    """PulseAudio streams (`source-output` or `sink-input`) of these processes: index -> device index."""
+    found: dict[int, str] = {}
+    index, device, pid = -1, "", -1
+    for line in pactl("list", f"{kind}s").splitlines() + [""]:
+        line = line.strip()
+        if line.startswith(("Source Output #", "Sink Input #")) or not line:
+            if index >= 0 and pid in pids:
+                found[index] = device
+            index, device, pid = (int(line.split("#")[1]), "", -1) if line else (-1, "", -1)
+        elif line.startswith(("Source:", "Sink:")):
+            device = line.split(":", 1)[1].strip()
+        elif line.startswith("application.process.id"):
+            pid = int(line.split("=")[1].strip().strip('"'))
+    return found
+
+
+def device_index(kind: str, name: str) -> str:
+    for line in pactl("list", "short", kind).splitlines():
+        if line.split("\t")[1:2] == [name]:
+            return line.split("\t")[0]
+    return "?"
+
+
+def kill_streams(kind: str, pids: set[int]) -> None:
+    """What an unplugged device does to a stream when no sound server moves it elsewhere (plain
+    ALSA, a USB card opened directly): the stream dies under the process."""
+    streams = streams_of(kind, pids)
+    assert streams, f"no {kind} of the assistant:\n" + pactl("list", "short", f"{kind}s")
+    for index in streams:
+        subprocess.run(["pacmd", f"kill-{kind}", str(index)], check=True, timeout=30)
+
+
+def wait_until(what, timeout: float, describe: str, log=lambda: "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if what():
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"timed out waiting for {describe}:\n{log()[-3000:]}")
+
+
+def test_microphone_and_speaker_that_disappear_mid_run_come_back(sound_card, tmp_path, make_speech):
+    """The microphone's device is removed while the assistant runs, then the speaker's; each
+    comes back; a question asked after each comeback is answered and heard.
+
+    PulseAudio (16) moves the stream of a device that disappears to a fallback device and back
+    when the device returns and is the default again, so PortAudio never sees the removal. A
+    device that vanishes without such a fallback kills the stream: after unloading the null
+    sink, the assistant's stream is killed too (`pacmd kill-...`), and the microphone node must
+    log it and reopen the device, the speaker node reopen it and still play the audio that
+    found the device gone (else that segment is never reported played and the answer stalls).
+    """
+    from tests.soak import descendants
+
+    q1 = make_speech(["Turn on the kitchen lights."])
+    q2 = make_speech(["Play some jazz music."])
+
+    def answer(messages: list[dict]) -> str:
+        return f"You said {messages[-1]['content'].strip().rstrip('.?!')}. Okay."
+
+    started = time.monotonic()
+    try:
+        with ScriptedServer(Script(answer_fn=answer)) as srv, \
+                LiveAssistant(tmp_path, {"OPENAI_BASE_URL": srv.base_url,
+                                         "LLM_SERVER_PORT": str(free_port())}) as assistant:
+            assistant.wait_ready()
+            ours = {assistant.proc.pid, *descendants(assistant.proc.pid)}
+            log = assistant.log
+
+            # the microphone's device disappears, then comes back
+            remove_null_sink("uservoice")
+            kill_streams("source-output", ours)
+            wait_until(lambda: "microphone failed" in log(), 15, "the microphone failure in the log", log)
+            wait_until(lambda: "microphone is back" in log(), 15, "the microphone to be reopened", log)
+            restore_sound_card()
+            mic = device_index("sources", "uservoice.monitor")
+            wait_until(lambda: list(streams_of("source-output", ours).values()) == [mic], 15,
+                       "the microphone to record from uservoice.monitor again", log)
+            play(q1)
+            turns = assistant.wait_turns(1, timeout=60)
+
+            # the speaker's device disappears (while idle), then comes back before the answer
+            remove_null_sink("speaker")
+            kill_streams("sink-input", ours)
+            restore_sound_card()
+            rec = Recorder()
+            play(q2)
+            turns = assistant.wait_turns(2, timeout=60)
+            time.sleep(0.5)
+            audio = rec.stop()
+            text = log()
+    finally:
+        restore_sound_card()  # whatever happened, later tests find their devices
+    print(f"\n[devices removed and back] {time.monotonic() - started:.0f} s")
+    assert [t["turn_id"] for t in turns] == [1, 2], text[-3000:]
+    assert overlap("turn on the kitchen lights", turns[0]["transcript"]) >= 0.6, turns[0]
+    assert overlap("play some jazz music", turns[1]["transcript"]) >= 0.6, turns[1]
+    # the whole answer, its first segment included (the one that found the speaker gone)
+    assert {"said", "jazz", "okay"} <= words(turns[1]["answer"]) and not turns[1]["interrupted"], turns[1]
+    heard = words(transcribe_file(rec.save(audio, tmp_path / "heard.wav")))
+    assert {"jazz", "music"} <= heard, heard
+    assert "microphone failed: The microphone stream stopped" in text
+    assert "speaker failed: The speaker stream stopped" in text and "speaker is back" in text

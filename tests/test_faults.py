@@ -439,3 +439,91 @@ def test_embedded_server_killed_then_restarted(tmp_path, make_speech):
     assert result.returncode == 0, result.log[-4000:]
     heard = transcribe_file(result.output_wav)
     assert overlap(APOLOGY, heard) >= 0.6, heard
+
+
+# -- the tts or the segmenter crashes in the middle of an answer ---------------------------------
+LONG_ANSWER = ("Paris is the capital of France. It lies on the river Seine, in the north of the country. "
+               "The city has many famous museums, and the Louvre is the largest of them. "
+               "The Eiffel Tower was built for a world fair. Many people visit the old cathedral. "
+               "The food is very good, and the cafes are busy all day. Spring is a lovely time to go there.")
+PIPER_RATE = 22050
+
+
+def wav_seconds(path: Path) -> float:
+    """Seconds of audio in the answer WAV so far (the speaker keeps its header valid)."""
+    try:
+        return max(0, path.stat().st_size - 44) / 2 / PIPER_RATE
+    except OSError:
+        return 0.0
+
+
+def long_then_short(msgs: list[dict[str, Any]]) -> str:
+    return LONG_ANSWER if "france" in msgs[-1]["content"].lower() else ANSWER
+
+
+def kill_mid_answer(flow: FileDataflow, victim: str, after_s: float = 1.5) -> tuple[float, float]:
+    """Once `after_s` of the first answer is in the WAV, SIGKILL `victim`; wait for dora to
+    restart it. Returns (seconds spoken before the kill, seconds from the kill to the restart)."""
+    flow.wait_until(lambda: wav_seconds(flow.output_wav) >= after_s, 180, f"{after_s} s of the answer")
+    spoken = wav_seconds(flow.output_wav)
+    killed_at = time.monotonic()
+    flow.kill(victim)
+    flow.wait_log("restarting node after failure", timeout=30)
+    flow.wait_until(lambda: flow.pids(victim), 30, f"{victim} to be back")
+    return spoken, time.monotonic() - killed_at
+
+
+@pytest.mark.e2e
+def test_tts_killed_mid_answer_the_rest_of_the_answer_is_spoken(tmp_path, make_speech):
+    """SIGKILL the tts node while it synthesizes a long answer: the segments it had are lost
+    with it; the segmenter sends them again to the restarted tts, the speaker plays each
+    segment once, the whole answer is heard and the next question is answered."""
+    question = make_speech(QUESTIONS, gap_s=12.0)
+    script = Script(answer_fn=long_then_short)
+    with ScriptedServer(script) as srv:
+        env = {"OPENAI_BASE_URL": srv.base_url, "LLM_SERVER_PORT": str(free_port_in_range()), **FAST}
+        with FileDataflow(question, tmp_path, env) as flow:
+            spoken, back = kill_mid_answer(flow, "tts")
+            code = flow.wait(timeout=120)
+    result = _as_file_run(flow, code)
+    total = float(result.turns[0]["durations"].get("answer_total", 0)) if result.turns else 0.0
+    print(f"\n[tts killed] after {spoken:.1f} s of the answer; its process restarted after {back:.1f} s; answer took {total:.1f} s")
+    turns = {t["turn_id"]: t for t in result.turns}
+    assert sorted(turns) == [1, 2], result.log[-4000:]
+    assert turns[1]["answer"].split() == LONG_ANSWER.split(), turns[1]  # all of it, each segment once
+    assert not turns[1]["interrupted"]
+    assert turns[2]["answer"].split() == ANSWER.split(), turns[2]
+    assert "the tts node was restarted; sending it again" in result.log, result.log[-4000:]
+    assert result.returncode == 0, result.log[-4000:]
+    assert wav_seconds(result.output_wav) > spoken + 10  # most of the answer came after the crash
+    heard = transcribe_file(result.output_wav)
+    assert overlap("The food is very good, and the cafes are busy all day.", heard) >= 0.6, heard
+    assert heard_in_order(heard, "spring", {"berlin", "sunny", "warm", "tomorrow"}), heard
+
+
+@pytest.mark.e2e
+def test_segmenter_killed_mid_answer_apologises_and_the_next_turn_works(tmp_path, make_speech):
+    """SIGKILL the segmenter while the LLM still streams a long answer: the text sent to it
+    while it was down is lost, so the restarted segmenter (its journal) closes the turn with
+    the apology after what had been said; the rest of that answer is never spoken, the next
+    question is answered normally."""
+    question = make_speech(QUESTIONS, gap_s=10.0)
+    script = Script(plan=["slow"], slow_token_delay_s=0.25, answer_fn=long_then_short)
+    with ScriptedServer(script) as srv:
+        env = {"OPENAI_BASE_URL": srv.base_url, "LLM_SERVER_PORT": str(free_port_in_range()), **FAST,
+               "LLM_TOKEN_TIMEOUT_S": "3"}
+        with FileDataflow(question, tmp_path, env) as flow:
+            spoken, back = kill_mid_answer(flow, "segmenter", after_s=1.0)
+            code = flow.wait(timeout=120)
+    result = _as_file_run(flow, code)
+    print(f"\n[segmenter killed] after {spoken:.1f} s of the answer; its process restarted after {back:.1f} s")
+    turns = {t["turn_id"]: t for t in result.turns}
+    assert sorted(turns) == [1, 2], result.log[-4000:]
+    first = turns[1]["answer"]
+    assert first.startswith("Paris is the capital of France.") and first.endswith(APOLOGY), turns[1]
+    assert "Spring" not in first  # the rest of the answer is not spoken after the apology
+    assert turns[2]["answer"].split() == ANSWER.split(), turns[2]
+    assert "the segmenter was restarted in the middle of the answer" in result.log, result.log[-4000:]
+    assert result.returncode == 0, result.log[-4000:]
+    heard = transcribe_file(result.output_wav)
+    assert heard_in_order(heard, "sorry", {"berlin", "sunny", "warm", "tomorrow"}), heard

@@ -170,3 +170,39 @@ def test_every_node_refuses_bad_settings(bad, monkeypatch):
         monkeypatch.setenv(k, v)
     with pytest.raises(SystemExit):
         start("any")
+
+
+def test_speaker_reopens_a_device_that_died_and_still_plays_that_audio(tmp_path):
+    """The device was gone when the audio came: reopened, and that audio is played (and
+    reported) all the same, or the segmenter would wait for its `finished` forever."""
+    from nodes import speaker as speaker_node
+    from pipeline.audio_io import DeviceError, SpeakerFile
+
+    class Unplugged(SpeakerFile):
+        def __init__(self, path):
+            super().__init__(path)
+            self.dead, self.reopened = True, 0
+
+        def add(self, *args, **kw):
+            if self.dead:
+                raise DeviceError("The speaker stream stopped (SPEAKER_DEVICE='')")
+            return super().add(*args, **kw)
+
+        def reopen(self):
+            self.dead = False
+            self.reopened += 1
+            return self
+
+    s = load({"SPEAKER_FILE": str(tmp_path / "o.wav")})
+    tone = np.full(2205, 0.1, dtype=np.float32)
+    node = RecordingNode([
+        ev("transcript", m.text_array("hi"), turn_id=1, final=True),
+        ev("audio", m.audio_array(tone), turn_id=1, segment_index=0, sample_rate=22050, text="A.", event=m.SEGMENT),
+        ev("audio", m.audio_array(tone[:0]), turn_id=1, segment_index=1, sample_rate=22050, event=m.END),
+        closed("audio"),
+    ])
+    sink = Unplugged(s.speaker_file)
+    speaker_node.run(node, s, sink)
+    events = [(meta["event"], meta["segment_index"]) for _v, meta in node.of("played")]
+    assert sink.reopened == 1
+    assert ("finished", 0) in events and events[-1][0] == "turn_end"

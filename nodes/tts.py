@@ -50,12 +50,12 @@ def run(node: Any, s: Settings, synth: Synthesizer) -> None:
         text = m.text_of(value)
         started = time.perf_counter()
         audio = synth.synthesize_segment(text)
-        if audio.size == 0:
-            continue
+        # A segment Piper makes no sound of is still sent (empty): the speaker reports it
+        # played, which frees its place in the segmenter's backpressure window.
         meta_out = {**base, "event": m.SEGMENT, "text": text,
                     "tts_s": round(time.perf_counter() - started, 4),
                     "tts_audio_s": round(audio.size / synth.sample_rate, 4)}
-        if base["segment_index"] == 0:
+        if base["segment_index"] == 0 and audio.size:
             meta_out["t_first_audio"] = time.time()
         out.send(m.TTS_AUDIO, m.audio_array(audio), meta_out)
 

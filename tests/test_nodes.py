@@ -74,6 +74,34 @@ def test_tts_node_synthesizes_segments_and_forwards_the_end():
     assert first[1]["text"] == "Hello there." and "t_first_audio" in first[1]
 
 
+def test_a_segment_piper_makes_no_sound_of_is_still_played_so_backpressure_moves_on(tmp_path):
+    """Piper returns no audio for some texts ("..."); without a `played` event for such a
+    segment the segmenter's window would never free its place and the answer would stall."""
+    from nodes import speaker as speaker_node
+    from nodes import tts as tts_node
+    from pipeline.audio_io import SpeakerFile
+    from pipeline.tts import Synthesizer, TtsConfig
+
+    synth = Synthesizer(TtsConfig())
+    assert synth.synthesize_segment("...").size == 0
+    tts = RecordingNode([
+        ev("segment", m.text_array("..."), turn_id=1, segment_index=0, event=m.SEGMENT),
+        ev("segment", m.text_array("Hello."), turn_id=1, segment_index=1, event=m.SEGMENT),
+        closed("segment"),
+    ])
+    tts_node.run(tts, load({}), synth)
+    sent = tts.of("audio")
+    assert [(meta["segment_index"], len(v) > 0) for v, meta in sent] == [(0, False), (1, True)]
+    s = load({"SPEAKER_FILE": str(tmp_path / "o.wav")})
+    speaker = RecordingNode([ev("transcript", m.text_array("hi"), turn_id=1, final=True)]
+                            + [ev("audio", v, **meta) for v, meta in sent] + [closed("audio")])
+    sink = SpeakerFile(s.speaker_file)
+    sink.start()
+    speaker_node.run(speaker, s, sink)
+    events = [(meta["event"], meta["segment_index"]) for _v, meta in speaker.of("played")]
+    assert ("finished", 0) in events and ("finished", 1) in events
+
+
 def test_speaker_node_in_file_mode_reports_played_segments(tmp_path):
     from nodes import speaker as speaker_node
     from pipeline.audio import read_wav

@@ -50,6 +50,7 @@ class EmbeddedServer:
     port: int
     threads: int = 1
     ctx: int = 2048
+    batch_threads: int = 2
     host: str = "127.0.0.1"
     nice: int = 5
     _proc: subprocess.Popen[bytes] | None = None
@@ -58,7 +59,7 @@ class EmbeddedServer:
     @classmethod
     def from_settings(cls, s: Settings) -> EmbeddedServer:
         return cls(llm_gguf_path(s.llm_server_model), s.llm_server_port, s.llm_server_threads,
-                   s.llm_server_ctx, nice=s.llm_server_nice)
+                   s.llm_server_ctx, nice=s.llm_server_nice, batch_threads=s.llm_server_batch_threads)
 
     @property
     def base_url(self) -> str:
@@ -71,7 +72,8 @@ class EmbeddedServer:
             "--model_alias", EMBEDDED_MODEL_ALIAS,
             "--host", self.host,
             "--port", str(self.port),
-            "--n_threads", str(self.threads),
+            "--n_threads", str(self.threads),  # generating: one core, Piper has the other
+            "--n_threads_batch", str(self.batch_threads),  # reading the prompt: both cores
             "--n_ctx", str(self.ctx),
             "--verbose", "false",
         ]

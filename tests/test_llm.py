@@ -235,3 +235,15 @@ def test_empty_transcript_never_reaches_the_llm():
         time.sleep(0.2)
         assert srv.script.requests == []
     assert sink.items == []
+
+
+def test_embedded_server_generates_on_one_thread_and_reads_prompts_on_two():
+    from pipeline.llm_server import EmbeddedServer
+    from pipeline.settings import load
+
+    cmd = EmbeddedServer.from_settings(load({})).command()
+    assert cmd[cmd.index("--n_threads") + 1] == "1"
+    assert cmd[cmd.index("--n_threads_batch") + 1] == "2"
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    cmd = EmbeddedServer.from_settings(load({"LLM_SERVER_BATCH_THREADS": "4"})).command()
+    assert cmd[cmd.index("--n_threads_batch") + 1] == "4"

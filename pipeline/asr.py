@@ -16,8 +16,12 @@ question, measured with cProfile). CTranslate2 accepts a shorter mel input, and 
 cost grows with its square, so a 10 s window encodes ~8x faster (66 vs 520 ms). Below
 ~10 s the decoder stops emitting end-of-text and repeats the sentence (the same effect as
 whisper.cpp's `audio_ctx`): utterances are encoded in `window_s` when they fit with 2 s to
-spare, and any result that looks like a repetition loop (gzip compression ratio above 2.4,
-Whisper's own rule) or ran out of tokens is transcribed again with the full 30 s window.
+spare, and any result that looks like a repetition loop (a run of words repeated to the
+token limit, or a gzip compression ratio above 2.4, Whisper's own rule), or that stopped
+early (fewer words than 1.5 per second of the audio past its first second: a 6.7 s answer
+came back as its first 8 words), is transcribed again with the full 30 s window. Measured
+on 38 short questions (Piper, espeak-ng, noisy): 182 vs 550 ms median, word error rate
+8.5 % vs 5.1 % (mostly near-homophones: "France" -> "friends").
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class AsrConfig:
 FULL_WINDOW_S = 30.0
 WINDOW_SPARE_S = 2.0  # an utterance uses the short window only with this much padding left
 REPEAT_RATIO = 2.4  # gzip compression ratio of a repetition loop (Whisper's fallback rule)
+MIN_WORDS_PER_S = 1.5  # fewer words a second (past the first) = decoding stopped early
 
 
 @dataclass(frozen=True)
@@ -164,7 +169,7 @@ class Transcriber:
         audio_s = len(audio) / SAMPLE_RATE
         window = self.window_for(audio_s)
         segments = self._decode(audio, window)
-        if window < FULL_WINDOW_S and self._looks_repeated(segments):
+        if window < FULL_WINDOW_S and (self._looks_repeated(segments) or self._stopped_early(segments, audio_s)):
             window = FULL_WINDOW_S
             segments = self._decode(audio, window)
         kept, dropped = self._filter(segments)
@@ -185,6 +190,15 @@ class Transcriber:
     def _looks_repeated(segments: list) -> bool:
         text = " ".join(seg.text for seg in segments)
         return is_loop(text) or any(seg.compression_ratio > REPEAT_RATIO for seg in segments)
+
+    @staticmethod
+    def _stopped_early(segments: list, audio_s: float) -> bool:
+        """With a short window Whisper sometimes ends the text before the audio ends. People
+        say 2-3 words a second, and an utterance holds no pause longer than the endpoint
+        silence, so this few words means the rest was not transcribed (or was only noise,
+        in which case the second decode costs time but changes nothing)."""
+        words = len(normalise(" ".join(seg.text for seg in segments)).split())
+        return audio_s > 3.0 and words < MIN_WORDS_PER_S * (audio_s - 1.0)
 
     def _decode(self, audio: np.ndarray, window_s: float) -> list:
         self.model.frames = None if window_s >= FULL_WINDOW_S else int(window_s * 100)

@@ -81,3 +81,20 @@ def test_decoding_loops_are_told_from_speech():
     assert not is_loop("What is the capital of France?")
     assert not is_loop("I said no, no, I did not.")
     assert not is_loop("")
+
+
+def test_a_transcript_a_short_window_ended_early_is_redone_with_the_full_window():
+    """A 6.7 s answer of the assistant (recorded from a test run): in a 10 s window Whisper
+    stopped after "You ask, please tell me about the weather." and dropped the rest."""
+    from pathlib import Path
+
+    from pipeline.audio import read_wav
+    from tests.conftest import _transcriber
+
+    tr = _transcriber()
+    audio, _ = read_wav(Path(__file__).parent / "data" / "cut_short_by_short_window.wav", target_rate=16000)
+    short = tr._decode(audio, 10.0)
+    assert tr._stopped_early(short, audio.size / 16000)  # what the guard is for
+    result = tr.transcribe(audio)
+    assert result.window_s == 30.0
+    assert {"weather", "berlin", "tomorrow", "question", "answer"} <= set(normalise(result.text).split())

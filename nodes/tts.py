@@ -58,6 +58,7 @@ def run(node: Any, s: Settings, synth: Synthesizer) -> None:
         if base["segment_index"] == 0 and audio.size:
             meta_out["t_first_audio"] = time.time()
         out.send(m.TTS_AUDIO, m.audio_array(audio), meta_out)
+        synth.release_memory()
 
 
 _EMPTY = np.zeros(0, dtype=np.float32)

@@ -15,8 +15,9 @@ silence), and on 2 cores that encoder is ~80 % of a turn's ASR time (418 of 490 
 question, measured with cProfile). CTranslate2 accepts a shorter mel input, and attention
 cost grows with its square, so a 10 s window encodes ~8x faster (66 vs 520 ms). Below
 ~10 s the decoder stops emitting end-of-text and repeats the sentence (the same effect as
-whisper.cpp's `audio_ctx`): utterances are encoded in `window_s` when they fit with 2 s to
-spare, and any result that looks like a repetition loop (a run of words repeated to the
+whisper.cpp's `audio_ctx`), and an utterance filling most of the window sometimes ends early
+(a 5.4 s answer lost its second sentence): utterances up to half of `window_s` are encoded
+in it (questions and commands are 1-4 s), longer ones in 30 s, and any result that looks like a repetition loop (a run of words repeated to the
 token limit, or a gzip compression ratio above 2.4, Whisper's own rule), or that stopped
 early (fewer words than 1.5 per second of the audio past its first second: a 6.7 s answer
 came back as its first 8 words), is transcribed again with the full 30 s window. Measured
@@ -74,7 +75,7 @@ class AsrConfig:
 
 
 FULL_WINDOW_S = 30.0
-WINDOW_SPARE_S = 2.0  # an utterance uses the short window only with this much padding left
+SHORT_WINDOW_SHARE = 0.5  # an utterance uses the short window only up to this share of it
 REPEAT_RATIO = 2.4  # gzip compression ratio of a repetition loop (Whisper's fallback rule)
 MIN_WORDS_PER_S = 1.5  # fewer words a second (past the first) = decoding stopped early
 
@@ -162,7 +163,7 @@ class Transcriber:
     def window_for(self, audio_s: float) -> float:
         """The encoder window for an utterance of `audio_s` seconds."""
         window = min(self.config.window_s, FULL_WINDOW_S)
-        return window if audio_s + WINDOW_SPARE_S <= window else FULL_WINDOW_S
+        return window if audio_s <= SHORT_WINDOW_SHARE * window else FULL_WINDOW_S
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
         started = time.perf_counter()

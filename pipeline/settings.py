@@ -109,7 +109,7 @@ SPECS: tuple[Spec, ...] = (
     _s("ASR_LANGUAGE", "en", "str", "Language code given to Whisper."),
     _s("ASR_BEAM_SIZE", "1", "int", "Beam size; 1 (greedy) is fastest.", minimum=1, maximum=10),
     _s("ASR_NO_SPEECH_THRESHOLD", "0.6", "float", "Whisper segments more likely silence than this (and unsure) are dropped.", minimum=0, maximum=1),
-    _s("ASR_WINDOW_S", "10", "float", "Encoder window for utterances that fit with 2 s to spare: 10 s encodes ~8x faster than Whisper's 30 s; a result that loops falls back to 30 s. 30 = always the full window.", minimum=5, maximum=30),
+    _s("ASR_WINDOW_S", "10", "float", "Encoder window for utterances up to half its length: 10 s encodes ~8x faster than Whisper's 30 s; a result that loops or ends early is decoded again in 30 s. 30 = always the full window.", minimum=5, maximum=30),
     _s("ASR_LOGPROB_THRESHOLD", "-1.0", "float", "Whisper segments with a lower average log-probability are dropped when also likely silence.", minimum=-20, maximum=0),
     # llm
     _s("OPENAI_BASE_URL", "", "str", "OpenAI-compatible server, e.g. `https://api.openai.com/v1` or `http://localhost:11434/v1` (Ollama); empty = the embedded server."),

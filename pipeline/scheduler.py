@@ -74,7 +74,7 @@ class SegmentScheduler:
         self,
         ahead: int = 2,
         first_min_words: int = 3,
-        max_words: int = 30,
+        max_words: int = 20,
         apology: str = APOLOGY,
         journal: TurnJournal | None = None,
     ) -> None:

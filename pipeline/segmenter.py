@@ -108,7 +108,7 @@ class StreamSegmenter:
     """
 
     first_min_words: int = 3
-    max_words: int = 30
+    max_words: int = 20
     first_max_words: int = 10
     _buf: str = field(default="", init=False, repr=False)
     _pos: int = field(default=0, init=False, repr=False)  # scanned up to here

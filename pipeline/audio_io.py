@@ -43,7 +43,7 @@ from pipeline.audio import (
     read_wav,
     resample,
 )
-from pipeline.playback import CutSegment, PlaybackBuffer, PlaybackEvent, dac_wall_time
+from pipeline.playback import CutSegment, PlaybackBuffer, PlaybackEvent, dac_wall_time, drain
 
 MIC_RATE = 16000  # what the VAD and Whisper want
 PIPER_RATE = 22050  # the bundled voice
@@ -852,7 +852,7 @@ class SpeakerStream:
         return self._events
 
     def drain_events(self) -> list[PlaybackEvent]:
-        return _drain(self._events)
+        return drain(self._events)
 
     @property
     def is_playing(self) -> bool:
@@ -968,7 +968,7 @@ class SpeakerFile:
         return self._events
 
     def drain_events(self) -> list[PlaybackEvent]:
-        return _drain(self._events)
+        return drain(self._events)
 
     @property
     def is_playing(self) -> bool:
@@ -1013,12 +1013,3 @@ class SpeakerFile:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _drain(events: queue.SimpleQueue[PlaybackEvent]) -> list[PlaybackEvent]:
-    got: list[PlaybackEvent] = []
-    while True:
-        try:
-            got.append(events.get_nowait())
-        except queue.Empty:
-            return got

@@ -31,9 +31,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 import numpy as np
+
+_T = TypeVar("_T")
 
 STARTED = "started"
 FINISHED = "finished"
@@ -247,12 +249,7 @@ class PlaybackBuffer:
 
     def drain_events(self) -> list[PlaybackEvent]:
         """Every event recorded so far (non-blocking)."""
-        got: list[PlaybackEvent] = []
-        while True:
-            try:
-                got.append(self._events.get_nowait())
-            except queue.Empty:
-                return got
+        return drain(self._events)
 
     @property
     def frames_queued(self) -> int:
@@ -274,12 +271,7 @@ class PlaybackBuffer:
         dataflow a 150 ms stall between two queued segments left the echo 150 ms away from
         its reference, and the assistant interrupted itself.
         """
-        got: list[tuple[float, float]] = []
-        while True:
-            try:
-                got.append(self._delays.get_nowait())
-            except queue.Empty:
-                return got
+        return drain(self._delays)
 
     @property
     def next_time(self) -> float:
@@ -422,3 +414,13 @@ def dac_wall_time(now: float, current_time: float, dac_time: float, fallback: fl
     if current_time > 0 and dac_time > 0 and 0.0 <= ahead < 2.0:
         return now + ahead
     return now + fallback
+
+
+def drain(q: queue.SimpleQueue[_T]) -> list[_T]:
+    """Everything in `q` now, without blocking."""
+    got: list[_T] = []
+    while True:
+        try:
+            got.append(q.get_nowait())
+        except queue.Empty:
+            return got

@@ -264,7 +264,6 @@ class _Current:
     frames: int = 0  # frames since the onset (preroll excluded)
     pos: int = 0  # samples in the utterance buffer
     prefix: int = 0  # samples of preroll at the start of the buffer
-    barge_in: bool = False  # started under the raised threshold: it stopped the assistant
 
 
 @dataclass
@@ -442,7 +441,6 @@ class Endpointer:
         if cur.run >= self._counts.start:
             self.turn_id += 1
             self._state = _SPEAKING
-            cur.barge_in = self._threshold > self.config.threshold
             assert cur.t_start is not None
             events.append(SpeechStarted(self.turn_id, cur.t_start))
 
@@ -467,7 +465,7 @@ class Endpointer:
         elif (
             self._counts.speculate
             and cur.silence == self._counts.speculate
-            and cur.voiced >= self._min_voiced()
+            and cur.voiced >= self._counts.min_speech
         ):
             self._finish(events, cut=False, final=False)
             cur.speculated_voiced = cur.voiced
@@ -481,20 +479,9 @@ class Endpointer:
                 self._state = _PENDING
                 self._cut_pending = True
 
-    def _min_voiced(self) -> int:
-        """Voiced frames an utterance needs to be sent to ASR.
-
-        `min_speech_ms` keeps coughs and clicks away from Whisper, except for an utterance
-        that began while the assistant was audible (the raised threshold): its
-        `speech_started` has already stopped the assistant, and while they overlapped the
-        echo canceller suppressed much of it, so it can look shorter than it was. Dropped,
-        the user would be met with silence; sent, Whisper hears the raw microphone.
-        """
-        return self._counts.start if self._cur.barge_in else self._counts.min_speech
-
     def _finish(self, events: list[Event], cut: bool, final: bool = True) -> None:
         cur = self._cur
-        if cur.voiced < self._min_voiced():
+        if cur.voiced < self._counts.min_speech:
             if final:
                 events.append(SpeechDiscarded(self.turn_id))
             return

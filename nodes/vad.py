@@ -80,7 +80,9 @@ def run(node: Any, s: Settings, vad: VadPipeline, aec: EchoCanceller | None = No
             capture = float(meta.get("capture_time", 0.0))
             chunk = m.audio_of(value)
             if aec is not None:
-                vad.set_threshold(aec.vad_threshold(capture, s.vad_threshold, s.vad_threshold_playing))
+                # guard next to the canceller: stricter while the assistant is audible
+                audible = aec.playing_at(capture, tail_s=0.3)
+                vad.set_threshold(max(s.vad_threshold, s.vad_threshold_playing) if audible else None)
                 send_events(out, vad.push(aec.process(chunk, capture), capture, keep=chunk))
                 if log.isEnabledFor(logging.DEBUG) and int(meta.get("seq", 0)) % 50 == 0:
                     log.debug("aec: capture lag %.3f s, late reference %.2f s, prob %.2f, %.3f ms/frame",

@@ -388,21 +388,6 @@ class EchoCanceller:
         ref = self.reference
         return ref.any_between(ref.sample_at(t - tail_s), ref.sample_at(t) + 1)
 
-    @property
-    def echo_heard(self) -> bool:
-        """False once the presence detector found that the speaker does not reach the
-        microphone (headphones, a virtual card); True until then (the safe assumption)."""
-        return self.presence.echo
-
-    def vad_threshold(self, t: float, normal: float, playing: float) -> float | None:
-        """The VAD threshold for audio captured at `t`: the stricter `playing` one while the
-        assistant is (or was within 300 ms) audible and its voice may reach the microphone,
-        so residual echo cannot start a turn; None (the configured one) otherwise, so that
-        without an echo path a user interrupts as fast as when the assistant is silent."""
-        if self.playing_at(t, tail_s=0.3) and self.echo_heard:
-            return max(normal, playing)
-        return None
-
     def reference_level(self, t0: float, t1: float) -> float:
         """RMS of what played over [t0, t1) (silence counts as zeros); 0.0 if t1 <= t0."""
         ref = self.reference
@@ -555,7 +540,6 @@ class EchoPresence:
     EVERY = 25  # frames between verdicts
     THRESHOLD = 0.3
     FORGET = 500  # frames (5 s) of silence after which echo is assumed again
-    QUIET_REF = 1e-4  # mean square (-40 dBFS): a reference below this tells nothing
 
     def __init__(self) -> None:
         self.size = self.WINDOW + self.MAX_LAG
@@ -594,11 +578,7 @@ class EchoPresence:
         ref = np.roll(self.ref, -self.pos).astype(np.float64)  # ref[MAX_LAG + k] ~ mic[k]
         e_mic = float(np.dot(mic, mic))
         if e_mic < 1e-6:
-            # A microphone this quiet (RMS below -100 dBFS) while the reference plays at a
-            # normal level hears no echo at all (a virtual card, a muted or digital input);
-            # with a quiet reference too there is nothing to judge, so the verdict is kept.
-            loud = float(np.dot(ref, ref)) > self.QUIET_REF * ref.size
-            return 0.0 if loud else (1.0 if self.echo else 0.0)
+            return 1.0 if self.echo else 0.0  # a silent microphone tells nothing: keep it
         spec = np.fft.rfft(ref, self._n) * np.conj(np.fft.rfft(mic, self._n))
         corr = np.fft.irfft(spec, self._n)[: self.MAX_LAG + 1]  # corr[j] = sum ref[j+k] mic[k]
         sq = np.concatenate([[0.0], np.cumsum(ref * ref)])

@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline import echo as echo_module
-from pipeline.echo import FRAME_SAMPLES, EchoCanceller, EchoConfig, EchoPresence, ReferenceTimeline
+from pipeline.echo import FRAME_SAMPLES, EchoCanceller, EchoConfig, ReferenceTimeline
 from pipeline.vad import Event, SileroVad, SpeechStarted, Utterance, VadPipeline
 from tests.conftest import _transcriber, overlap
 
@@ -449,39 +449,3 @@ def test_with_echo_the_presence_detector_keeps_the_canceller_on(
     scene, _ = echo_only
     _out, canceller = cancel(scene.echo + scene.noise, scene.segments)
     assert canceller.presence.echo and canceller.presence.last_corr >= 0.4
-
-
-def test_a_silent_microphone_under_a_playing_reference_means_no_echo(
-    speak_16k: Callable[[str], np.ndarray],
-) -> None:
-    """A virtual card (or a muted input): the microphone stays digitally silent while the
-    assistant talks, so no echo path exists and the user who then interrupts must be heard
-    raw, not through AEC3's double-talk suppression (and not against the stricter VAD)."""
-    scene = make_scene(speak_16k, Room())
-    silent = np.zeros_like(scene.played)
-    _out, canceller = cancel(silent, scene.segments)
-    assert not canceller.presence.echo and not canceller.echo_heard
-
-
-def test_a_silent_microphone_and_a_silent_reference_keep_the_verdict() -> None:
-    presence = EchoPresence()
-    frame = np.zeros(160, dtype=np.float32)
-    for _ in range(200):
-        presence.update(frame, frame, playing=True)
-    assert presence.echo  # nothing was judged: echo is still assumed
-
-
-def test_the_stricter_vad_threshold_applies_only_while_echo_may_be_heard(
-    speak_16k: Callable[[str], np.ndarray],
-) -> None:
-    scene = make_scene(speak_16k, Room())
-    t_playing = scene.segments[-1][1] + 0.5  # the timeline keeps the last seconds only
-    fresh = EchoCanceller()
-    for audio, t_start in scene.segments:
-        fresh.add_reference(audio, t_start)
-    assert fresh.vad_threshold(t_playing, 0.5, 0.7) == 0.7  # echo assumed until judged
-    assert fresh.vad_threshold(T0 - 5.0, 0.5, 0.7) is None  # nothing playing
-    _out, no_echo = cancel(np.zeros_like(scene.played), scene.segments)
-    assert no_echo.vad_threshold(t_playing, 0.5, 0.7) is None
-    _out, echo = cancel(scene.echo + scene.noise, scene.segments)
-    assert echo.vad_threshold(t_playing, 0.5, 0.7) == 0.7

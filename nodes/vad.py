@@ -80,9 +80,7 @@ def run(node: Any, s: Settings, vad: VadPipeline, aec: EchoCanceller | None = No
             capture = float(meta.get("capture_time", 0.0))
             chunk = m.audio_of(value)
             if aec is not None:
-                # guard next to the canceller: stricter while the assistant is audible
-                audible = aec.playing_at(capture, tail_s=0.3)
-                vad.set_threshold(max(s.vad_threshold, s.vad_threshold_playing) if audible else None)
+                vad.set_threshold(aec.vad_threshold(capture, s.vad_threshold, s.vad_threshold_playing))
                 send_events(out, vad.push(aec.process(chunk, capture), capture, keep=chunk))
                 if log.isEnabledFor(logging.DEBUG) and int(meta.get("seq", 0)) % 50 == 0:
                     log.debug("aec: capture lag %.3f s, late reference %.2f s, prob %.2f, %.3f ms/frame",
@@ -114,6 +112,8 @@ def main() -> None:
     aec = EchoCanceller() if s.aec and not s.mic_file else None
     if aec is not None and not aec.available:
         log.warning("echo cancellation unavailable: the assistant may hear itself (see AEC)")
+    elif aec is not None:
+        vad.endpointer.onset_veto = aec.onset_is_echo
     run(Node(), s, vad, aec)
 
 

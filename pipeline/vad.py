@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -319,6 +319,9 @@ class Endpointer:
         self._muted = False
         self._cut_pending = False
         self.turn_id = cfg.first_turn_id - 1  # the last turn given out
+        # Asked with the samples of voice so far before a SpeechStarted is given; True
+        # drops the onset (the echo canceller's last check that it is not its own voice).
+        self.onset_veto: Callable[[int], bool] | None = None
 
     # -- controls --------------------------------------------------------------------
 
@@ -439,6 +442,9 @@ class Endpointer:
         self._voiced(frame_time)
         cur.run += 1
         if cur.run >= self._counts.start:
+            if self.onset_veto is not None and self.onset_veto(cur.pos - cur.prefix):
+                self._to_idle()  # not the user (e.g. the assistant's own echo): no turn
+                return
             self.turn_id += 1
             self._state = _SPEAKING
             assert cur.t_start is not None

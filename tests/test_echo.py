@@ -21,7 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline import echo as echo_module
-from pipeline.echo import FRAME_SAMPLES, EchoCanceller, EchoConfig, ReferenceTimeline
+from pipeline.echo import FRAME_SAMPLES, EchoCanceller, EchoConfig, EchoPresence, ReferenceTimeline
 from pipeline.vad import Event, SileroVad, SpeechStarted, Utterance, VadPipeline
 from tests.conftest import _transcriber, overlap
 
@@ -449,3 +449,133 @@ def test_with_echo_the_presence_detector_keeps_the_canceller_on(
     scene, _ = echo_only
     _out, canceller = cancel(scene.echo + scene.noise, scene.segments)
     assert canceller.presence.echo and canceller.presence.last_corr >= 0.4
+
+
+def test_a_silent_microphone_under_a_playing_reference_means_no_echo(
+    speak_16k: Callable[[str], np.ndarray],
+) -> None:
+    """A virtual card (or a muted input): the microphone stays digitally silent while the
+    assistant talks, so no echo path exists and the user who then interrupts must be heard
+    raw, not through AEC3's double-talk suppression (and not against the stricter VAD)."""
+    scene = make_scene(speak_16k, Room())
+    silent = np.zeros_like(scene.played)
+    _out, canceller = cancel(silent, scene.segments)
+    assert not canceller.presence.echo and not canceller.echo_heard
+
+
+def test_a_silent_microphone_and_a_silent_reference_keep_the_verdict() -> None:
+    presence = EchoPresence()
+    frame = np.zeros(160, dtype=np.float32)
+    for _ in range(200):
+        presence.update(frame, frame, playing=True)
+    assert presence.echo  # nothing was judged: echo is still assumed
+
+
+def test_the_stricter_vad_threshold_applies_only_while_echo_may_be_heard(
+    speak_16k: Callable[[str], np.ndarray],
+) -> None:
+    scene = make_scene(speak_16k, Room())
+    t_playing = scene.segments[-1][1] + 0.5  # the timeline keeps the last seconds only
+    fresh = EchoCanceller()
+    for audio, t_start in scene.segments:
+        fresh.add_reference(audio, t_start)
+    assert fresh.vad_threshold(t_playing, 0.5, 0.7) == 0.7  # echo assumed until judged
+    assert fresh.vad_threshold(T0 - 5.0, 0.5, 0.7) is None  # nothing playing
+    _out, no_echo = cancel(np.zeros_like(scene.played), scene.segments)
+    assert no_echo.vad_threshold(t_playing, 0.5, 0.7) is None
+    _out, echo = cancel(scene.echo + scene.noise, scene.segments)
+    assert echo.vad_threshold(t_playing, 0.5, 0.7) == 0.7
+
+
+# ---- onset veto: echo ruled out too early ----------------------------------------------------
+LATE_ECHO_S = 3.3  # well after the verdict "no echo" (1.8 s), mid-word, just after a periodic one
+
+
+def listen_like_the_vad_node(
+    canceller: EchoCanceller, mic: np.ndarray, vad: SileroVad, veto: bool = True
+) -> list[Event]:
+    """What nodes/vad.py does with each microphone chunk."""
+    pipeline = VadPipeline(vad=vad)
+    if veto:
+        pipeline.endpointer.onset_veto = canceller.onset_is_echo
+    events: list[Event] = []
+    for i in range(0, mic.size, CHUNK):
+        t, chunk = T0 + i / SR, mic[i : i + CHUNK]
+        pipeline.set_threshold(canceller.vad_threshold(t, 0.5, 0.7))
+        events.extend(pipeline.push(canceller.process(chunk, t), t, keep=chunk))
+    return events + pipeline.flush()
+
+
+def fresh_canceller(scene: Scene) -> EchoCanceller:
+    canceller = EchoCanceller()
+    for audio, t_start in scene.segments:
+        canceller.add_reference(audio, t_start)
+    return canceller
+
+
+@needs_aec
+@pytest.mark.parametrize("veto", [True, False])
+def test_an_echo_that_starts_after_the_no_echo_verdict_is_not_a_turn(
+    speak_16k: Callable[[str], np.ndarray], silero_vad: SileroVad, veto: bool
+) -> None:
+    """A loopback (or room path) that starts delivering late: the microphone was digitally
+    silent for the first second of the answer, so echo was ruled out and the VAD listens to
+    the raw microphone at the normal threshold. The echo's onset must be recognised as the
+    assistant's own voice (it follows the reference), not become a barge-in."""
+    scene = make_scene(speak_16k, Room(noise=0.0))
+    mic = scene.echo.copy()
+    mic[: int(LATE_ECHO_S * SR)] = 0.0
+    canceller = fresh_canceller(scene)
+    found = starts(listen_like_the_vad_node(canceller, mic, silero_vad, veto=veto))
+    print(f"\nlate echo, veto {veto}: SpeechStarted at {found}, last corr "
+          f"{canceller.presence.last_corr:.2f}")
+    if veto:
+        assert found == [] and canceller.presence.echo
+    else:  # the scene is real: without the veto the assistant would interrupt itself
+        assert found and min(found) >= LATE_ECHO_S - 0.05
+
+
+@needs_aec
+def test_with_echo_ruled_out_a_user_onset_is_a_barge_in_at_once(
+    speak_16k: Callable[[str], np.ndarray], silero_vad: SileroVad
+) -> None:
+    """A virtual card: only the user reaches the microphone. Their onset is not vetoed and
+    SpeechStarted comes as fast as when the assistant is silent (raw signal, 0.5)."""
+    scene = make_scene(speak_16k, Room(), user_gain=0.6)
+    canceller = fresh_canceller(scene)
+    found = starts(listen_like_the_vad_node(canceller, scene.user, silero_vad))
+    alone = starts(vad_events(silero_vad, scene.user))
+    t_user = scene.user_span[0] - T0
+    print(f"\nuser at {t_user:.2f} s: SpeechStarted {found}; without any reference {alone}")
+    assert found and found[0] == pytest.approx(alone[0], abs=0.001)
+    assert not canceller.presence.echo
+
+
+@pytest.mark.parametrize("words", [
+    "Stop, what is the weather like in Berlin tomorrow?", "What time is it?",
+    "Wait, tell me about cheese.", "No, that is wrong, I meant the other one.",
+    "Hey, can you stop talking?",
+])
+def test_a_user_onset_does_not_follow_the_reference(
+    speak_16k: Callable[[str], np.ndarray], words: str
+) -> None:
+    """The same voice (Piper's) as the assistant, another text: from 100 to 400 ms into the
+    user's speech the onset is never taken for echo, while a room echo always is."""
+    played = np.asarray(speak_16k(ASSISTANT[0]), dtype=np.float32)
+    k = int(1.6 * SR)
+    user = np.zeros_like(played)
+    speech = np.asarray(speak_16k(words), dtype=np.float32)[: played.size - k] * 0.5
+    user[k : k + speech.size] = speech
+    echo = Room(noise=0.0).echo(played)
+    echo[:k] = 0.0
+    for mic, is_echo in ((user, False), (echo, True)):
+        onset = k + int(np.flatnonzero(np.abs(mic[k:]) > 0.02)[0])
+        for ms in (100, 150, 250, 400):
+            presence = EchoPresence()
+            stop = onset + int(ms * SR / 1000) // FRAME_SAMPLES * FRAME_SAMPLES
+            for i in range(0, stop, FRAME_SAMPLES):
+                presence.update(mic[i : i + FRAME_SAMPLES], played[i : i + FRAME_SAMPLES], True)
+            if is_echo:  # the periodic verdict may have caught it already (>= 250 ms)
+                presence.echo = False  # as if the onset came right after "no echo"
+            assert not presence.echo  # silent microphone, then a user: echo ruled out
+            assert presence.onset_is_echo(stop - onset) is is_echo, (ms, presence.last_corr)

@@ -260,6 +260,13 @@ class SpeculativeAsr:
         return result
 
 
+# What users say to cut in. Any other single word heard while the assistant says it is taken
+# for its echo (a residue such as "today" slipping past the canceller at a segment start).
+INTERRUPTIONS = frozenset(
+    ["stop", "wait", "no", "yes", "hey", "okay", "ok", "sorry", "pause", "quiet", "enough", "hold", "cancel", "hello", "what"]
+)
+
+
 class EchoGuard:
     """Drops transcripts that are the assistant's own words heard back through the microphone.
 
@@ -290,8 +297,8 @@ class EchoGuard:
 
     def is_echo(self, transcript: str, t_start: float, t_end: float) -> bool:
         heard = normalise(transcript).split()
-        if len(heard) < 2:
-            return False
+        if not heard or (len(heard) == 1 and heard[0] in INTERRUPTIONS):
+            return False  # a lone "stop" is the user even if the answer says "stop" too
         audible: set[str] = set()
         spans = self._played + [(s, float("inf"), set(normalise(x).split())) for s, x in self._open.values()]
         for start, end, words in spans:

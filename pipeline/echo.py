@@ -539,6 +539,7 @@ class EchoCanceller:
         else:
             dst[:] = mic
         self._active = active
+        self.presence.output(dst)
 
 
 class EchoPresence:
@@ -562,12 +563,26 @@ class EchoPresence:
     THRESHOLD = 0.3
     FORGET = 500  # frames (5 s) of silence after which echo is assumed again
     QUIET_REF = 1e-4  # mean square (-40 dBFS): a reference below this tells nothing
-    # An onset this correlated with the reference is echo. Measured on 1-4 s of Piper
+    # A VAD onset while the assistant talks is its own voice (see `onset_is_echo`) if what
+    # the VAD heard correlates this much with the reference... Measured on 1-4 s of Piper
     # speech: an echo through simulated rooms 0.79-1.0 from its first 100 ms, a digital
-    # loopback 1.0; another voice speaking over the reference at most 0.61 over 100 ms
-    # windows (0.2-0.4 typically). Vetoing a real user costs only a slower barge-in (through
-    # the canceller); letting an echo through would make the assistant interrupt itself.
-    ONSET_THRESHOLD = 0.7
+    # loopback 1.0, an echo the canceller lost track of (a 150-300 ms unreported delay jump)
+    # 0.66-0.9; another voice speaking over the reference at most 0.61 over 100 ms windows
+    # (0.2-0.4 typically), a user talking over a cancelled echo 0.37. Vetoing a real user
+    # costs only a slower barge-in; letting an echo through makes the assistant interrupt
+    # itself.
+    ONSET_THRESHOLD = 0.65
+    # ... or if the canceller took this much of it away (output / microphone RMS): then it
+    # was mostly echo and the VAD fired on the residue (ratios 0.06-0.11 measured), while a
+    # user's voice, which the canceller cannot predict, passes (0.84 over a cancelled echo
+    # as loud as the user; an echo 12 dB louder than the user would be taken for echo).
+    ONSET_CANCELLED = 0.25
+    # After an onset was found to be echo the canceller is not to be trusted for a while
+    # (AEC3 takes about a second to re-converge; its residue meanwhile correlated 0.42 and
+    # kept 47 %, measured): an onset must then look clearly like a user's voice.
+    SUSPECT_FRAMES = 150  # 1.5 s
+    SUSPECT_THRESHOLD = 0.3
+    SUSPECT_KEPT = 0.6
     ONSET_EXTRA = 512  # samples: the VAD's onset frame may start up to a frame earlier
     SILENT = 1e-4  # |sample| below this (-80 dBFS) is digital silence, not a sound
 
@@ -575,7 +590,10 @@ class EchoPresence:
         self.size = self.WINDOW + self.MAX_LAG
         self.mic = np.zeros(self.size, dtype=np.float32)
         self.ref = np.zeros(self.size, dtype=np.float32)
-        self.pos = 0  # ring write position (same for both rings)
+        self.out = np.zeros(self.size, dtype=np.float32)  # what the VAD got (see `output`)
+        self.pos = 0  # ring write position (same for all rings)
+        self._last = 0  # where the last frame was written
+        self._suspect_until = 0  # frame count until which onsets are suspected echo
         self.frames = 0  # frames since playback started
         self.idle = 0  # frames since playback stopped
         self.echo = True
@@ -594,18 +612,27 @@ class EchoPresence:
         n = mic.size
         self.mic[self.pos : self.pos + n] = mic
         self.ref[self.pos : self.pos + n] = ref
+        self._last = self.pos
         self.pos = (self.pos + n) % self.size
         self.frames += 1
         if self.frames * n >= self.WINDOW + self.MAX_LAG // 2 and self.frames % self.EVERY == 0:
             self.last_corr = self.correlation()
-            self.echo = self.last_corr >= self.THRESHOLD
+            echo = self.last_corr >= self.THRESHOLD
+            if echo != self.echo:
+                log.info("echo path %s (correlation %.2f)", "found" if echo else "ruled out", self.last_corr)
+            self.echo = echo
         return self.echo
 
-    def correlation(self, n: int | None = None) -> float:
+    def output(self, out: np.ndarray) -> None:
+        """The canceller's output for the frame last given to :meth:`update` (while playing)."""
+        if self.idle == 0 and self.frames:
+            self.out[self._last : self._last + out.size] = out
+
+    def correlation(self, n: int | None = None, signal: np.ndarray | None = None) -> float:
         """Peak normalised cross-correlation of the last `n` samples (default: the window)
-        of microphone with the reference up to MAX_LAG earlier."""
+        of `signal` (default: the microphone) with the reference up to MAX_LAG earlier."""
         n = self.WINDOW if n is None else max(FRAME_SAMPLES, min(int(n), self.WINDOW))
-        ring_mic = np.roll(self.mic, -self.pos)
+        ring_mic = np.roll(self.mic if signal is None else signal, -self.pos)
         ring_ref = np.roll(self.ref, -self.pos)
         mic = ring_mic[-n:].astype(np.float64)
         ref = ring_ref[-(n + self.MAX_LAG) :].astype(np.float64)  # ref[MAX_LAG + k] ~ mic[k]
@@ -629,33 +656,48 @@ class EchoPresence:
         return float(np.max(corr[ok] / np.sqrt(e_mic * e_ref[ok])))
 
     def onset_is_echo(self, n: int) -> bool:
-        """A voice onset of the last `n` samples while echo was ruled out: is it the
-        assistant's own voice after all? True (and echo assumed from now on) if the raw
-        microphone follows the reference (correlation >= ONSET_THRESHOLD).
+        """A voice onset in the last `n` samples while the assistant talks: is it its own
+        voice? The last gate before SpeechStarted, i.e. before the assistant stops talking.
 
-        The verdict "no echo" may be wrong for a moment: a loopback or a room path that
-        starts delivering late, headphones taken off. Then the VAD, running on the raw
-        microphone at the normal threshold, sees the assistant's voice start; this check
-        is the last gate before that becomes a barge-in. A user's voice, independent of the
-        reference, stays far below the threshold even over 100-300 ms (see tests/test_echo.py);
-        an echo is a filtered copy of the reference and correlates clearly.
+        Two ways the echo reaches the VAD although the canceller is there:
+        * Echo was ruled out (a silent microphone, or no correlation) and the VAD listens to
+          the raw microphone, but the path appears later: a loopback that starts delivering
+          late, headphones taken off.
+        * The canceller lost track for a moment (the speaker stalled, AEC3 re-converging
+          after a jump of the echo delay) and lets echo through, or the VAD fires on what
+          little it leaves.
+        So the onset, as the VAD heard it, is cross-correlated with the reference (an echo is
+        a filtered copy of it; a user is independent of it), and its level compared with the
+        raw microphone's (the canceller removes echo, not a user it cannot predict). If it is
+        echo, echo is assumed from now on (the canceller's output is used).
         """
-        if self.echo or self.idle > 0 or self.frames == 0:
-            return False  # echo already assumed (the canceller is on), or nothing plays
+        if self.idle > 0 or self.frames == 0:
+            return False  # nothing plays (or has played within the tail): no echo possible
         n = min(n + self.ONSET_EXTRA, self.frames * FRAME_SAMPLES, self.WINDOW)
-        recent = np.roll(self.mic, -self.pos)[-n:]
-        sound = np.flatnonzero(np.abs(recent) > self.SILENT)
+        mic = np.roll(self.mic, -self.pos)[-n:]
+        sound = np.flatnonzero(np.abs(mic) > self.SILENT)
         if sound.size == 0:
             return False
         # From the first sample the microphone heard: the reference that played while it
         # was digitally silent (a loopback not yet delivering) would dilute the correlation.
-        corr = self.correlation(n - int(sound[0]))
-        if corr < self.ONSET_THRESHOLD:
-            return False
-        log.info("a voice onset follows the played audio (correlation %.2f): echo assumed", corr)
-        self.echo = True
+        n -= int(sound[0])
+        out = np.roll(self.out, -self.pos)[-n:]
+        e_mic, e_out = float(np.dot(mic[-n:], mic[-n:])), float(np.dot(out, out))
+        kept = float(np.sqrt(e_out / e_mic)) if e_mic > 0 else 1.0
+        corr = self.correlation(n, self.out)
+        if self.frames < self._suspect_until:
+            echo = corr >= self.SUSPECT_THRESHOLD or kept <= self.SUSPECT_KEPT
+        else:
+            echo = corr >= self.ONSET_THRESHOLD or kept <= self.ONSET_CANCELLED
+        if echo:
+            self._suspect_until = self.frames + self.SUSPECT_FRAMES
+        log.info("voice onset while the assistant talks: correlation %.2f, %.0f%% kept by the "
+                 "canceller: %s", corr, 100 * kept, "its own voice" if echo else "the user")
+        if echo and not self.echo:
+            log.info("echo path found at a voice onset")
+            self.echo = True
         self.last_corr = corr
-        return True
+        return echo
 
 
 def _to_int16(x: np.ndarray, scratch: np.ndarray, out: np.ndarray) -> None:

@@ -42,6 +42,15 @@ def test_echo_guard_drops_the_assistants_own_words_only_while_they_play():
     assert guard.is_echo("still talking here", 120.5, 121.0)
 
 
+def test_echo_guard_takes_a_lone_word_of_the_answer_for_echo_but_not_an_interruption():
+    guard = EchoGuard()
+    guard.played(1, 2, "started", "Today every country has its own kind of bread. Stop.", 100.0)
+    assert guard.is_echo("Today.", 100.1, 100.8)  # the residue of a segment's first word
+    assert not guard.is_echo("Stop!", 100.1, 100.8)  # a user cutting in
+    assert not guard.is_echo("Cheese?", 100.1, 100.8)  # not a word being played
+    assert not guard.is_echo("", 100.1, 100.8)
+
+
 def _padded(speech: np.ndarray) -> np.ndarray:
     """Speech as the VAD cuts it: a little silence on both sides."""
     pad = np.zeros(3200, dtype=np.float32)

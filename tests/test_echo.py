@@ -575,7 +575,46 @@ def test_a_user_onset_does_not_follow_the_reference(
             stop = onset + int(ms * SR / 1000) // FRAME_SAMPLES * FRAME_SAMPLES
             for i in range(0, stop, FRAME_SAMPLES):
                 presence.update(mic[i : i + FRAME_SAMPLES], played[i : i + FRAME_SAMPLES], True)
+                presence.output(mic[i : i + FRAME_SAMPLES])  # no echo: the VAD hears the raw mic
             if is_echo:  # the periodic verdict may have caught it already (>= 250 ms)
                 presence.echo = False  # as if the onset came right after "no echo"
             assert not presence.echo  # silent microphone, then a user: echo ruled out
             assert presence.onset_is_echo(stop - onset) is is_echo, (ms, presence.last_corr)
+
+
+@needs_aec
+@pytest.mark.parametrize("veto", [True, False])
+def test_an_echo_the_canceller_lost_track_of_is_not_a_turn(
+    speak_16k: Callable[[str], np.ndarray], silero_vad: SileroVad, veto: bool
+) -> None:
+    """The speaker stalled 150 ms without telling (the reference is now 150 ms early):
+    AEC3 needs about a second to find the new delay and lets the echo through meanwhile.
+    The onset check sees that what the VAD heard follows the reference."""
+    scene = make_scene(speak_16k, Room())
+    k, d = int(2.0 * SR), int(0.15 * SR)
+    actual = scene.played.copy()
+    actual[k + d :] = scene.played[k:-d]
+    actual[k : k + d] = 0.0
+    mic = (Room().echo(actual) + scene.noise).astype(np.float32)
+    canceller = fresh_canceller(scene)
+    found = starts(listen_like_the_vad_node(canceller, mic, silero_vad, veto=veto))
+    print(f"\nunreported stall, veto {veto}: SpeechStarted at {found}")
+    if veto:
+        assert found == []
+    else:
+        assert found and min(found) >= 2.0
+
+
+@needs_aec
+def test_with_the_onset_check_a_user_over_the_echo_still_interrupts(
+    speak_16k: Callable[[str], np.ndarray], silero_vad: SileroVad
+) -> None:
+    """Double talk with the echo as loud as the user: the canceller keeps the user's voice,
+    so the onset is not taken for echo."""
+    scene = make_scene(speak_16k, Room(), user_gain=0.6)
+    canceller = fresh_canceller(scene)
+    found = starts(listen_like_the_vad_node(canceller, scene.mic, silero_vad))
+    t_user = (scene.user_span[0] - T0, scene.user_span[1] - T0)
+    print(f"\nuser {t_user[0]:.2f}-{t_user[1]:.2f} s over the echo: SpeechStarted {found}")
+    assert any(t_user[0] - 0.1 <= t <= t_user[1] for t in found)
+    assert all(t >= t_user[0] - 0.1 for t in found)  # and no echo turn before the user

@@ -81,6 +81,7 @@ def run(node: Any, s: Settings, vad: VadPipeline, aec: EchoCanceller | None = No
             chunk = m.audio_of(value)
             if aec is not None:
                 vad.set_threshold(aec.vad_threshold(capture, s.vad_threshold, s.vad_threshold_playing))
+                vad.endpointer.assistant_audible = aec.playing_at(capture, tail_s=0.3)
                 send_events(out, vad.push(aec.process(chunk, capture), capture, keep=chunk))
                 if log.isEnabledFor(logging.DEBUG) and int(meta.get("seq", 0)) % 50 == 0:
                     log.debug("aec: capture lag %.3f s, late reference %.2f s, prob %.2f, %.3f ms/frame",

@@ -264,6 +264,7 @@ class _Current:
     frames: int = 0  # frames since the onset (preroll excluded)
     pos: int = 0  # samples in the utterance buffer
     prefix: int = 0  # samples of preroll at the start of the buffer
+    barge_in: bool = False  # started while the assistant was audible: it stopped the assistant
 
 
 @dataclass
@@ -322,6 +323,9 @@ class Endpointer:
         # Asked with the samples of voice so far before a SpeechStarted is given; True
         # drops the onset (the echo canceller's last check that it is not its own voice).
         self.onset_veto: Callable[[int], bool] | None = None
+        # Set by the caller while the assistant is audible: speech that starts then is a
+        # barge-in, never dropped as too short (see `_min_voiced`).
+        self.assistant_audible = False
 
     # -- controls --------------------------------------------------------------------
 
@@ -447,6 +451,7 @@ class Endpointer:
                 return
             self.turn_id += 1
             self._state = _SPEAKING
+            cur.barge_in = self.assistant_audible
             assert cur.t_start is not None
             events.append(SpeechStarted(self.turn_id, cur.t_start))
 
@@ -471,7 +476,7 @@ class Endpointer:
         elif (
             self._counts.speculate
             and cur.silence == self._counts.speculate
-            and cur.voiced >= self._counts.min_speech
+            and cur.voiced >= self._min_voiced()
         ):
             self._finish(events, cut=False, final=False)
             cur.speculated_voiced = cur.voiced
@@ -485,9 +490,21 @@ class Endpointer:
                 self._state = _PENDING
                 self._cut_pending = True
 
+    def _min_voiced(self) -> int:
+        """Voiced frames an utterance needs to be sent to ASR.
+
+        `min_speech_ms` keeps coughs and clicks away from Whisper, except for an utterance
+        that began while the assistant was audible: its `speech_started` has already stopped
+        the assistant, and while they overlapped the echo canceller suppressed much of it
+        (AEC3 eats the first words of double talk), so it can look shorter than it was.
+        Dropped, the user would be met with silence; sent, Whisper hears the raw microphone
+        (and what it makes of an echo residue, a lone word of the answer, the EchoGuard drops).
+        """
+        return self._counts.start if self._cur.barge_in else self._counts.min_speech
+
     def _finish(self, events: list[Event], cut: bool, final: bool = True) -> None:
         cur = self._cur
-        if cur.voiced < self._counts.min_speech:
+        if cur.voiced < self._min_voiced():
             if final:
                 events.append(SpeechDiscarded(self.turn_id))
             return

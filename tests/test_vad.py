@@ -177,6 +177,17 @@ def test_raised_threshold_for_echo_guard() -> None:
         ep.set_threshold(1.5)
 
 
+def test_an_utterance_that_interrupted_the_assistant_is_never_too_short() -> None:
+    """While the assistant is audible 96 ms of speech stops it; the utterance then goes to
+    ASR even though it is below min_speech_ms (the canceller ate part of it)."""
+    short = [0.0] * 5 + [0.9] * 5 + [0.0] * 20  # 5 frames = 160 ms voiced
+    ep = Endpointer()
+    assert kinds(feed(ep, short)) == ["SpeechStarted", "SpeechDiscarded"]
+    ep = Endpointer()
+    ep.assistant_audible = True
+    assert kinds(feed(ep, short)) == ["SpeechStarted", "Utterance"]
+
+
 def test_flush_emits_pending_utterance() -> None:
     ep = Endpointer()
     feed(ep, [0.9] * 20)

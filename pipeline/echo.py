@@ -566,12 +566,13 @@ class EchoPresence:
     # A VAD onset while the assistant talks is its own voice (see `onset_is_echo`) if what
     # the VAD heard correlates this much with the reference... Measured on 1-4 s of Piper
     # speech: an echo through simulated rooms 0.79-1.0 from its first 100 ms, a digital
-    # loopback 1.0, an echo the canceller lost track of (a 150-300 ms unreported delay jump)
-    # 0.66-0.9; another voice speaking over the reference at most 0.61 over 100 ms windows
-    # (0.2-0.4 typically), a user talking over a cancelled echo 0.37. Vetoing a real user
-    # costs only a slower barge-in; letting an echo through makes the assistant interrupt
-    # itself.
-    ONSET_THRESHOLD = 0.65
+    # loopback 1.0 (0.58 once, on a machine so loaded that the speaker underran every
+    # second), an echo the canceller lost track of (a 150-300 ms unreported delay jump)
+    # 0.66-0.9, a user talking over a cancelled echo 0.37. A user alone, in the same voice
+    # as the assistant (the worst case), over 288 onsets (12 phrases, 3 answers, 100-250 ms
+    # into the speech): median 0.19, p95 0.38, p99 0.55, max 0.66. Vetoing a real user costs
+    # a slower barge-in; letting an echo through makes the assistant interrupt itself.
+    ONSET_THRESHOLD = 0.55
     # ... or if the canceller took this much of it away (output / microphone RMS): then it
     # was mostly echo and the VAD fired on the residue (ratios 0.06-0.11 measured), while a
     # user's voice, which the canceller cannot predict, passes (0.84 over a cancelled echo
@@ -581,8 +582,11 @@ class EchoPresence:
     # (AEC3 takes about a second to re-converge; its residue meanwhile correlated 0.42 and
     # kept 47 %, measured): an onset must then look clearly like a user's voice.
     SUSPECT_FRAMES = 150  # 1.5 s
-    SUSPECT_THRESHOLD = 0.3
-    SUSPECT_KEPT = 0.6
+    SUSPECT_THRESHOLD = 0.3  # 89 % of the user onsets above pass (99 % at ONSET_THRESHOLD)
+    SUSPECT_KEPT = 0.5
+    # Echo is found at THRESHOLD but ruled out only below this: a loopback whose timing
+    # jitters (speaker underruns) correlated 0.16-0.40 from one verdict to the next.
+    RULE_OUT = 0.15
     ONSET_EXTRA = 512  # samples: the VAD's onset frame may start up to a frame earlier
     SILENT = 1e-4  # |sample| below this (-80 dBFS) is digital silence, not a sound
 
@@ -617,7 +621,10 @@ class EchoPresence:
         self.frames += 1
         if self.frames * n >= self.WINDOW + self.MAX_LAG // 2 and self.frames % self.EVERY == 0:
             self.last_corr = self.correlation()
-            echo = self.last_corr >= self.THRESHOLD
+            if self.echo:
+                echo = self.last_corr >= self.RULE_OUT
+            else:
+                echo = self.last_corr >= self.THRESHOLD
             if echo != self.echo:
                 log.info("echo path %s (correlation %.2f)", "found" if echo else "ruled out", self.last_corr)
             self.echo = echo

@@ -620,15 +620,23 @@ class EchoPresence:
         self.pos = (self.pos + n) % self.size
         self.frames += 1
         if self.frames * n >= self.WINDOW + self.MAX_LAG // 2 and self.frames % self.EVERY == 0:
-            self.last_corr = self.correlation()
-            if self.echo:
-                echo = self.last_corr >= self.RULE_OUT
-            else:
-                echo = self.last_corr >= self.THRESHOLD
-            if echo != self.echo:
-                log.info("echo path %s (correlation %.2f)", "found" if echo else "ruled out", self.last_corr)
-            self.echo = echo
+            self._verdict()
         return self.echo
+
+    def _verdict(self) -> None:
+        """Echo path or not, from the last second. A microphone that was digitally silent
+        for most of it is judged on its sound only, and only once there is half a second of
+        it: a user's first syllable, correlated over 50 ms, can match the reference by
+        chance (0.43 measured), and AEC3 then suppressed the rest of the barge-in."""
+        mic = np.roll(self.mic, -self.pos)[-self.WINDOW :]
+        sound = np.flatnonzero(np.abs(mic) > self.SILENT)
+        if sound.size and sound[0] > 0 and self.WINDOW - sound[0] < self.WINDOW // 2:
+            return  # a sound began less than 0.5 s ago: the onset check judges it
+        self.last_corr = self.correlation(self.WINDOW - int(sound[0]) if sound.size else None)
+        echo = self.last_corr >= (self.RULE_OUT if self.echo else self.THRESHOLD)
+        if echo != self.echo:
+            log.info("echo path %s (correlation %.2f)", "found" if echo else "ruled out", self.last_corr)
+        self.echo = echo
 
     def output(self, out: np.ndarray) -> None:
         """The canceller's output for the frame last given to :meth:`update` (while playing)."""
@@ -692,12 +700,13 @@ class EchoPresence:
         e_mic, e_out = float(np.dot(mic[-n:], mic[-n:])), float(np.dot(out, out))
         kept = float(np.sqrt(e_out / e_mic)) if e_mic > 0 else 1.0
         corr = self.correlation(n, self.out)
-        if self.frames < self._suspect_until:
+        suspect = self.frames < self._suspect_until
+        if suspect:
             echo = corr >= self.SUSPECT_THRESHOLD or kept <= self.SUSPECT_KEPT
         else:
             echo = corr >= self.ONSET_THRESHOLD or kept <= self.ONSET_CANCELLED
-        if echo:
-            self._suspect_until = self.frames + self.SUSPECT_FRAMES
+        if echo and not suspect:  # a fixed period: a user talking over a leaking echo waits
+            self._suspect_until = self.frames + self.SUSPECT_FRAMES  # at most this long
         log.info("voice onset while the assistant talks: correlation %.2f, %.0f%% kept by the "
                  "canceller: %s", corr, 100 * kept, "its own voice" if echo else "the user")
         if echo and not self.echo:

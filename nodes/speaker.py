@@ -17,6 +17,7 @@ import numpy as np
 from pipeline import messages as m
 from pipeline.audio import resample
 from pipeline.audio_io import DeviceError, SpeakerFile, SpeakerStream
+from pipeline.echo import reference_lead_in_s
 from pipeline.metrics import TurnMetrics
 from pipeline.playback import PlaybackEvent
 from pipeline.runtime import STOP, Outbox, fail, inputs, start
@@ -25,7 +26,6 @@ from pipeline.turns import CommitGate, SeenSegments, TurnGate
 
 NAME = "speaker"
 _NOTHING = np.zeros(0, dtype=np.float32)
-AEC_LEAD_IN_S = 0.08
 DELAY_POLL_S = 0.01
 _NO_EVENT = PlaybackEvent("", -1, -1, 0.0)
 log = logging.getLogger(NAME)
@@ -104,10 +104,11 @@ def run(node: Any, s: Settings, sink: SpeakerStream | SpeakerFile) -> None:
         is_end = meta.get("event") == m.END
         rate = int(meta.get("sample_rate", 22050))
         aec = s.aec and isinstance(sink, SpeakerStream) and audio.size > 0
-        if aec and not sink.is_playing:
+        lead_in = reference_lead_in_s(sink.latency, s.mic_block_ms / 1000.0) if aec else 0.0
+        if lead_in > 0 and not sink.is_playing:
             # Starting from silence, the reference would reach the echo canceller only just
             # before the sound does; a short lead-in of silence gives it time to arrive.
-            audio = np.concatenate([np.zeros(int(rate * AEC_LEAD_IN_S), dtype=np.float32), audio])
+            audio = np.concatenate([np.zeros(int(rate * lead_in), dtype=np.float32), audio])
         args = (turn, int(meta.get("segment_index", 0)), audio, rate,
                 "" if is_end else str(meta.get("text", "")))
         try:

@@ -107,6 +107,23 @@ class EchoConfig:
             raise ValueError(f"keep_s must be at least 1 s (echo tail + lead), got {self.keep_s}")
 
 
+def reference_lead_in_s(
+    device_latency_s: float, mic_block_s: float, config: EchoConfig | None = None
+) -> float:
+    """Silence to put before an answer that starts from silence, so that its reference
+    reaches the canceller in time.
+
+    The canceller pairs a microphone frame captured at t with the reference playing at
+    t + `reference_lead_ms`, and a frame reaches it one microphone block after capture; so
+    the reference of a sound heard at T is needed at T - lead + block. It is sent when the
+    audio is queued, the device's latency before T. 10 ms of margin covers the messages
+    and the nodes' scheduling. (A fixed 80 ms lead-in used to be added, all of it to the
+    answer's latency; with PulseAudio's 40 ms and 20 ms blocks 30 ms are needed.)
+    """
+    lead = (config or EchoConfig()).reference_lead_ms / 1000.0
+    return max(0.0, lead + mic_block_s + 0.010 - max(0.0, device_latency_s))
+
+
 # --------------------------------------------------------------------------- backend
 
 

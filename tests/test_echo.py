@@ -639,3 +639,11 @@ def test_a_sound_younger_than_half_a_second_does_not_make_the_verdict(
         verdicts[i // FRAME_SAMPLES + 1] = presence.echo
     assert [verdicts[f] for f in (150, 175, 200)] == [False, False, False]
     assert verdicts[225] and verdicts[250]  # 0.55 s of echo: found
+
+
+def test_the_lead_in_before_an_answer_is_only_what_the_reference_needs() -> None:
+    from pipeline.echo import reference_lead_in_s
+
+    assert reference_lead_in_s(0.04, 0.02) == pytest.approx(0.03)  # PulseAudio, 20 ms blocks
+    assert reference_lead_in_s(0.2, 0.02) == 0.0  # a slow device: the reference is early
+    assert reference_lead_in_s(0.0, 0.1) == pytest.approx(0.15)

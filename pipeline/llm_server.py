@@ -75,6 +75,11 @@ class EmbeddedServer:
             "--n_threads", str(self.threads),  # generating: one core, Piper has the other
             "--n_threads_batch", str(self.batch_threads),  # reading the prompt: both cores
             "--n_ctx", str(self.ctx),
+            # The server's default (true) copies the logits of every prompt token (49152
+            # floats each for SmolLM2) into a n_ctx x vocab array and makes llama.cpp compute
+            # them: +50 MB after 6 short turns, +280 MB (524 vs 247 MB PSS) after re-reading a
+            # long history, and a slower first token. Only logprobs need it; we never ask.
+            "--logits_all", "false",
             "--verbose", "false",
         ]
 

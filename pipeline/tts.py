@@ -13,7 +13,6 @@ as it is ready, so a long segment starts playing after its first sentence.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import time
 from collections.abc import Iterator
@@ -22,18 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.models import tts_voice_paths
-
-
-def _glibc() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim  # noqa: B018 - only glibc has it
-        return libc
-    except (OSError, AttributeError):
-        return None
-
-
-_LIBC = _glibc()
+from pipeline.runtime import release_memory
 
 
 @dataclass(frozen=True)
@@ -96,8 +84,7 @@ class Synthesizer:
         3-30 words, +10.6 % in the 10-turn soak. Trimmed after every segment it stayed at
         135 MB. Called after the audio was sent, so it delays nothing.
         """
-        if _LIBC is not None:
-            _LIBC.malloc_trim(0)
+        release_memory()
 
     def synthesize_all(self, text: str) -> tuple[np.ndarray, float]:
         """The whole text as one array and the seconds it took (tools and benchmarks)."""

@@ -10,7 +10,7 @@ from pipeline import messages as m
 from pipeline.asr import AsrConfig, EchoGuard, SpeculativeAsr, Transcriber
 from pipeline.audio import resample
 from pipeline.models import ModelNotFound
-from pipeline.runtime import STOP, Outbox, fail, inputs, release_memory, start
+from pipeline.runtime import STOP, Outbox, fail, inputs, start
 from pipeline.settings import Settings
 from pipeline.turns import TurnGate
 
@@ -46,10 +46,10 @@ def run(node: Any, s: Settings, transcriber: Transcriber) -> None:
             echo.played(turn, int(meta.get("segment_index", -1)), str(meta.get("event", "")),
                         str(meta.get("text", "")), float(meta.get("t", time.time())))
         elif input_id == "utterance" and gate.accept(turn):
+            # No malloc_trim afterwards: it freed ~45 MB (what Whisper's run left resident), but
+            # the next transcription then faults those pages in again: 10-13 ms standalone,
+            # the asr stage +25-35 ms in `make bench`.
             _utterance(out, asr, echo, turn, value, meta)
-            # after the transcript was sent: what Whisper freed of this run stayed resident
-            # (+31 MB) while the rest of the turn (LLM, Piper) runs
-            release_memory()
 
 
 def _utterance(out: Outbox, asr: SpeculativeAsr, echo: EchoGuard, turn: int, value: Any,

@@ -27,8 +27,11 @@ on 38 short questions (Piper, espeak-ng, noisy): 182 vs 550 ms median, word erro
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 import time
+import types
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -124,7 +127,31 @@ def is_loop(text: str) -> bool:
     return False
 
 
+class _Deferred(types.ModuleType):
+    """Stands in for a module in sys.modules; the first attribute used imports the real one.
+
+    (importlib's LazyLoader does not do here: on Python 3.11 the next `import av` reads the
+    module's `__spec__`, which loads it at once.)
+    """
+
+    def __getattr__(self, attr: str) -> object:
+        real = sys.modules.get(self.__name__)
+        if real is None or real is self:
+            sys.modules.pop(self.__name__, None)
+            real = importlib.import_module(self.__name__)
+        return getattr(real, attr)
+
+
+def _defer_import(name: str) -> None:
+    """faster-whisper imports PyAV (`av`) at import time only for `decode_audio` (files); we
+    always pass arrays, so loading it cost the asr node ~14 MB of resident FFmpeg libraries
+    and 0.1 s at start for nothing. Anything that does use it still gets the real module."""
+    if name not in sys.modules and importlib.util.find_spec(name) is not None:
+        sys.modules[name] = _Deferred(name)
+
+
 def _windowed_model_class():
+    _defer_import("av")
     from faster_whisper import WhisperModel
 
     class WindowedWhisper(WhisperModel):

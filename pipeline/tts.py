@@ -13,27 +13,30 @@ as it is ready, so a long segment starts playing after its first sentence.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from pipeline.models import tts_voice_paths
+from pipeline.runtime import release_memory
 
 
-def _glibc() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.malloc_trim  # noqa: B018 - only glibc has it
-        return libc
-    except (OSError, AttributeError):
-        return None
+class _Shrinking:
+    """An onnxruntime session whose `run` (called by Piper) empties the arena when done."""
 
+    def __init__(self, session: Any, run_options: Any) -> None:
+        self._session = session
+        self._run_options = run_options
 
-_LIBC = _glibc()
+    def run(self, output_names: Any, input_feed: Any, run_options: Any = None) -> Any:
+        return self._session.run(output_names, input_feed, run_options or self._run_options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
 
 
 @dataclass(frozen=True)
@@ -56,14 +59,19 @@ class Synthesizer:
         opts = onnxruntime.SessionOptions()
         opts.intra_op_num_threads = config.threads
         opts.inter_op_num_threads = 1
-        # no memory arena: it keeps the peak of every synthesis (≈70 MB more RSS), and
-        # Piper's tensors are few and large, so allocating them is cheap
-        opts.enable_cpu_mem_arena = False
-        opts.enable_mem_pattern = False
+        # onnxruntime's memory arena, emptied after every run: within a run it reuses freed
+        # tensors without glibc's fragmentation, and the shrinkage gives it all back at the
+        # end. Peak RSS for a 20-word segment 273 vs 360 MB with no arena (glibc malloc), 333
+        # vs 455 MB for 32 words, synthesis no slower (an arena that is never emptied keeps
+        # the largest synthesis's peak for good).
+        opts.enable_cpu_mem_arena = True
+        opts.enable_mem_pattern = False  # shapes change with every text
         session = onnxruntime.InferenceSession(
             model, sess_options=opts, providers=["CPUExecutionProvider"]
         )
-        self.voice = PiperVoice(session=session, config=piper_config)
+        run_options = onnxruntime.RunOptions()
+        run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+        self.voice = PiperVoice(session=_Shrinking(session, run_options), config=piper_config)
         self.sample_rate: int = piper_config.sample_rate
         self.syn_config = SynthesisConfig(
             length_scale=config.length_scale, volume=config.volume, normalize_audio=True
@@ -96,8 +104,7 @@ class Synthesizer:
         3-30 words, +10.6 % in the 10-turn soak. Trimmed after every segment it stayed at
         135 MB. Called after the audio was sent, so it delays nothing.
         """
-        if _LIBC is not None:
-            _LIBC.malloc_trim(0)
+        release_memory()
 
     def synthesize_all(self, text: str) -> tuple[np.ndarray, float]:
         """The whole text as one array and the seconds it took (tools and benchmarks)."""

@@ -245,5 +245,7 @@ def test_embedded_server_generates_on_one_thread_and_reads_prompts_on_two():
     assert cmd[cmd.index("--n_threads") + 1] == "1"
     assert cmd[cmd.index("--n_threads_batch") + 1] == "2"
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
+    assert cmd[cmd.index("--logits_all") + 1] == "false"  # logits of every prompt token: +280 MB
+    assert cmd[cmd.index("--n_ubatch") + 1] == "128"  # compute buffers: -19 MB, no slower
     cmd = EmbeddedServer.from_settings(load({"LLM_SERVER_BATCH_THREADS": "4"})).command()
     assert cmd[cmd.index("--n_threads_batch") + 1] == "4"

@@ -182,13 +182,19 @@ class EndpointConfig:
     # postroll_ms its audio is exactly what the final utterance will be if the user
     # stays silent, so the final transcript is ready almost at once.
     speculate_ms: int = 0
+    # Preroll of an utterance that starts while the assistant is audible (a barge-in): AEC3
+    # suppresses the first ~0.85 s of double talk (measured, tests/test_echo.py), so the
+    # onset is found late and a 300 ms preroll would give Whisper only the end of what the
+    # user said ("is it" of "What time is it?"). The audio kept is the raw microphone.
+    barge_in_preroll_ms: int = 1000
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
         if self.sample_rate <= 0 or self.frame_samples <= 0:
             raise ValueError("sample_rate and frame_samples must be positive")
-        for name in ("start_ms", "min_speech_ms", "end_silence_ms", "preroll_ms", "postroll_ms"):
+        for name in ("start_ms", "min_speech_ms", "end_silence_ms", "preroll_ms", "postroll_ms",
+                     "barge_in_preroll_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.max_utterance_s <= 0:
@@ -237,9 +243,10 @@ class _Ring:
         self._pos = (self._pos + x.size) % self.size
         self.fill = min(self.fill + x.size, self.size)
 
-    def read_into(self, out: np.ndarray) -> int:
-        """Copy the buffered samples, oldest first, to the start of `out`; return how many."""
-        n = self.fill
+    def read_into(self, out: np.ndarray, limit: int | None = None) -> int:
+        """Copy the buffered samples (the newest `limit` of them), oldest first, to the
+        start of `out`; return how many."""
+        n = self.fill if limit is None else min(self.fill, limit)
         start = (self._pos - n) % self.size if self.size else 0
         first = min(n, self.size - start)
         out[:first] = self._buf[start : start + first]
@@ -276,6 +283,7 @@ class _Counts:
     end_silence: int
     max_frames: int
     preroll: int
+    barge_in_preroll: int
     postroll: int
     speculate: int
 
@@ -307,11 +315,13 @@ class Endpointer:
             end_silence=cfg.frames(cfg.end_silence_ms),
             max_frames=cfg.frames(cfg.max_utterance_s * 1000.0),
             preroll=cfg.samples(cfg.preroll_ms),
+            barge_in_preroll=cfg.samples(cfg.barge_in_preroll_ms),
             postroll=cfg.samples(cfg.postroll_ms),
             speculate=cfg.frames(cfg.speculate_ms) if cfg.speculate_ms > 0 else 0,
         )
-        self._ring = _Ring(self._counts.preroll)
-        capacity = self._counts.preroll + (self._counts.max_frames + 1) * cfg.frame_samples
+        longest = max(self._counts.preroll, self._counts.barge_in_preroll)
+        self._ring = _Ring(longest)
+        capacity = longest + (self._counts.max_frames + 1) * cfg.frame_samples
         self._buf = np.zeros(capacity, dtype=np.float32)
         self._threshold = cfg.threshold
         self._neg = neg_threshold(cfg.threshold)
@@ -413,7 +423,9 @@ class Endpointer:
     def _onset(self, frame_time: float, with_preroll: bool) -> None:
         cur = self._cur = _Current(t_start=frame_time)
         if with_preroll:
-            cur.prefix = cur.pos = self._ring.read_into(self._buf)
+            counts = self._counts
+            limit = counts.barge_in_preroll if self.assistant_audible else counts.preroll
+            cur.prefix = cur.pos = self._ring.read_into(self._buf, max(limit, counts.preroll))
 
     def _append(self, frame: np.ndarray) -> None:
         cur = self._cur

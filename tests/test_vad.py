@@ -188,6 +188,19 @@ def test_an_utterance_that_interrupted_the_assistant_is_never_too_short() -> Non
     assert kinds(feed(ep, short)) == ["SpeechStarted", "Utterance"]
 
 
+def test_a_barge_in_keeps_a_longer_preroll() -> None:
+    """AEC3 eats the start of double talk: an onset while the assistant is audible keeps a
+    second of audio from before it, another onset the usual 300 ms."""
+    probs = [0.0] * 40 + [0.9] * 10 + [0.0] * 20
+    lengths = {}
+    for audible in (False, True):
+        ep = Endpointer()
+        ep.assistant_audible = audible
+        (utterance,) = [e for _, e in feed(ep, probs) if isinstance(e, Utterance)]
+        lengths[audible] = utterance.audio.size
+    assert lengths[True] - lengths[False] == 16000 - 300 * 16  # 1 s instead of 300 ms
+
+
 def test_flush_emits_pending_utterance() -> None:
     ep = Endpointer()
     feed(ep, [0.9] * 20)

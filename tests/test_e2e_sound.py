@@ -142,6 +142,7 @@ def test_microphone_and_speaker_that_disappear_mid_run_come_back(sound_card, tmp
 
     q1 = make_speech(["Turn on the kitchen lights."])
     q2 = make_speech(["Play some jazz music."])
+    q3 = make_speech(["What time is it?"])
 
     def answer(messages: list[dict]) -> str:
         return f"You said {messages[-1]['content'].strip().rstrip('.?!')}. Okay."
@@ -178,20 +179,24 @@ def test_microphone_and_speaker_that_disappear_mid_run_come_back(sound_card, tmp
             play(q2)
             turns = assistant.wait_turns(2, timeout=60)
             time.sleep(0.5)
+            play(q3)  # a second answer on the new device (see the audibility check below)
+            turns = assistant.wait_turns(3, timeout=60)
+            time.sleep(0.5)
             audio = rec.stop()
             text = log()
     finally:
         restore_sound_card()  # whatever happened, later tests find their devices
     print(f"\n[devices removed and back] {time.monotonic() - started:.0f} s")
-    assert [t["turn_id"] for t in turns] == [1, 2], text[-3000:]
+    assert [t["turn_id"] for t in turns] == [1, 2, 3], text[-3000:]
     assert overlap("turn on the kitchen lights", turns[0]["transcript"]) >= 0.6, turns[0]
     assert overlap("play some jazz music", turns[1]["transcript"]) >= 0.6, turns[1]
     # the whole answer, its first segment included (the one that found the speaker gone)
     assert {"said", "jazz", "okay"} <= words(turns[1]["answer"]) and not turns[1]["interrupted"], turns[1]
     # The assistant is heard again. Not asserted: every word. Right after a null sink is
     # created again, PulseAudio's ALSA plugin takes audio faster than it plays it and part
-    # of the first answer can be lost (0.1-1.4 s of a 2.5 s tone in 5 reopen experiments;
-    # waiting for more consumed frames did not fix it reliably): a known gap, see README.
+    # of the first answer can be lost (0.1-1.4 s of a 2.5 s tone in 5 reopen experiments,
+    # once all of it in a full test run; waiting for more consumed frames did not fix it
+    # reliably): a known gap, see README. So the recording covers a second answer too.
     rec.save(audio, tmp_path / "heard.wav")
     loud_s = float(np.sum(np.abs(audio) > 0.05)) / 16000
     assert loud_s > 0.05, f"nothing audible after the speaker came back ({loud_s:.2f} s)"

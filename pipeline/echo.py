@@ -421,9 +421,9 @@ class EchoCanceller:
         return None
 
     def onset_is_echo(self, n_samples: int) -> bool:
-        """For the VAD, when `n_samples` of voice have started: True if they are the
-        assistant's own voice heard while echo was ruled out (the onset must then not become
-        a turn; echo is assumed from now on). See :meth:`EchoPresence.onset_is_echo`."""
+        """For the VAD, when `n_samples` of voice have started while the assistant is
+        audible: True if they are its own voice (the onset must then not become a turn;
+        echo is assumed from now on). See :meth:`EchoPresence.onset_is_echo`."""
         return self._backend is not None and self.presence.onset_is_echo(n_samples)
 
     def reference_level(self, t0: float, t1: float) -> float:
@@ -619,7 +619,6 @@ class EchoPresence:
         self.idle = 0  # frames since playback stopped
         self.echo = True
         self.last_corr = 0.0
-        self._n = 1 << int(np.ceil(np.log2(self.size + self.WINDOW)))
 
     def update(self, mic: np.ndarray, ref: np.ndarray, playing: bool) -> bool:
         """Feed one frame; True while the echo canceller's output should be used."""
@@ -645,7 +644,7 @@ class EchoPresence:
         for most of it is judged on its sound only, and only once there is half a second of
         it: a user's first syllable, correlated over 50 ms, can match the reference by
         chance (0.43 measured), and AEC3 then suppressed the rest of the barge-in."""
-        mic = np.roll(self.mic, -self.pos)[-self.WINDOW :]
+        mic = self._newest(self.mic, self.WINDOW)
         sound = np.flatnonzero(np.abs(mic) > self.SILENT)
         if sound.size and sound[0] > 0 and self.WINDOW - sound[0] < self.WINDOW // 2:
             return  # a sound began less than 0.5 s ago: the onset check judges it
@@ -654,6 +653,14 @@ class EchoPresence:
         if echo != self.echo:
             log.info("echo path %s (correlation %.2f)", "found" if echo else "ruled out", self.last_corr)
         self.echo = echo
+
+    def _newest(self, ring: np.ndarray, n: int) -> np.ndarray:
+        """The newest `n` samples (at most the ring's size) of one of the rings, oldest
+        first: a view where they are contiguous, else a copy of the two parts."""
+        start = self.pos - n
+        if start >= 0:
+            return ring[start : self.pos]
+        return np.concatenate((ring[start:], ring[: self.pos]))
 
     def output(self, out: np.ndarray) -> None:
         """The canceller's output for the frame last given to :meth:`update` (while playing)."""
@@ -664,10 +671,8 @@ class EchoPresence:
         """Peak normalised cross-correlation of the last `n` samples (default: the window)
         of `signal` (default: the microphone) with the reference up to MAX_LAG earlier."""
         n = self.WINDOW if n is None else max(FRAME_SAMPLES, min(int(n), self.WINDOW))
-        ring_mic = np.roll(self.mic if signal is None else signal, -self.pos)
-        ring_ref = np.roll(self.ref, -self.pos)
-        mic = ring_mic[-n:].astype(np.float64)
-        ref = ring_ref[-(n + self.MAX_LAG) :].astype(np.float64)  # ref[MAX_LAG + k] ~ mic[k]
+        mic = self._newest(self.mic if signal is None else signal, n).astype(np.float64)
+        ref = self._newest(self.ref, n + self.MAX_LAG).astype(np.float64)  # ref[MAX_LAG+k] ~ mic[k]
         e_mic = float(np.dot(mic, mic))
         if e_mic < 1e-6:
             # A microphone this quiet (RMS below -100 dBFS) while the reference plays at a
@@ -677,7 +682,7 @@ class EchoPresence:
             # is caught at the VAD onset it causes: see `onset_is_echo`.
             loud = float(np.dot(ref, ref)) > self.QUIET_REF * ref.size
             return 0.0 if loud else (1.0 if self.echo else 0.0)
-        size = self._n if n == self.WINDOW else 1 << int(np.ceil(np.log2(2 * n + self.MAX_LAG)))
+        size = 1 << int(np.ceil(np.log2(2 * n + self.MAX_LAG)))  # no circular wrap-around
         spec = np.fft.rfft(ref, size) * np.conj(np.fft.rfft(mic, size))
         corr = np.fft.irfft(spec, size)[: self.MAX_LAG + 1]  # corr[j] = sum ref[j+k] mic[k]
         sq = np.concatenate([[0.0], np.cumsum(ref * ref)])
@@ -706,14 +711,14 @@ class EchoPresence:
         if self.idle > 0 or self.frames == 0:
             return False  # nothing plays (or has played within the tail): no echo possible
         n = min(n + self.ONSET_EXTRA, self.frames * FRAME_SAMPLES, self.WINDOW)
-        mic = np.roll(self.mic, -self.pos)[-n:]
+        mic = self._newest(self.mic, n)
         sound = np.flatnonzero(np.abs(mic) > self.SILENT)
         if sound.size == 0:
             return False
         # From the first sample the microphone heard: the reference that played while it
         # was digitally silent (a loopback not yet delivering) would dilute the correlation.
         n -= int(sound[0])
-        out = np.roll(self.out, -self.pos)[-n:]
+        out = self._newest(self.out, n)
         e_mic, e_out = float(np.dot(mic[-n:], mic[-n:])), float(np.dot(out, out))
         kept = float(np.sqrt(e_out / e_mic)) if e_mic > 0 else 1.0
         corr = self.correlation(n, self.out)

@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline import messages as m
 from pipeline.models import ModelNotFound
-from pipeline.runtime import STOP, Outbox, fail, inputs, is_restart, start
+from pipeline.runtime import STOP, Outbox, fail, inputs, is_restart, release_memory, start
 from pipeline.settings import Settings
 from pipeline.tts import Synthesizer, TtsConfig
 from pipeline.turns import TurnGate
@@ -58,7 +58,11 @@ def run(node: Any, s: Settings, synth: Synthesizer) -> None:
         if base["segment_index"] == 0 and audio.size:
             meta_out["t_first_audio"] = time.time()
         out.send(m.TTS_AUDIO, m.audio_array(audio), meta_out)
-        synth.release_memory()
+        # With 2 onnxruntime threads glibc keeps per-thread arenas, and the memory of the
+        # longest segment so far stayed resident: RSS grew 183 -> 198 MB over 40 segments of
+        # 3-30 words (+10.6 % in the 10-turn soak); trimmed after every segment, 135 MB.
+        # After the audio was sent, so it delays nothing.
+        release_memory()
 
 
 _EMPTY = np.zeros(0, dtype=np.float32)

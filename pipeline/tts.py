@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from pipeline.models import tts_voice_paths
-from pipeline.runtime import release_memory
 
 
 class _Shrinking:
@@ -94,17 +93,6 @@ class Synthesizer:
         if not parts:
             return np.zeros(0, dtype=np.float32)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-    @staticmethod
-    def release_memory() -> None:
-        """Give freed heap back to the OS (glibc's malloc_trim; a no-op elsewhere).
-
-        With 2 onnxruntime threads glibc keeps per-thread arenas, and the memory of the
-        longest segment so far stays resident: RSS grew 183 -> 198 MB over 40 segments of
-        3-30 words, +10.6 % in the 10-turn soak. Trimmed after every segment it stayed at
-        135 MB. Called after the audio was sent, so it delays nothing.
-        """
-        release_memory()
 
     def synthesize_all(self, text: str) -> tuple[np.ndarray, float]:
         """The whole text as one array and the seconds it took (tools and benchmarks)."""

@@ -24,7 +24,7 @@ import urllib.request
 from dataclasses import dataclass, field
 
 from pipeline.llm import EMBEDDED_MODEL_ALIAS
-from pipeline.models import llm_gguf_path
+from pipeline.models import llm_serving_path
 from pipeline.settings import Settings
 
 # Runs `python -m llama_cpp.server ARGS` after PR_SET_PDEATHSIG (1) = SIGTERM; exits at once if
@@ -58,7 +58,7 @@ class EmbeddedServer:
 
     @classmethod
     def from_settings(cls, s: Settings) -> EmbeddedServer:
-        return cls(llm_gguf_path(s.llm_server_model), s.llm_server_port, s.llm_server_threads,
+        return cls(llm_serving_path(s.llm_server_model), s.llm_server_port, s.llm_server_threads,
                    s.llm_server_ctx, nice=s.llm_server_nice, batch_threads=s.llm_server_batch_threads)
 
     @property

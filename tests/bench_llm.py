@@ -1,0 +1,82 @@
+"""`python -m tests.bench_llm`: the embedded server's first token and token rate, per model.
+
+Models side by side in one run (interleaved rounds, so the machine's load hits both): the
+bundled Q4_1 GGUF and the Q8_0 copy the assistant serves (`pipeline.models.q8_copy`), or any
+GGUF files given. Each round asks 8 questions in one conversation (history as the llm node
+sends it), so the prompt cache works as in a session. Not a test: figures depend on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+from openai import OpenAI
+
+from pipeline.llm import Conversation
+from pipeline.llm_server import EmbeddedServer
+from pipeline.models import llm_gguf_path, q8_copy
+
+QUESTIONS = [
+    "What is the capital of France?", "How many days are in a week?", "What color is the sky?",
+    "Who wrote Romeo and Juliet?", "What is the largest ocean?", "How do I boil an egg?",
+    "Name a fruit that is yellow.", "What is two plus two?",
+]
+
+
+def one_round(path: str, port: int) -> tuple[list[float], list[float], list[str], int]:
+    """First-token seconds, seconds per later token, the answers, the server's PSS in kB."""
+    server = EmbeddedServer(path, port, threads=1, batch_threads=2, nice=5)
+    server.start()
+    try:
+        if not server.wait_ready(120):
+            raise SystemExit(f"server did not start: {server.log_tail()}")
+        client = OpenAI(base_url=server.base_url, api_key="none")
+        conv = Conversation("You are a helpful voice assistant. Answer briefly in plain English.")
+        client.chat.completions.create(model="x", messages=conv.messages("Hi"), max_tokens=1)
+        first, per_token, answers = [], [], []
+        for question in QUESTIONS:
+            t0 = time.perf_counter()
+            t_first = t_last = 0.0
+            n, text = 0, ""
+            stream = client.chat.completions.create(
+                model="x", messages=conv.messages(question), stream=True, max_tokens=60, temperature=0)
+            for chunk in stream:
+                delta = chunk.choices[0].delta.content if chunk.choices else None
+                if delta:
+                    n, text, t_last = n + 1, text + delta, time.perf_counter() - t0
+                    t_first = t_first or t_last
+            first.append(t_first)
+            per_token.append((t_last - t_first) / max(1, n - 1))
+            answers.append(text.strip())
+            conv.record(question, text, False)
+        rollup = Path(f"/proc/{server.pid}/smaps_rollup").read_text().split("\n")
+        pss = next(int(line.split()[1]) for line in rollup if line.startswith("Pss:"))
+        return first, per_token, answers, pss
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("models", nargs="*", help="GGUF files (default: the bundled one and its Q8_0 copy)")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--port", type=int, default=18390)
+    args = ap.parse_args()
+    bundled = llm_gguf_path("")
+    paths = args.models or [bundled, q8_copy(bundled)]
+    for r in range(args.rounds):
+        for path in paths:
+            first, per_token, answers, pss = one_round(path, args.port)
+            print(f"round {r + 1} {path.rsplit('/', 1)[-1]}: first token median "
+                  f"{statistics.median(first) * 1000:.0f} ms, then {statistics.median(per_token) * 1000:.1f} ms "
+                  f"a token; server PSS {pss / 1024:.0f} MB", flush=True)
+            if r == 0:
+                for answer in answers:
+                    print(f"    {answer[:90]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -51,7 +51,8 @@ def test_two_questions_through_the_sound_card_with_a_scripted_server(sound_card,
         audio = rec.stop()
     heard = words(transcribe_file(rec.save(audio, tmp_path / "heard.wav")))
     assert {"kitchen", "lights"} <= heard and {"jazz", "music"} <= heard, heard
-    assert [t["turn_id"] for t in turns] == [1, 2]
+    ids = [t["turn_id"] for t in turns]  # a turn id may be skipped: a tentative utterance
+    assert len(ids) == 2 and ids == sorted(set(ids))  # abandoned on a pause inside the question
 
 
 def test_no_input_device_gives_a_clear_error(sound_card, tmp_path):
@@ -187,7 +188,8 @@ def test_microphone_and_speaker_that_disappear_mid_run_come_back(sound_card, tmp
     finally:
         restore_sound_card()  # whatever happened, later tests find their devices
     print(f"\n[devices removed and back] {time.monotonic() - started:.0f} s")
-    assert [t["turn_id"] for t in turns] == [1, 2, 3], text[-3000:]
+    ids = [t["turn_id"] for t in turns]  # ids may skip (see the test above)
+    assert len(ids) == 3 and ids == sorted(set(ids)), text[-3000:]
     assert overlap("turn on the kitchen lights", turns[0]["transcript"]) >= 0.6, turns[0]
     assert overlap("play some jazz music", turns[1]["transcript"]) >= 0.6, turns[1]
     # the whole answer, its first segment included (the one that found the speaker gone)

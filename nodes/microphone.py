@@ -93,6 +93,11 @@ def main() -> None:
     from dora import Node
 
     s = start(NAME)
+    # Connected before the device or file is opened: if that fails, this node ends as a
+    # dora node and the others see its output close and finish, so a bad MIC_FILE or a
+    # missing microphone stops the dataflow in ~5 s. Failing before connecting made every
+    # other node fail to subscribe and be restarted 5 times first (28 s).
+    node = Node()
     try:
         source = open_source(s)
         if isinstance(source, MicStream):
@@ -100,7 +105,7 @@ def main() -> None:
     except DeviceError as exc:
         fail(NAME, str(exc))
     log.info("microphone: %s", s.mic_file or getattr(source, "device_name", "") or "default device")
-    run(Node(), s, source)
+    run(node, s, source)
 
 
 if __name__ == "__main__":

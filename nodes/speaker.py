@@ -223,12 +223,13 @@ def main() -> None:
     from dora import Node
 
     s = start(NAME)
+    node = Node()  # connected first, so a failure ends the dataflow at once (see microphone)
     try:
         sink = SpeakerFile(s.speaker_file) if s.speaker_file else SpeakerStream(s.speaker_device)
         sink.start()
     except DeviceError as exc:
         fail(NAME, str(exc))
-    run(Node(), s, sink)
+    run(node, s, sink)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ setting to change.
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
@@ -918,6 +919,11 @@ class SpeakerFile:
         return self.buffer.sample_rate if self.buffer is not None else self.default_rate
 
     def start(self) -> SpeakerFile:
+        """Refuse a path that cannot be written now, at start, not at the first answer."""
+        folder = os.path.dirname(os.path.abspath(self.path))
+        if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+            raise DeviceError(f"Cannot write SPEAKER_FILE={self.path!r}: {folder} is not a "
+                              "folder this user can write to")
         return self
 
     def _open(self, rate: int) -> PlaybackBuffer:

@@ -372,6 +372,12 @@ def test_speaker_file_without_audio_is_a_valid_empty_wav(tmp_path):
     assert audio.size == 0 and rate == 22050
 
 
+def test_speaker_file_in_a_missing_folder_is_refused_at_start(tmp_path):
+    with pytest.raises(DeviceError, match="SPEAKER_FILE"):
+        SpeakerFile(tmp_path / "no-such-folder" / "answer.wav").start()
+    assert SpeakerFile(tmp_path / "answer.wav").start() is not None
+
+
 def test_speaker_file_chunked_segment(tmp_path):
     path = tmp_path / "chunks.wav"
     with SpeakerFile(path) as speaker:

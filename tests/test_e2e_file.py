@@ -74,3 +74,15 @@ def test_bad_mic_file_is_refused_with_a_clear_message(tmp_path):
     result = run_file_mode(bad, workdir=tmp_path, timeout_s=120)
     assert result.returncode != 0
     assert "MIC_FILE" in result.log
+    # the microphone failed as a connected node: the others finished, none was restarted
+    # in vain for want of its outputs (that took 28 s instead of ~6 s)
+    assert "exited before initializing dora" not in result.log
+    assert "max restarts" not in result.log
+
+
+def test_speaker_file_in_a_missing_folder_is_refused_with_a_clear_message(tmp_path):
+    env = {"SPEAKER_FILE": str(tmp_path / "no-such-folder" / "answer.wav")}
+    result = run_file_mode(env=env, workdir=tmp_path, timeout_s=120)
+    assert result.returncode != 0
+    assert "[speaker] error: Cannot write SPEAKER_FILE" in result.log
+    assert "exited before initializing dora" not in result.log

@@ -420,11 +420,11 @@ class EchoCanceller:
             return max(normal, playing)
         return None
 
-    def onset_is_echo(self, n_samples: int) -> bool:
+    def onset_is_echo(self, n_samples: int) -> bool | None:
         """For the VAD, when `n_samples` of voice have started while the assistant is
         audible: True if they are its own voice (the onset must then not become a turn;
         echo is assumed from now on). See :meth:`EchoPresence.onset_is_echo`."""
-        return self._backend is not None and self.presence.onset_is_echo(n_samples)
+        return self.presence.onset_is_echo(n_samples) if self._backend is not None else False
 
     def reference_level(self, t0: float, t1: float) -> float:
         """RMS of what played over [t0, t1) (silence counts as zeros); 0.0 if t1 <= t0."""
@@ -616,6 +616,15 @@ class EchoPresence:
     # Echo is found at THRESHOLD but ruled out only below this: a loopback whose timing
     # jitters (speaker underruns) correlated 0.16-0.40 from one verdict to the next.
     RULE_OUT = 0.15
+    # With echo ruled out (the VAD hears the raw microphone) a correlation between
+    # ONSET_THRESHOLD and this is not decided at once: a user in the assistant's own voice
+    # reached 0.63 once in a test run, was taken for echo, and the "echo" verdict then let
+    # AEC3 swallow the rest of the barge-in. The onset is judged again on more of it, each
+    # frame, until DEFER_SAMPLES of voice: over longer windows a user's chance correlation
+    # falls (144 onsets: p99 0.59 / max 0.66 at 100 ms, p99 0.41 / max 0.47 at 300 ms)
+    # while an echo's stays high (a loopback 1.0, rooms 0.79-1.0).
+    DEFINITE = 0.8
+    DEFER_SAMPLES = 4800  # 300 ms of voice
     ONSET_EXTRA = 512  # samples: the VAD's onset frame may start up to a frame earlier
     SILENT = 1e-4  # |sample| below this (-80 dBFS) is digital silence, not a sound
 
@@ -704,9 +713,10 @@ class EchoPresence:
             return 0.0
         return float(np.max(corr[ok] / np.sqrt(e_mic * e_ref[ok])))
 
-    def onset_is_echo(self, n: int) -> bool:
+    def onset_is_echo(self, n: int) -> bool | None:
         """A voice onset in the last `n` samples while the assistant talks: is it its own
         voice? The last gate before SpeechStarted, i.e. before the assistant stops talking.
+        None: not sure yet, ask again with more of it (see DEFINITE).
 
         Two ways the echo reaches the VAD although the canceller is there:
         * Echo was ruled out (a silent microphone, or no correlation) and the VAD listens to
@@ -724,6 +734,7 @@ class EchoPresence:
         """
         if self.idle > 0 or self.frames == 0:
             return False  # nothing plays (or has played within the tail): no echo possible
+        voice = n
         n = min(n + self.ONSET_EXTRA, self.frames * FRAME_SAMPLES, self.WINDOW)
         mic = self._newest(self.mic, n)
         sound = np.flatnonzero(np.abs(mic) > self.SILENT)
@@ -742,6 +753,12 @@ class EchoPresence:
         else:
             echo = corr >= self.ONSET_THRESHOLD or kept <= self.ONSET_CANCELLED
         echo = echo or (raw >= self.ONSET_RAW and corr >= self.ONSET_RAW_RESIDUE)
+        self.last_corr = corr
+        if (echo and not suspect and not self.echo and corr < self.DEFINITE
+                and kept > self.ONSET_CANCELLED and voice < self.DEFER_SAMPLES):
+            log.debug("voice onset while the assistant talks: correlation %.2f after %d ms, "
+                      "undecided", corr, voice // 16)
+            return None
         if echo and not suspect:  # a fixed period: a user talking over a leaking echo waits
             self._suspect_until = self.frames + self.SUSPECT_FRAMES  # at most this long
         log.info("voice onset while the assistant talks: correlation %.2f (raw microphone "
@@ -750,7 +767,6 @@ class EchoPresence:
         if echo and not self.echo:
             log.info("echo path found at a voice onset")
             self.echo = True
-        self.last_corr = corr
         return echo
 
 

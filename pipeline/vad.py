@@ -331,8 +331,9 @@ class Endpointer:
         self._cut_pending = False
         self.turn_id = cfg.first_turn_id - 1  # the last turn given out
         # Asked with the samples of voice so far before a SpeechStarted is given; True
-        # drops the onset (the echo canceller's last check that it is not its own voice).
-        self.onset_veto: Callable[[int], bool] | None = None
+        # drops the onset (the echo canceller's last check that it is not its own voice),
+        # None asks again at the next voiced frame (not sure yet).
+        self.onset_veto: Callable[[int], bool | None] | None = None
         # Set by the caller while the assistant is audible: speech that starts then is a
         # barge-in, never dropped as too short (see `_min_voiced`).
         self.assistant_audible = False
@@ -458,7 +459,10 @@ class Endpointer:
         self._voiced(frame_time)
         cur.run += 1
         if cur.run >= self._counts.start:
-            if self.onset_veto is not None and self.onset_veto(cur.pos - cur.prefix):
+            verdict = self.onset_veto(cur.pos - cur.prefix) if self.onset_veto is not None else False
+            if verdict is None:
+                return  # undecided: still pending, judged again with the next frame
+            if verdict:
                 self._to_idle()  # not the user (e.g. the assistant's own echo): no turn
                 return
             self.turn_id += 1

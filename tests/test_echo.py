@@ -617,6 +617,33 @@ def underruns(played: np.ndarray, seed: int, for_s: float = 4.0) -> np.ndarray:
     return np.concatenate([*parts, played[i:]])[: played.size]
 
 
+def test_a_user_who_matches_the_reference_by_chance_is_judged_on_more_of_their_voice(
+    speak_16k: Callable[[str], np.ndarray],
+) -> None:
+    """Echo ruled out (a virtual card), a user in the assistant's own voice: 100 ms into
+    "Wait, tell me about cheese." the onset correlates 0.59 with the answer, which used to
+    make it echo (and AEC3 then swallowed the rest of the barge-in). Now it is undecided
+    until it falls below ONSET_THRESHOLD (0.50 at 200 ms, 0.48 at 300 ms): the user. A room
+    echo starting the same way is echo at once."""
+    played = np.asarray(speak_16k(ASSISTANT[1]), dtype=np.float32)
+    k = int(1.2 * SR)
+    user = np.zeros_like(played)
+    speech = np.asarray(speak_16k("Wait, tell me about cheese."), dtype=np.float32) * 0.5
+    user[k : k + speech.size] = speech[: played.size - k]
+    echo = Room(noise=0.0).echo(played)
+    echo[:k] = 0.0
+    for mic, expected in ((user, {100: None, 200: False, 300: False}), (echo, {100: True})):
+        onset = k + int(np.flatnonzero(np.abs(mic[k:]) > 0.02)[0])
+        for ms, verdict in expected.items():
+            presence = EchoPresence()
+            stop = onset + int(ms * SR / 1000) // FRAME_SAMPLES * FRAME_SAMPLES
+            for i in range(0, stop, FRAME_SAMPLES):
+                presence.update(mic[i : i + FRAME_SAMPLES], played[i : i + FRAME_SAMPLES], True)
+                presence.output(mic[i : i + FRAME_SAMPLES])
+            presence.echo = False  # a silent microphone before: echo ruled out
+            assert presence.onset_is_echo(stop - onset) is verdict, (ms, presence.last_corr)
+
+
 @needs_aec
 @pytest.mark.parametrize("seed", range(6))
 def test_a_loopback_whose_speaker_underruns_is_not_a_turn(

@@ -201,6 +201,28 @@ def test_a_barge_in_keeps_a_longer_preroll() -> None:
     assert lengths[True] - lengths[False] == 16000 - 300 * 16  # 1 s instead of 300 ms
 
 
+@pytest.mark.parametrize("final", [False, True])
+def test_an_undecided_onset_check_is_asked_again_with_more_voice(final: bool) -> None:
+    """The echo check may answer None (not sure yet): the onset stays pending and is asked
+    again at every voiced frame with the voice so far, until it answers; the turn then
+    starts at the onset (its preroll and start time are those of the first frame)."""
+    asked: list[int] = []
+
+    def veto(n: int) -> bool | None:
+        asked.append(n)
+        return None if len(asked) < 4 else final
+
+    ep = Endpointer()
+    ep.onset_veto = veto
+    events = feed(ep, [0.0] * 10 + [0.9] * 20 + [0.0] * 30)
+    assert asked[:4] == [k * FRAME for k in (3, 4, 5, 6)]  # 96 ms, then a frame more each time
+    if final:  # its own voice: no turn (and each later onset of it is asked anew)
+        assert events == [] and asked[4] == 3 * FRAME
+    else:
+        assert kinds(events) == ["SpeechStarted", "Utterance"]
+        assert events[0][0] == 15 and events[0][1] == SpeechStarted(1, T0 + 10 * FRAME_S)
+
+
 def test_flush_emits_pending_utterance() -> None:
     ep = Endpointer()
     feed(ep, [0.9] * 20)

@@ -551,6 +551,36 @@ def test_with_echo_ruled_out_a_user_onset_is_a_barge_in_at_once(
     assert not canceller.presence.echo
 
 
+def fed_presence(mic: np.ndarray, played: np.ndarray, stop: int,
+                 out: np.ndarray | None = None) -> EchoPresence:
+    """An EchoPresence fed frame by frame up to sample `stop` while the reference plays;
+    the VAD heard `out` (default: the raw microphone, as with no echo)."""
+    out = mic if out is None else out
+    presence = EchoPresence()
+    for i in range(0, stop, FRAME_SAMPLES):
+        presence.update(mic[i : i + FRAME_SAMPLES], played[i : i + FRAME_SAMPLES], True)
+        presence.output(out[i : i + FRAME_SAMPLES])
+    return presence
+
+
+def user_or_echo_from(speak: Callable[[str], np.ndarray], answer: str, words: str,
+                      at_s: float) -> tuple[np.ndarray, int, np.ndarray, np.ndarray]:
+    """The answer played; from `at_s` (sample k) either a user saying `words` in the same
+    voice or the answer's room echo: (played, k, user, echo)."""
+    played = np.asarray(speak(answer), dtype=np.float32)
+    k = int(at_s * SR)
+    user = np.zeros_like(played)
+    speech = np.asarray(speak(words), dtype=np.float32)[: played.size - k] * 0.5
+    user[k : k + speech.size] = speech
+    echo = Room(noise=0.0).echo(played)
+    echo[:k] = 0.0
+    return played, k, user, echo
+
+
+def onset_of(mic: np.ndarray, k: int) -> int:
+    return k + int(np.flatnonzero(np.abs(mic[k:]) > 0.02)[0])
+
+
 @pytest.mark.parametrize("words", [
     "Stop, what is the weather like in Berlin tomorrow?", "What time is it?",
     "Wait, tell me about cheese.", "No, that is wrong, I meant the other one.",
@@ -561,21 +591,12 @@ def test_a_user_onset_does_not_follow_the_reference(
 ) -> None:
     """The same voice (Piper's) as the assistant, another text: from 100 to 400 ms into the
     user's speech the onset is never taken for echo, while a room echo always is."""
-    played = np.asarray(speak_16k(ASSISTANT[0]), dtype=np.float32)
-    k = int(1.6 * SR)
-    user = np.zeros_like(played)
-    speech = np.asarray(speak_16k(words), dtype=np.float32)[: played.size - k] * 0.5
-    user[k : k + speech.size] = speech
-    echo = Room(noise=0.0).echo(played)
-    echo[:k] = 0.0
+    played, k, user, echo = user_or_echo_from(speak_16k, ASSISTANT[0], words, 1.6)
     for mic, is_echo in ((user, False), (echo, True)):
-        onset = k + int(np.flatnonzero(np.abs(mic[k:]) > 0.02)[0])
+        onset = onset_of(mic, k)
         for ms in (100, 150, 250, 400):
-            presence = EchoPresence()
             stop = onset + int(ms * SR / 1000) // FRAME_SAMPLES * FRAME_SAMPLES
-            for i in range(0, stop, FRAME_SAMPLES):
-                presence.update(mic[i : i + FRAME_SAMPLES], played[i : i + FRAME_SAMPLES], True)
-                presence.output(mic[i : i + FRAME_SAMPLES])  # no echo: the VAD hears the raw mic
+            presence = fed_presence(mic, played, stop)  # no echo: the VAD hears the raw mic
             if is_echo:  # the periodic verdict may have caught it already (>= 250 ms)
                 presence.echo = False  # as if the onset came right after "no echo"
             assert not presence.echo  # silent microphone, then a user: echo ruled out
@@ -625,21 +646,13 @@ def test_a_user_who_matches_the_reference_by_chance_is_judged_on_more_of_their_v
     make it echo (and AEC3 then swallowed the rest of the barge-in). Now it is undecided
     until it falls below ONSET_THRESHOLD (0.50 at 200 ms, 0.48 at 300 ms): the user. A room
     echo starting the same way is echo at once."""
-    played = np.asarray(speak_16k(ASSISTANT[1]), dtype=np.float32)
-    k = int(1.2 * SR)
-    user = np.zeros_like(played)
-    speech = np.asarray(speak_16k("Wait, tell me about cheese."), dtype=np.float32) * 0.5
-    user[k : k + speech.size] = speech[: played.size - k]
-    echo = Room(noise=0.0).echo(played)
-    echo[:k] = 0.0
+    played, k, user, echo = user_or_echo_from(
+        speak_16k, ASSISTANT[1], "Wait, tell me about cheese.", 1.2)
     for mic, expected in ((user, {100: None, 200: False, 300: False}), (echo, {100: True})):
-        onset = k + int(np.flatnonzero(np.abs(mic[k:]) > 0.02)[0])
+        onset = onset_of(mic, k)
         for ms, verdict in expected.items():
-            presence = EchoPresence()
             stop = onset + int(ms * SR / 1000) // FRAME_SAMPLES * FRAME_SAMPLES
-            for i in range(0, stop, FRAME_SAMPLES):
-                presence.update(mic[i : i + FRAME_SAMPLES], played[i : i + FRAME_SAMPLES], True)
-                presence.output(mic[i : i + FRAME_SAMPLES])
+            presence = fed_presence(mic, played, stop)
             presence.echo = False  # a silent microphone before: echo ruled out
             assert presence.onset_is_echo(stop - onset) is verdict, (ms, presence.last_corr)
 
@@ -658,11 +671,7 @@ def test_a_residue_half_cancelled_that_still_follows_the_reference_is_echo(
     mic = (echo + rng.normal(0, np.sqrt(power * (1 / 0.65**2 - 1)), echo.size)).astype(np.float32)
     residue = echo + rng.normal(0, np.sqrt(power * (1 / 0.4**2 - 1)), echo.size)
     out = (residue * 0.5 * np.sqrt(np.mean(mic**2) / np.mean(residue**2))).astype(np.float32)
-    presence = EchoPresence()
-    stop = int(2.0 * SR) // FRAME_SAMPLES * FRAME_SAMPLES
-    for i in range(0, stop, FRAME_SAMPLES):
-        presence.update(mic[i : i + FRAME_SAMPLES], played[i : i + FRAME_SAMPLES], True)
-        presence.output(out[i : i + FRAME_SAMPLES])
+    presence = fed_presence(mic, played, int(2.0 * SR) // FRAME_SAMPLES * FRAME_SAMPLES, out)
     assert presence.echo  # echo is there: no deferral, a decision at once
     assert presence.onset_is_echo(1600) is True, presence.last_corr
     print(f"\nhalf-cancelled residue: correlation {presence.last_corr:.2f}")

@@ -111,15 +111,18 @@ def run(node: Any, s: Settings, sink: SpeakerStream | SpeakerFile) -> None:
             audio = np.concatenate([np.zeros(int(rate * lead_in), dtype=np.float32), audio])
         args = (turn, int(meta.get("segment_index", 0)), audio, rate,
                 "" if is_end else str(meta.get("text", "")))
+        # a segment comes in chunks (pipeline/tts.py): `started` at its first, `finished` after
+        # the one that ends it
+        ends = is_end or bool(meta.get("end_of_segment", True))
         try:
-            accepted = sink.add(*args, last=is_end)
+            accepted = sink.add(*args, last=is_end, end_of_segment=ends)
         except DeviceError as exc:
             log.error("speaker failed: %s; reopening", exc)
             try:
                 sink.reopen()
                 # the audio that found the device gone is played now: dropped, it would never
                 # be reported `finished` and the segmenter would wait for it forever
-                accepted = sink.add(*args, last=is_end)
+                accepted = sink.add(*args, last=is_end, end_of_segment=ends)
                 log.info("speaker is back")
             except DeviceError as again:
                 log.error("speaker still unavailable: %s", again)
@@ -150,9 +153,10 @@ def run(node: Any, s: Settings, sink: SpeakerStream | SpeakerFile) -> None:
             elif input_id == "audio":
                 if not gate.accept(turn):
                     continue
-                if not seen.first(turn, int(meta.get("segment_index", 0)), str(meta.get("event", ""))):
-                    log.debug("turn %d: segment %s again (resent after a tts crash), dropped",
-                              turn, meta.get("segment_index"))
+                if not seen.first(turn, int(meta.get("segment_index", 0)), str(meta.get("event", "")),
+                                  int(meta.get("chunk_index", 0))):
+                    log.debug("turn %d: segment %s chunk %s again (resent after a tts crash), dropped",
+                              turn, meta.get("segment_index"), meta.get("chunk_index", 0))
                     continue
                 reporter.note_audio(turn, meta)
                 item = (turn, meta, m.audio_of(value))

@@ -47,17 +47,7 @@ def run(node: Any, s: Settings, synth: Synthesizer) -> None:
             # end of the answer: the speaker needs to know so it can report turn_end
             out.send(m.TTS_AUDIO, m.audio_array(_EMPTY), {**base, "event": m.END, "t_tts_done": time.time()})
             continue
-        text = m.text_of(value)
-        started = time.perf_counter()
-        audio = synth.synthesize_segment(text)
-        # A segment Piper makes no sound of is still sent (empty): the speaker reports it
-        # played, which frees its place in the segmenter's backpressure window.
-        meta_out = {**base, "event": m.SEGMENT, "text": text,
-                    "tts_s": round(time.perf_counter() - started, 4),
-                    "tts_audio_s": round(audio.size / synth.sample_rate, 4)}
-        if base["segment_index"] == 0 and audio.size:
-            meta_out["t_first_audio"] = time.time()
-        out.send(m.TTS_AUDIO, m.audio_array(audio), meta_out)
+        speak(out, synth, m.text_of(value), base)
         # With 2 onnxruntime threads glibc keeps per-thread arenas, and the memory of the
         # longest segment so far stayed resident: RSS grew 183 -> 198 MB over 40 segments of
         # 3-30 words (+10.6 % in the 10-turn soak); trimmed after every segment, 135 MB.
@@ -66,6 +56,33 @@ def run(node: Any, s: Settings, synth: Synthesizer) -> None:
 
 
 _EMPTY = np.zeros(0, dtype=np.float32)
+
+
+def speak(out: Outbox, synth: Synthesizer, text: str, base: dict[str, Any]) -> None:
+    """Send a segment's audio chunk by chunk as Piper makes it (see pipeline/tts.py).
+
+    Every chunk carries `chunk_index` and `end_of_segment`; the last one also the segment's
+    synthesis time and length (`tts_s`, `tts_audio_s`). A segment Piper makes no sound of is
+    still sent (one empty chunk): the speaker reports it played, which frees its place in
+    the segmenter's backpressure window.
+    """
+    started = time.perf_counter()
+    samples = 0
+    index = -1
+    for index, chunk in enumerate(synth.stream(text)):
+        samples += chunk.audio.size
+        meta = {**base, "event": m.SEGMENT, "text": text, "chunk_index": index,
+                "end_of_segment": chunk.last}
+        if chunk.last:
+            meta.update(tts_s=round(time.perf_counter() - started, 4),
+                        tts_audio_s=round(samples / synth.sample_rate, 4))
+        if index == 0 and base["segment_index"] == 0 and chunk.audio.size:
+            meta["t_first_audio"] = time.time()
+        out.send(m.TTS_AUDIO, m.audio_array(chunk.audio), meta)
+    if index < 0:
+        out.send(m.TTS_AUDIO, m.audio_array(_EMPTY), {
+            **base, "event": m.SEGMENT, "text": text, "chunk_index": 0, "end_of_segment": True,
+            "tts_s": round(time.perf_counter() - started, 4), "tts_audio_s": 0.0})
 
 
 def main() -> None:

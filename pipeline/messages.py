@@ -11,7 +11,7 @@ on the wire is a pyarrow array plus a flat metadata dict (dora allows bool/int/f
 | asr/transcript       | utf8[1]               | t_* so far + t_transcript, asr_s                        |
 | llm/text             | utf8[1]               | event = delta or end, index, t_* (end: reason, error)   |
 | segmenter/segment    | utf8[1]               | event = segment or end, segment_index, t_*             |
-| tts/audio            | float32[n], mono      | sample_rate, segment_index, chunk_index, text, event   |
+| tts/audio            | float32[n], mono      | sample_rate, segment_index, chunk_index, end_of_segment, text, event |
 | tts/ready            | utf8[1] = "tts"       | restart (restarted by dora: send the lost segments)    |
 | speaker/played       | int64[1] = seg index  | event = started/finished/turn_end/interrupted, text    |
 | speaker/reference    | float32[n], 16 kHz    | event = play (t_start: when it will be heard) or cut   |

@@ -125,7 +125,7 @@ def q8_copy(src: str) -> str:
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pipeline.models", str(source), str(tmp)],
+        subprocess.run([sys.executable, "-m", "pipeline.models", "q8", str(source), str(tmp)],
                        check=True, capture_output=True, timeout=300)
         os.replace(tmp, dst)  # atomic: a dataflow starting meanwhile sees all or nothing
     except (OSError, subprocess.SubprocessError) as exc:
@@ -151,5 +151,68 @@ def _quantize_q8(src: str, dst: str) -> None:
         raise SystemExit(f"llama.cpp could not re-encode {src}")
 
 
+# Piper (VITS) voices exported by piper_train: the vocoder (HiFi-GAN) starts with this conv.
+VOCODER_FIRST_WEIGHT = "dec.conv_pre.weight"
+
+
+class VoiceNotSplittable(ValueError):
+    """The voice's ONNX graph has no vocoder input where Piper's export puts it."""
+
+
+def voice_split(model: str) -> tuple[str, str]:
+    """`model` (a Piper voice) as two ONNX files in models/: acoustic model and vocoder.
+
+    Why: a VITS voice is a text encoder, duration predictor and flow (the prosody of the whole
+    sentence, ~1/3 of the time) followed by a HiFi-GAN vocoder (latent frames to waveform,
+    ~2/3). The vocoder is convolutional, so it can be run on a few frames at a time with
+    enough context frames around them and give the very same samples (see
+    `pipeline.tts.CONTEXT_FRAMES`): the first 0.37 s of a sentence can play while the rest is
+    made. Piper's own API runs the whole graph at once. Made once (~2 s, in a child process
+    so the `onnx` package is not loaded into the tts node) next to the other derived models;
+    the file names carry the source's size, so a changed voice is split again.
+
+    Raises VoiceNotSplittable (or OSError) when it cannot be done; the caller then
+    synthesizes whole sentences.
+    """
+    source = Path(model)
+    stem = f"{source.name.removesuffix('.onnx')}.{source.stat().st_size}"
+    acoustic = models_dir() / f"{stem}.acoustic.onnx"
+    vocoder = models_dir() / f"{stem}.vocoder.onnx"
+    if acoustic.is_file() and vocoder.is_file():
+        return str(acoustic), str(vocoder)
+    tmp = [p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in (acoustic, vocoder)]
+    try:
+        acoustic.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pipeline.models", "split", str(source), *map(str, tmp)],
+                       check=True, capture_output=True, timeout=300)
+        os.replace(tmp[1], vocoder)
+        os.replace(tmp[0], acoustic)  # last: its presence says both are complete
+    except subprocess.CalledProcessError as exc:
+        raise VoiceNotSplittable(exc.stderr.decode(errors="replace").strip()[-300:]) from None
+    finally:
+        for t in tmp:
+            t.unlink(missing_ok=True)
+    log.info("split %s into acoustic model and vocoder in %s (once)", source.name, acoustic.parent)
+    return str(acoustic), str(vocoder)
+
+
+def _split_voice(src: str, acoustic: str, vocoder: str) -> None:
+    import onnx
+    import onnx.utils
+
+    graph = onnx.load(src, load_external_data=False).graph
+    latent = [n.input[0] for n in graph.node if VOCODER_FIRST_WEIGHT in n.input]
+    if len(latent) != 1:
+        raise SystemExit(f"{src}: no single node uses {VOCODER_FIRST_WEIGHT}, not a Piper VITS export")
+    inputs = [i.name for i in graph.input]
+    outputs = [o.name for o in graph.output][:1]
+    onnx.utils.extract_model(src, acoustic, inputs, latent)
+    # a multi-speaker voice conditions the vocoder on the speaker too
+    onnx.utils.extract_model(src, vocoder, latent + [i for i in inputs if i == "sid"], outputs)
+
+
 if __name__ == "__main__":
-    _quantize_q8(sys.argv[1], sys.argv[2])
+    if sys.argv[1] == "q8":
+        _quantize_q8(sys.argv[2], sys.argv[3])
+    elif sys.argv[1] == "split":
+        _split_voice(sys.argv[2], sys.argv[3], sys.argv[4])

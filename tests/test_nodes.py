@@ -68,9 +68,18 @@ def test_tts_node_synthesizes_segments_and_forwards_the_end():
     ])
     tts_node.run(node, load({}), synth)
     sent = node.of("audio")
-    assert [(meta["turn_id"], meta["event"]) for _v, meta in sent] == [(1, m.SEGMENT), (2, m.SEGMENT), (2, m.END)]
-    first = sent[0]
-    assert first[1]["sample_rate"] == 22050 and len(first[0]) > 22050 * 0.3
+    segments = [(meta["turn_id"], meta["event"]) for _v, meta in sent if meta.get("end_of_segment", True)]
+    assert segments == [(1, m.SEGMENT), (2, m.SEGMENT), (2, m.END)]
+    hello = [(v, meta) for v, meta in sent if meta["turn_id"] == 1]
+    # streamed: the segment comes in chunks, numbered, the last one marked and timed
+    assert len(hello) >= 2
+    assert [meta["chunk_index"] for _v, meta in hello] == list(range(len(hello)))
+    assert [meta["end_of_segment"] for _v, meta in hello] == [False] * (len(hello) - 1) + [True]
+    assert "tts_s" in hello[-1][1] and "tts_s" not in hello[0][1]
+    assert hello[-1][1]["tts_audio_s"] == pytest.approx(sum(len(v) for v, _ in hello) / 22050, abs=1e-3)
+    first = hello[0]
+    assert first[1]["sample_rate"] == 22050 and len(first[0]) == 32 * 256  # FIRST_CHUNK_FRAMES
+    assert sum(len(v) for v, _ in hello) > 22050 * 0.6
     assert first[1]["text"] == "Hello there." and "t_first_audio" in first[1]
 
 
@@ -91,7 +100,7 @@ def test_a_segment_piper_makes_no_sound_of_is_still_played_so_backpressure_moves
     ])
     tts_node.run(tts, load({}), synth)
     sent = tts.of("audio")
-    assert [(meta["segment_index"], len(v) > 0) for v, meta in sent] == [(0, False), (1, True)]
+    assert [(meta["segment_index"], len(v) > 0) for v, meta in sent if meta["end_of_segment"]] == [(0, False), (1, True)]
     s = load({"SPEAKER_FILE": str(tmp_path / "o.wav")})
     speaker = RecordingNode([ev("transcript", m.text_array("hi"), turn_id=1, final=True)]
                             + [ev("audio", v, **meta) for v, meta in sent] + [closed("audio")])
@@ -100,6 +109,9 @@ def test_a_segment_piper_makes_no_sound_of_is_still_played_so_backpressure_moves
     speaker_node.run(speaker, s, sink)
     events = [(meta["event"], meta["segment_index"]) for _v, meta in speaker.of("played")]
     assert ("finished", 0) in events and ("finished", 1) in events
+    # "Hello." came in chunks and is still one segment to the listener and the segmenter
+    assert len([v for v, meta in sent if meta["segment_index"] == 1]) >= 2
+    assert events.count(("started", 1)) == 1 and events.count(("finished", 1)) == 1
 
 
 def test_speaker_node_in_file_mode_reports_played_segments(tmp_path):

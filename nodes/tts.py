@@ -69,7 +69,7 @@ def speak(out: Outbox, synth: Synthesizer, text: str, base: dict[str, Any]) -> N
     started = time.perf_counter()
     samples = 0
     index = -1
-    for index, chunk in enumerate(synth.stream(text)):
+    for index, chunk in enumerate(synth.stream(text, awaited=base["segment_index"] == 0)):
         samples += chunk.audio.size
         meta = {**base, "event": m.SEGMENT, "text": text, "chunk_index": index,
                 "end_of_segment": chunk.last}

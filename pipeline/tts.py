@@ -66,32 +66,6 @@ def chunk_bounds(frames: int, first: int = FIRST_CHUNK_FRAMES, most: int = MAX_C
     return bounds
 
 
-_POOL: list[bool] = []
-
-
-def _shared_thread_pool(threads: int) -> bool:
-    """One onnxruntime thread pool for the acoustic model and the vocoder, if possible.
-
-    They run one after the other, and with a pool each the threads of the one that just ran
-    spin and slow the other down. With one shared pool: latent 43-46 ms and first chunk
-    26-28 ms, against 54-55 and 29-31 with two non-spinning pools and 92-95 and 59-64 with
-    two spinning ones (one sentence of 1.9 s, medians of 7). It can only be set before the
-    process's first session (onnxruntime >= 1.17 exposes it as
-    `set_global_thread_pool_sizes`); otherwise (e.g. in tests, after other sessions) the
-    caller falls back to two non-spinning pools.
-    """
-    if not _POOL:
-        import onnxruntime
-
-        try:
-            onnxruntime.set_global_thread_pool_sizes(threads, 1)
-            _POOL.append(True)
-        except (AttributeError, RuntimeError) as exc:
-            log.debug("no shared onnxruntime thread pool: %s", exc)
-            _POOL.append(False)
-    return _POOL[0]
-
-
 class SpeechChunk(NamedTuple):
     """Audio of a segment, as it is made; `last` = the segment's final chunk."""
 
@@ -140,6 +114,8 @@ class Synthesizer:
             acoustic_path, vocoder_path = voice_split(model)
             acoustic = self._session(acoustic_path)
             self._vocoder = self._session(vocoder_path)
+            # the chunks nobody is waiting for: one thread, the caller's (see `stream`)
+            self._vocoder_behind = self._session(vocoder_path, threads=1)
             self._latent_name = self._vocoder.get_inputs()[0].name
         except (VoiceNotSplittable, OSError) as exc:
             log.warning("%s is synthesized a sentence at a time (cannot split it: %s)", model, exc)
@@ -154,18 +130,18 @@ class Synthesizer:
         if piper_config.num_speakers > 1:
             self._speaker["sid"] = np.array([piper_config.default_speaker_id or 0], dtype=np.int64)
 
-    def _session(self, path: str) -> _Shrinking:
+    def _session(self, path: str, threads: int = 0) -> _Shrinking:
         import onnxruntime
 
         opts = onnxruntime.SessionOptions()
-        if _shared_thread_pool(self.config.threads):
-            opts.use_per_session_threads = False
-        else:
-            opts.intra_op_num_threads = self.config.threads
-            opts.inter_op_num_threads = 1
-            # two sessions with their own pools: each pool's threads spin after a run and
-            # starve the other's (latent 92-95 vs 54 ms, first chunk 59-64 vs 29-31 ms)
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.intra_op_num_threads = threads or self.config.threads
+        opts.inter_op_num_threads = 1
+        # The sessions run one after the other, and a pool's threads spin after a run: they
+        # starved the next session's (latent 92-95 vs 54-55 ms, first chunk 59-64 vs 29-31
+        # ms, one 1.9 s sentence, medians of 7). One pool shared by all sessions was a bit
+        # faster still (43-46 / 26-28 ms) but onnxruntime then refuses any session with its
+        # own threads in the process, such as the 1-thread vocoder below.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         # onnxruntime's memory arena, emptied after every run: within a run it reuses freed
         # tensors without glibc's fragmentation, and the shrinkage gives it all back at the
         # end. Peak RSS for a 20-word segment 273 vs 360 MB with no arena (glibc malloc), 333
@@ -220,22 +196,31 @@ class Synthesizer:
         """The acoustic model's output for a whole sentence: (1, channels, frames)."""
         return self.voice.session.run(None, self._acoustic_feed(ids))[0]
 
-    def _vocode(self, latent: np.ndarray, start: int, end: int | None) -> np.ndarray:
-        """Samples of frames [start, end) of `latent`, vocoded with context around them."""
+    def _vocode(self, latent: np.ndarray, start: int, end: int | None, behind: bool = False) -> np.ndarray:
+        """Samples of frames [start, end) of `latent`, vocoded with context around them
+        (`behind`: on one thread, for audio that is not awaited yet)."""
         frames = latent.shape[2]
         end = frames if end is None else end
         lo, hi = max(0, start - CONTEXT_FRAMES), min(frames, end + CONTEXT_FRAMES)
         feed = {self._latent_name: np.ascontiguousarray(latent[:, :, lo:hi]), **self._speaker}
-        audio = self._vocoder.run(None, feed)[0].reshape(-1)
+        session = self._vocoder_behind if behind else self._vocoder
+        audio = session.run(None, feed)[0].reshape(-1)
         return audio[(start - lo) * self.hop : (end - lo) * self.hop]
 
     def _scaled(self, audio: np.ndarray) -> np.ndarray:
         out = np.multiply(audio, self.gain, dtype=np.float32)
         return np.clip(out, -1.0, 1.0, out=out)
 
-    def stream(self, text: str) -> Iterator[SpeechChunk]:
+    def stream(self, text: str, awaited: bool = True) -> Iterator[SpeechChunk]:
         """float32 audio at `sample_rate` as it is made: per sentence Piper finds in `text`,
-        and within a sentence per vocoder chunk. Nothing for text with nothing to say."""
+        and within a sentence per vocoder chunk. Nothing for text with nothing to say.
+
+        Only the first chunk of an `awaited` segment (the first of an answer: the user is
+        waiting in silence) is vocoded on all `threads`; every later chunk has at least the
+        chunk before it to play meanwhile, so it is made on one thread and leaves the other
+        core to the LLM, the speaker and the VAD. With every chunk on two threads, the
+        speaker took 84-105 ms instead of 62-82 ms to start playing the first one.
+        """
         sentences = self._sentences(text)
         for i, ids in enumerate(sentences):
             last_sentence = i == len(sentences) - 1
@@ -245,7 +230,8 @@ class Synthesizer:
             latent = self._latent(ids)
             bounds = chunk_bounds(latent.shape[2])
             for j, (start, end) in enumerate(bounds):
-                yield SpeechChunk(self._scaled(self._vocode(latent, start, end)),
+                behind = not (awaited and i == 0 and j == 0)
+                yield SpeechChunk(self._scaled(self._vocode(latent, start, end, behind)),
                                   last_sentence and j == len(bounds) - 1)
 
     def synthesize_segment(self, text: str) -> np.ndarray:

@@ -59,7 +59,7 @@ def test_tts_node_synthesizes_segments_and_forwards_the_end():
 
     synth = Synthesizer(TtsConfig())
     node = RecordingNode([
-        ev("segment", m.text_array("Hello there."), turn_id=1, segment_index=0, event=m.SEGMENT, t_speech_end=1.0),
+        ev("segment", m.text_array("Hello there, how are you?"), turn_id=1, segment_index=0, event=m.SEGMENT, t_speech_end=1.0),
         ev("speech_started", m.int_array(2), turn_id=2),
         ev("segment", m.text_array("Stale words."), turn_id=1, segment_index=1, event=m.SEGMENT),
         ev("segment", m.text_array("Fresh words."), turn_id=2, segment_index=0, event=m.SEGMENT),
@@ -80,7 +80,7 @@ def test_tts_node_synthesizes_segments_and_forwards_the_end():
     first = hello[0]
     assert first[1]["sample_rate"] == 22050 and len(first[0]) == 32 * 256  # FIRST_CHUNK_FRAMES
     assert sum(len(v) for v, _ in hello) > 22050 * 0.6
-    assert first[1]["text"] == "Hello there." and "t_first_audio" in first[1]
+    assert first[1]["text"] == "Hello there, how are you?" and "t_first_audio" in first[1]
 
 
 def test_a_segment_piper_makes_no_sound_of_is_still_played_so_backpressure_moves_on(tmp_path):
@@ -95,7 +95,7 @@ def test_a_segment_piper_makes_no_sound_of_is_still_played_so_backpressure_moves
     assert synth.synthesize_segment("...").size == 0
     tts = RecordingNode([
         ev("segment", m.text_array("..."), turn_id=1, segment_index=0, event=m.SEGMENT),
-        ev("segment", m.text_array("Hello."), turn_id=1, segment_index=1, event=m.SEGMENT),
+        ev("segment", m.text_array("Hello there, how are you?"), turn_id=1, segment_index=1, event=m.SEGMENT),
         closed("segment"),
     ])
     tts_node.run(tts, load({}), synth)
@@ -109,7 +109,7 @@ def test_a_segment_piper_makes_no_sound_of_is_still_played_so_backpressure_moves
     speaker_node.run(speaker, s, sink)
     events = [(meta["event"], meta["segment_index"]) for _v, meta in speaker.of("played")]
     assert ("finished", 0) in events and ("finished", 1) in events
-    # "Hello." came in chunks and is still one segment to the listener and the segmenter
+    # segment 1 came in chunks and is still one segment to the listener and the segmenter
     assert len([v for v, meta in sent if meta["segment_index"] == 1]) >= 2
     assert events.count(("started", 1)) == 1 and events.count(("finished", 1)) == 1
 

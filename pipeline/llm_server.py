@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from pipeline.llm import EMBEDDED_MODEL_ALIAS
 from pipeline.models import llm_serving_path
+from pipeline.segmenter import FIRST_MAX_WORDS
 from pipeline.settings import Settings
 
 # Runs `python -m llama_cpp.server ARGS` after PR_SET_PDEATHSIG (1) = SIGTERM; exits at once if
@@ -38,6 +39,9 @@ except Exception:
 if os.getppid() != int(os.environ.get("VOICE_LLM_SERVER_PARENT", os.getppid())):
     sys.exit(0)
 os.nice(int(os.environ.get("VOICE_LLM_SERVER_NICE", "0")))
+if os.environ.get("VOICE_LLM_FIRST_PHRASE"):
+    from pipeline.llm_pace import install
+    install(*map(int, os.environ["VOICE_LLM_FIRST_PHRASE"].split(",")))
 sys.argv = ["llama_cpp.server"] + sys.argv[1:]
 runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
 """
@@ -53,13 +57,19 @@ class EmbeddedServer:
     batch_threads: int = 2
     host: str = "127.0.0.1"
     nice: int = 5
+    first_phrase_threads: int = 2  # see pipeline/llm_pace.py
+    first_min_words: int = 3
+    first_max_words: int = FIRST_MAX_WORDS
     _proc: subprocess.Popen[bytes] | None = None
     _log: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=30))
 
     @classmethod
     def from_settings(cls, s: Settings) -> EmbeddedServer:
         return cls(llm_serving_path(s.llm_server_model), s.llm_server_port, s.llm_server_threads,
-                   s.llm_server_ctx, nice=s.llm_server_nice, batch_threads=s.llm_server_batch_threads)
+                   s.llm_server_ctx, nice=s.llm_server_nice, batch_threads=s.llm_server_batch_threads,
+                   first_phrase_threads=s.llm_server_first_phrase_threads,
+                   first_min_words=s.segment_first_min_words,
+                   first_max_words=min(FIRST_MAX_WORDS, s.segment_max_words))
 
     @property
     def base_url(self) -> str:
@@ -86,6 +96,12 @@ class EmbeddedServer:
             "--n_ubatch", "128",
             "--verbose", "false",
         ]
+
+    def first_phrase_env(self) -> str:
+        """"threads,min_words,max_words" for `pipeline.llm_pace.install`; empty: no pacing."""
+        if self.first_phrase_threads <= self.threads:
+            return ""
+        return f"{self.first_phrase_threads},{self.first_min_words},{self.first_max_words}"
 
     def port_free(self) -> bool:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -117,7 +133,8 @@ class EmbeddedServer:
             env={**os.environ, "PYTHONUNBUFFERED": "1", "VOICE_LLM_SERVER_PARENT": str(os.getpid()),
                  # Generation yields to the audio path: on 2 cores, Piper synthesizing the
                  # first segment and the VAD must not wait behind llama.cpp's threads.
-                 "VOICE_LLM_SERVER_NICE": str(self.nice)},
+                 "VOICE_LLM_SERVER_NICE": str(self.nice),
+                 "VOICE_LLM_FIRST_PHRASE": self.first_phrase_env()},
         )
         threading.Thread(target=self._pump, args=(self._proc,), daemon=True).start()
 

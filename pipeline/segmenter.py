@@ -78,6 +78,7 @@ _BREAK_BEFORE = frozenset({
     "from", "with", "without", "about", "into", "onto", "through", "during", "over", "under",
     "between", "by", "of",
 })
+FIRST_MAX_WORDS = 10  # see the module doc; the embedded server paces on it too (llm_pace)
 _WORD = re.compile(r"\S+")
 _LEADING_BLANKS = re.compile(r"[^\S\r\n]+")
 
@@ -109,7 +110,7 @@ class StreamSegmenter:
 
     first_min_words: int = 3
     max_words: int = 20
-    first_max_words: int = 10
+    first_max_words: int = FIRST_MAX_WORDS
     _buf: str = field(default="", init=False, repr=False)
     _pos: int = field(default=0, init=False, repr=False)  # scanned up to here
     _words: int = field(default=0, init=False, repr=False)  # words in _buf[:_pos]

@@ -129,6 +129,7 @@ SPECS: tuple[Spec, ...] = (
     _s("LLM_SERVER_MODEL", "", "str", "GGUF file for the embedded server; empty = the bundled SmolLM2-135M-Instruct, served as a Q8_0 copy made once in `models/` (first token ~28 % faster than its Q4_1)."),
     _s("LLM_SERVER_THREADS", "1", "int", "CPU threads of the embedded server while it generates: 1 leaves the other core to Piper, which synthesizes the first segment meanwhile.", minimum=1, maximum=64),
     _s("LLM_SERVER_BATCH_THREADS", "2", "int", "CPU threads of the embedded server while it reads the prompt (nothing else runs then): first token 153 vs 190 ms, a whole history re-read 2.0 vs 5.0 s.", minimum=1, maximum=64),
+    _s("LLM_SERVER_FIRST_PHRASE_THREADS", "2", "int", "CPU threads of the embedded server while it generates an answer's first phrase (nothing else runs then; see pipeline/llm_pace.py); then LLM_SERVER_THREADS.", minimum=1, maximum=64),
     _s("LLM_SERVER_NICE", "5", "int", "CPU priority of the embedded server (higher = lower priority), so speech synthesis and the VAD come first.", minimum=0, maximum=19),
     _s("LLM_SERVER_CTX", "2048", "int", "Context length of the embedded server.", minimum=256, maximum=32768),
     _s("LLM_SERVER_START_TIMEOUT_S", "120", "float", "Seconds the embedded server may take to start (a turn waits for it at most LLM_FIRST_TOKEN_TIMEOUT_S).", minimum=1, maximum=1200),
@@ -194,6 +195,7 @@ class Settings:
     llm_server_model: str
     llm_server_threads: int
     llm_server_batch_threads: int
+    llm_server_first_phrase_threads: int
     llm_server_nice: int
     llm_server_ctx: int
     llm_server_start_timeout_s: float

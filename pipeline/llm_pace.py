@@ -19,6 +19,8 @@ the standard library so the server stays small.
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,8 +99,18 @@ def install(fast: int, min_words: int, max_words: int) -> None:
     """Wrap `llama_cpp.Llama.generate` in this process (the embedded server)."""
     import llama_cpp
 
+    broken: list[str] = []
+
     def threads(llama: Any, n: int) -> None:
-        llama_cpp.llama_set_n_threads(llama._ctx.ctx, n, llama.n_threads_batch)
+        # llama-cpp-python internals: if a release renames them, generate unpaced (on the
+        # server's own threads) rather than fail every request
+        if broken:
+            return
+        try:
+            llama_cpp.llama_set_n_threads(llama._ctx.ctx, n, llama.n_threads_batch)
+        except (AttributeError, TypeError, ctypes.ArgumentError) as exc:
+            broken.append(str(exc))
+            print(f"llm_pace: generating unpaced ({type(exc).__name__}: {exc})", file=sys.stderr, flush=True)
 
     def text_of(llama: Any, token: int) -> str:
         return llama.detokenize([token]).decode("utf-8", errors="ignore")

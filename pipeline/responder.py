@@ -135,6 +135,15 @@ class Responder:
             turn.spoken.append(text)
         elif event == m.TURN_END:
             turn.completed = True
+            self._finalise_now(turn_id)
+
+    def _finalise_now(self, turn_id: int) -> None:
+        """The answer was heard to its end: it goes into the history now rather than at the
+        next transcript, and if that trimmed the history, the server reads the new prefix
+        while the user is silent (`LlmClient.prefill`)."""
+        if self._finalise_history(before=turn_id + 1) and self.client.config.embedded:
+            prefix = self.conversation.prefix()
+            threading.Thread(target=self.client.prefill, args=(prefix,), name="prefill", daemon=True).start()
 
     def idle(self) -> bool:
         """No answer is being generated (the node may end)."""
@@ -152,20 +161,22 @@ class Responder:
         self.client.close_current()
         log.info("turn %d: answer cancelled by a new turn", turn.turn_id)
 
-    def _finalise_history(self, before: int) -> None:
+    def _finalise_history(self, before: int) -> bool:
         """Move finished turns into the history, without waiting for their workers: a
         cancelled worker adds nothing that matters (its answer is stored as what was spoken,
-        which the event loop itself collected)."""
+        which the event loop itself collected). True if that trimmed the history."""
         with self._lock:
             done = sorted(t for t in self.turns if t < before)
             old = [self.turns.pop(t) for t in done]
+        trimmed = False
         for turn in old:
             if turn.failed or not turn.generated:
                 continue
             if turn.completed:
-                self.conversation.record(turn.question, "".join(turn.generated), cut_off=False)
+                trimmed |= self.conversation.record(turn.question, "".join(turn.generated), cut_off=False)
             else:
-                self.conversation.record(turn.question, " ".join(turn.spoken), cut_off=True)
+                trimmed |= self.conversation.record(turn.question, " ".join(turn.spoken), cut_off=True)
+        return trimmed
 
     def _answer(self, turn: _Turn) -> None:
         try:

@@ -227,6 +227,42 @@ def test_history_is_trimmed_in_blocks_so_the_servers_prompt_cache_keeps_matching
     assert 3 <= len(conv.exchanges) <= 6
 
 
+@pytest.mark.parametrize("embedded", [True, False])
+def test_after_a_trim_the_embedded_server_reads_the_new_history_before_the_user_speaks(embedded):
+    """A heard answer goes into the history at its turn end; when that trims the history, the
+    embedded server is asked (1 token) to read the kept history at once, so the next turn's
+    request finds it cached instead of re-reading it before its first token."""
+    sink = Sink()
+    script = Script(answer="Fine.")
+    with ScriptedServer(script) as srv:
+        r = responder(srv.base_url, sink, max_turns=2, embedded=embedded)
+        for turn in (1, 2, 3):
+            sink.ended.clear()
+            r.on_transcript(turn, f"q{turn}", {"turn_id": turn})
+            assert sink.ended.wait(5)
+            r.on_played(turn, m.FINISHED, "Fine.")
+            r.on_played(turn, m.TURN_END, "")
+        deadline = time.monotonic() + 5
+        while embedded and len(script.requests) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.1)
+        before_turn_4 = list(script.requests)
+        sink.ended.clear()
+        r.on_transcript(4, "q4", {"turn_id": 4})
+        assert sink.ended.wait(5)
+    answers = [req for req in before_turn_4 if req.get("max_tokens") != 1]
+    prefills = [req for req in before_turn_4 if req.get("max_tokens") == 1]
+    assert len(answers) == 3
+    if not embedded:
+        assert prefills == []  # a remote server would bill it
+        return
+    # turn 3 made the history longer than 2 exchanges: one prefill of what was kept
+    assert len(prefills) == 1
+    kept = prefills[0]["messages"]
+    assert [x["content"] for x in kept] == ["be brief", "q3", "Fine."]
+    assert script.requests[-1]["messages"][: len(kept)] == kept  # turn 4 starts with it
+
+
 def test_empty_transcript_never_reaches_the_llm():
     sink = Sink()
     with ScriptedServer() as srv:

@@ -142,3 +142,24 @@ def test_the_embedded_server_is_paced_only_with_more_threads_for_the_first_phras
 
     assert EmbeddedServer("m.gguf", 1, threads=1, first_phrase_threads=2).first_phrase_env() == "2,3,10"
     assert EmbeddedServer("m.gguf", 1, threads=2, first_phrase_threads=2).first_phrase_env() == ""
+
+
+def test_a_llama_cpp_without_the_expected_internals_generates_unpaced(monkeypatch, capsys):
+    import llama_cpp
+
+    from pipeline import llm_pace
+
+    def generate(self, tokens):
+        yield from tokens
+
+    monkeypatch.setattr(llama_cpp.Llama, "generate", generate)
+    llm_pace.install(2, 3, 10)
+
+    class Renamed:  # no `_ctx`: a future llama-cpp-python
+        n_threads, n_threads_batch = 1, 2
+
+        def detokenize(self, tokens):
+            return b"word "
+
+    assert list(llama_cpp.Llama.generate(Renamed(), [5, 6, 7])) == [5, 6, 7]
+    assert "generating unpaced (AttributeError" in capsys.readouterr().err

@@ -95,6 +95,7 @@ def main() -> None:
     except ModelNotFound as exc:
         fail(NAME, str(exc))
     synth.warm_up()
+    release_memory()
     log.info("Piper voice ready (%d Hz)", synth.sample_rate)
     run(Node(), s, synth)
 

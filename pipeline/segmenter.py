@@ -5,8 +5,10 @@ starts and how natural it sounds. The first segment of an answer is released at 
 clause boundary (", ; : -" after `first_min_words` words) so the voice starts early; later
 ones end at sentence ends, line breaks (paragraphs, list items) or, for a sentence longer
 than `max_words`, at its last clause boundary (or after `max_words` words). The first
-segment has its own, lower limit (`first_max_words`): a first sentence of 17 words with no
-comma took 1.2 s to synthesize while the LLM went on generating, against 0.3 s for 8 words.
+segment has its own, lower limit (`first_max_words`): the voice waits for the whole first
+segment to be generated (~25 ms a token on one core). Before Piper was streamed inside a
+sentence (pipeline/tts.py) it also waited for all of it to be synthesized: a first sentence
+of 17 words with no comma took 1.2 s, against 0.3 s for 8 words.
 Where a sentence must be cut without a clause boundary, the cut goes before the last
 conjunction, relative pronoun or preposition ("... passed down | through generations"),
 where a speaker would pause, and only with no such word right before the limit.

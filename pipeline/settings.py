@@ -136,7 +136,7 @@ SPECS: tuple[Spec, ...] = (
     # segmenter
     _s("SEGMENTS_AHEAD", "2", "int", "Segments sent to TTS before the speaker has played them (backpressure).", minimum=1, maximum=20),
     _s("SEGMENT_FIRST_MIN_WORDS", "3", "int", "Words the first segment needs before a clause boundary (, ; : -) may end it.", minimum=1, maximum=50),
-    _s("SEGMENT_MAX_WORDS", "20", "int", "A longer sentence is split at a clause boundary, else before a phrase-starting word, at this many words. Piper's memory grows with the segment: peak RSS 233 / 273 / 333 MB for 10 / 20 / 32 words.", minimum=5, maximum=200),
+    _s("SEGMENT_MAX_WORDS", "20", "int", "A longer sentence is split at a clause boundary, else before a phrase-starting word, at this many words. Piper's memory no longer grows with the segment (its vocoder runs in chunks): peak RSS 219-227 MB for 10-32 words, against 217 / 252 / 310 MB for 10 / 20 / 32 words before.", minimum=5, maximum=200),
     # tts
     _s("TTS_VOICE", "", "str", "Piper voice `.onnx` (its `.onnx.json` beside it); empty = bundled en_US-joe-medium."),
     _s("TTS_THREADS", "2", "int", "CPU threads for Piper (onnxruntime).", minimum=1, maximum=64),

@@ -189,6 +189,8 @@ def voice_split(model: str) -> tuple[str, str]:
         os.replace(tmp[0], acoustic)  # last: its presence says both are complete
     except subprocess.CalledProcessError as exc:
         raise VoiceNotSplittable(exc.stderr.decode(errors="replace").strip()[-300:]) from None
+    except subprocess.SubprocessError as exc:  # e.g. a timeout
+        raise VoiceNotSplittable(str(exc)) from None
     finally:
         for t in tmp:
             t.unlink(missing_ok=True)

@@ -61,8 +61,7 @@ def test_any_split_into_tokens_gives_the_same_point():
 
 
 class FakeLlama:
-    def __init__(self) -> None:
-        self.threads: list[tuple[str, int]] = []
+    """Stands for a `llama_cpp.Llama`: `paced` only hands it to the callbacks."""
 
 
 def test_generation_is_fast_until_the_first_phrase_then_slow_and_slow_after_an_early_stop():

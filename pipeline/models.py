@@ -122,20 +122,32 @@ def q8_copy(src: str) -> str:
     dst = models_dir() / (source.stem.replace("Q4_1", "").rstrip(".-_") + ".Q8_0.gguf")
     if dst.is_file():
         return str(dst)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
     try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pipeline.models", "q8", str(source), str(tmp)],
-                       check=True, capture_output=True, timeout=300)
-        os.replace(tmp, dst)  # atomic: a dataflow starting meanwhile sees all or nothing
+        _make_in_child("q8", source, [dst])
     except (OSError, subprocess.SubprocessError) as exc:
         detail = getattr(exc, "stderr", b"") or b""
         log.warning("serving %s as it is: its Q8_0 copy could not be made in %s (%s %s)",
                     source.name, dst.parent, exc, detail.decode(errors="replace")[-300:])
-        tmp.unlink(missing_ok=True)
         return src
     log.info("made %s from %s (once)", dst, source.name)
     return str(dst)
+
+
+def _make_in_child(command: str, source: Path, outputs: list[Path]) -> None:
+    """`python -m pipeline.models COMMAND SOURCE TMP...`, then each temporary file moved onto
+    its output, the first output last: a dataflow starting meanwhile sees all or nothing
+    (os.replace is atomic, and the first output's presence says the others are complete).
+    Raises OSError or subprocess.SubprocessError; leaves no temporary file behind."""
+    tmp = [p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in outputs]
+    try:
+        outputs[0].parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pipeline.models", command, str(source), *map(str, tmp)],
+                       check=True, capture_output=True, timeout=300)
+        for temporary, output in reversed(list(zip(tmp, outputs, strict=True))):
+            os.replace(temporary, output)
+    finally:
+        for temporary in tmp:
+            temporary.unlink(missing_ok=True)
 
 
 def _quantize_q8(src: str, dst: str) -> None:
@@ -180,20 +192,12 @@ def voice_split(model: str) -> tuple[str, str]:
     vocoder = models_dir() / f"{stem}.vocoder.onnx"
     if acoustic.is_file() and vocoder.is_file():
         return str(acoustic), str(vocoder)
-    tmp = [p.with_name(f".{p.name}.{os.getpid()}.tmp") for p in (acoustic, vocoder)]
     try:
-        acoustic.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-m", "pipeline.models", "split", str(source), *map(str, tmp)],
-                       check=True, capture_output=True, timeout=300)
-        os.replace(tmp[1], vocoder)
-        os.replace(tmp[0], acoustic)  # last: its presence says both are complete
+        _make_in_child("split", source, [acoustic, vocoder])
     except subprocess.CalledProcessError as exc:
         raise VoiceNotSplittable(exc.stderr.decode(errors="replace").strip()[-300:]) from None
     except subprocess.SubprocessError as exc:  # e.g. a timeout
         raise VoiceNotSplittable(str(exc)) from None
-    finally:
-        for t in tmp:
-            t.unlink(missing_ok=True)
     log.info("split %s into acoustic model and vocoder in %s (once)", source.name, acoustic.parent)
     return str(acoustic), str(vocoder)
 

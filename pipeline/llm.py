@@ -149,17 +149,50 @@ class Exchange:
     cut_off: bool = False
 
 
+# Words that point back at the last exchange ("how tall is it?", "and what about Spain?").
+_BACK_WORDS = frozenset(["it", "its", "it's", "that", "this", "these", "those", "they", "them", "their", "he", "she", "him", "her", "his", "there", "then", "also", "too", "else", "more"])
+_BACK_STARTS = ("and ", "but ", "so ", "what about", "how about", "why", "really", "tell me more",
+                "what else", "or ")
+
+
+def is_follow_up(question: str) -> bool:
+    """The question only makes sense with the previous exchange.
+
+    A small model copies whatever the history holds into its answer (asked about sleep
+    after a dinner question, it recommends a recipe), so history goes with a question only
+    when the question refers back to it.
+    """
+    low = question.lower().strip()
+    if low.startswith(_BACK_STARTS):
+        return True
+    words = {w.strip(".,!?;:'\"") for w in low.split()}
+    return bool(words & _BACK_WORDS)
+
+
 @dataclass
 class Conversation:
-    """Bounded history. An interrupted answer is kept as what was actually spoken."""
+    """Bounded history. An interrupted answer is kept as what was actually spoken.
+
+    `history` says which past exchanges go with a question: `all` of them (up to
+    `max_turns`), or only for a follow-up (`follow-ups`, see :func:`is_follow_up`).
+    `examples` are fixed exchanges that always come first, after the system prompt.
+    """
 
     system_prompt: str
     max_turns: int = 6
     exchanges: list[Exchange] = field(default_factory=list)
+    history: str = "all"
+    examples: tuple[tuple[str, str], ...] = ()
 
     def messages(self, question: str) -> list[dict[str, str]]:
         msgs = [{"role": "system", "content": self.system_prompt}]
-        for ex in self.exchanges[-self.max_turns :] if self.max_turns else []:
+        for q, a in self.examples:
+            msgs.append({"role": "user", "content": q})
+            msgs.append({"role": "assistant", "content": a})
+        past = self.exchanges[-self.max_turns :] if self.max_turns else []
+        if self.history != "all" and question and not is_follow_up(question):
+            past = []
+        for ex in past:
             answer = ex.answer
             if ex.cut_off:
                 answer = (answer + " ..." if answer else "...") + " [interrupted by the user]"

@@ -109,15 +109,10 @@ def q8_copy(src: str, models_dir: str) -> str:
     """`src` re-encoded as Q8_0 once, into MODELS_DIR; `src` itself if that cannot be done.
 
     Why: the bundled SmolLM2 is Q4_1, for which llama.cpp has no repacked AVX2 kernels, and
-    on 2 cores the first token of a turn is mostly the prompt's new tokens being read
-    (~17 of them, 5-8 ms each). As Q8_0 the same weights are read ~28 % faster (first token
-    median 88 / 87 vs 121 / 123 ms, 8 turns with history, two interleaved rounds of
-    `python -m tests.bench_llm`), a token is generated as fast (23-25 ms), and Q8_0 holds
-    every weight to within 1/254 of the largest in its block of 32: 5 of the 8 answers were
-    word for word the same, the other 3 as good. Costs 46 MB more PSS (275 vs 229 MB for
-    the server) and ~2 s once. Re-encoded as Q4_0 (78 ms) or Q4_K (101 ms) it was faster
-    too, but the answers got worse (re-quantizing loses precision: "a week spans 4 days and
-    15 hours").
+    on a small CPU the first token of a turn is mostly the prompt's new tokens being read.
+    Q8_0 is read faster, generates as fast, and holds every weight to within 1/254 of the
+    largest in its block of 32, so the answers stay as good; re-encoding to a smaller type
+    would lose precision twice. The measurements are in docs/performance.md.
     The conversion runs in a child process so libllama is not loaded into this one.
     """
     source = Path(src)

@@ -18,19 +18,6 @@ NAME = "asr"
 log = logging.getLogger(NAME)
 
 
-def asr_config(s: Settings) -> AsrConfig:
-    return AsrConfig(
-        model=s.asr_model,
-        compute_type=s.asr_compute_type,
-        threads=s.asr_threads,
-        language=s.asr_language,
-        beam_size=s.asr_beam_size,
-        no_speech_threshold=s.asr_no_speech_threshold,
-        logprob_threshold=s.asr_logprob_threshold,
-        window_s=s.asr_window_s,
-    )
-
-
 def run(node: Any, s: Settings, transcriber: Transcriber) -> None:
     out = Outbox(node)
     gate = TurnGate()
@@ -92,7 +79,7 @@ def main() -> None:
 
     s = start(NAME)
     try:
-        transcriber = Transcriber(asr_config(s))
+        transcriber = Transcriber(AsrConfig.from_settings(s))
     except ModelNotFound as exc:
         fail(NAME, str(exc))
     transcriber.warm_up()

@@ -24,28 +24,9 @@ log = logging.getLogger(NAME)
 PROBE_EVERY_S = 0.5
 
 
-def llm_config(s: Settings) -> LlmConfig:
-    base_url = s.openai_base_url or f"http://127.0.0.1:{s.llm_server_port}/v1"
-    return LlmConfig(
-        base_url=base_url,
-        api_key=s.openai_api_key,
-        model=s.llm_model,
-        system_prompt=s.llm_system_prompt,
-        max_tokens=s.llm_max_tokens,
-        temperature=s.llm_temperature,
-        history_turns=s.llm_history_turns,
-        streaming=s.enable_streaming,
-        connect_timeout_s=s.llm_connect_timeout_s,
-        first_token_timeout_s=s.llm_first_token_timeout_s,
-        token_timeout_s=s.llm_token_timeout_s,
-        retries=s.llm_retries,
-        embedded=s.uses_embedded_llm,
-    )
-
-
 def run(node: Any, s: Settings) -> None:
     out = Outbox(node)
-    config = llm_config(s)
+    config = LlmConfig.from_settings(s)
     ready = threading.Event()
     restarted = is_restart(node)
     journal = journal_for(node, NAME)

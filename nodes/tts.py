@@ -90,8 +90,7 @@ def main() -> None:
 
     s = start(NAME)
     try:
-        synth = Synthesizer(TtsConfig(voice=s.tts_voice, length_scale=s.tts_length_scale,
-                                       threads=s.tts_threads))
+        synth = Synthesizer(TtsConfig.from_settings(s))
     except ModelNotFound as exc:
         fail(NAME, str(exc))
     synth.warm_up()

@@ -16,18 +16,6 @@ NAME = "vad"
 log = logging.getLogger(NAME)
 
 
-def endpoint_config(s: Settings) -> EndpointConfig:
-    return EndpointConfig(
-        threshold=s.vad_threshold,
-        start_ms=s.vad_start_ms,
-        min_speech_ms=s.vad_min_speech_ms,
-        end_silence_ms=s.vad_end_silence_ms,
-        preroll_ms=s.vad_preroll_ms,
-        max_utterance_s=s.vad_max_utterance_s,
-        speculate_ms=s.vad_speculative_ms if s.vad_speculative_ms < s.vad_end_silence_ms else 0,
-    )
-
-
 class PlaybackState:
     """Whether the assistant is talking, from the speaker's `played` events (half duplex)."""
 
@@ -109,7 +97,7 @@ def main() -> None:
     from dora import Node
 
     s = start(NAME)
-    vad = VadPipeline(endpoint_config(s))
+    vad = VadPipeline(EndpointConfig.from_settings(s))
     aec = EchoCanceller() if s.aec and not s.mic_file else None
     if aec is not None and not aec.available:
         log.warning("echo cancellation unavailable: the assistant may hear itself (see AEC)")

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.models import asr_model_path
+from pipeline.settings import DEFAULTS, Settings
 
 SAMPLE_RATE = 16000
 
@@ -67,14 +68,31 @@ _NON_WORD = re.compile(r"[^\w' ]+")
 
 @dataclass(frozen=True)
 class AsrConfig:
-    model: str = "tiny.en"
-    compute_type: str = "int8"
-    threads: int = 2
-    language: str = "en"
-    beam_size: int = 1
-    no_speech_threshold: float = 0.6
-    logprob_threshold: float = -1.0
-    window_s: float = 10.0  # encoder window for short utterances; 30 = Whisper's own
+    """What :class:`Transcriber` needs; the defaults are the settings' (pipeline/settings.py)."""
+
+    model: str = DEFAULTS.asr_model
+    compute_type: str = DEFAULTS.asr_compute_type
+    threads: int = DEFAULTS.asr_threads
+    language: str = DEFAULTS.asr_language
+    beam_size: int = DEFAULTS.asr_beam_size
+    no_speech_threshold: float = DEFAULTS.asr_no_speech_threshold
+    logprob_threshold: float = DEFAULTS.asr_logprob_threshold
+    window_s: float = DEFAULTS.asr_window_s  # encoder window for short utterances; 30 = Whisper's own
+    models_dir: str = DEFAULTS.models_dir
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> AsrConfig:
+        return cls(
+            model=s.asr_model,
+            compute_type=s.asr_compute_type,
+            threads=s.asr_threads,
+            language=s.asr_language,
+            beam_size=s.asr_beam_size,
+            no_speech_threshold=s.asr_no_speech_threshold,
+            logprob_threshold=s.asr_logprob_threshold,
+            window_s=s.asr_window_s,
+            models_dir=s.models_dir,
+        )
 
 
 FULL_WINDOW_S = 30.0
@@ -173,7 +191,7 @@ class Transcriber:
     def __init__(self, config: AsrConfig) -> None:
         self.config = config
         self.model = _windowed_model_class()(
-            asr_model_path(config.model),
+            asr_model_path(config.model, config.models_dir),
             device="cpu",
             compute_type=config.compute_type,
             cpu_threads=config.threads,

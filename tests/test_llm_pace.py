@@ -112,7 +112,7 @@ def test_the_server_paces_real_llama_cpp_generation(monkeypatch):
     from pipeline import llm_pace
     from pipeline.models import llm_serving_path
 
-    llama = llama_cpp.Llama(llm_serving_path(""), n_threads=1, n_threads_batch=2, n_ctx=512, verbose=False)
+    llama = llama_cpp.Llama(llm_serving_path("", ""), n_threads=1, n_threads_batch=2, n_ctx=512, verbose=False)
     prompt = "<|im_start|>user\nTell me about Paris, in three sentences.<|im_end|>\n<|im_start|>assistant\n"
 
     def answer() -> str:

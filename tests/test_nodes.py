@@ -15,7 +15,7 @@ from tests.nodekit import RecordingNode, closed, ev
 
 def test_vad_node_sends_speech_started_then_the_utterance(question_16k):
     from nodes import vad as vad_node
-    from pipeline.vad import VadPipeline
+    from pipeline.vad import EndpointConfig, VadPipeline
 
     s = load({})
     audio = np.concatenate([np.zeros(8000, np.float32), question_16k, np.zeros(16000, np.float32)])
@@ -24,7 +24,7 @@ def test_vad_node_sends_speech_started_then_the_utterance(question_16k):
     events.append(ev("audio", m.audio_array(np.zeros(320, np.float32)), sample_rate=8000, capture_time=0.0))
     events.append(closed("audio"))
     node = RecordingNode(events)
-    vad_node.run(node, s, VadPipeline(vad_node.endpoint_config(s)))
+    vad_node.run(node, s, VadPipeline(EndpointConfig.from_settings(s)))
     kinds = [(oid, meta.get("final")) for oid, _v, meta in node.sent]
     assert kinds[0] == ("speech_started", None)
     finals = [meta for oid, _v, meta in node.sent if oid == "utterance" and meta["final"]]
@@ -34,10 +34,10 @@ def test_vad_node_sends_speech_started_then_the_utterance(question_16k):
 
 def test_asr_node_transcribes_and_drops_stale_turns(question_16k):
     from nodes import asr as asr_node
-    from pipeline.asr import Transcriber
+    from pipeline.asr import AsrConfig, Transcriber
 
     s = load({})
-    tr = Transcriber(asr_node.asr_config(s))
+    tr = Transcriber(AsrConfig.from_settings(s))
     audio = m.audio_array(np.asarray(question_16k))
     node = RecordingNode([
         ev("utterance", audio, turn_id=1, sample_rate=16000, final=True, t_speech_end=5.0),

@@ -1,8 +1,13 @@
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
 
 from pipeline import settings
+
+README = Path(__file__).parent.parent / "README.md"
+TABLE = re.compile(r"<!-- settings table:[^\n]*-->\n(.*?)\n<!-- end of settings table -->", re.S)
 
 
 def test_defaults_are_valid():
@@ -35,9 +40,69 @@ def test_api_key_never_shown():
 
 
 def test_readme_documents_every_setting():
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = README.read_text()
     for spec in settings.SPECS:
         assert f"`{spec.name}`" in readme, spec.name
+
+
+def test_readme_settings_table_is_the_generated_one():
+    """Regenerate it with `python -m pipeline.settings` after changing a setting."""
+    found = TABLE.findall(README.read_text())
+    assert len(found) == 1, "the README needs exactly one marked settings table"
+    assert found[0] == settings.markdown_table()
+    rows = [line.split("|")[1].strip(" `") for line in found[0].splitlines()[2:]]
+    assert rows == [spec.name for spec in settings.SPECS]
+
+
+def test_every_setting_is_one_field_with_one_declaration():
+    """SPECS is derived from the Settings fields: same names, same order, same defaults."""
+    names = [f.name for f in dataclasses.fields(settings.Settings)]
+    assert [spec.name for spec in settings.SPECS] == [n.upper() for n in names]
+    assert len(set(names)) == len(names)
+    assert settings.load({}) == settings.Settings() == settings.DEFAULTS
+    for spec in settings.SPECS:
+        assert spec.doc.strip(), spec.name
+        # a default written in the environment means the default: in range, right type
+        assert spec.parse(spec.default_text()) == spec.default, spec.name
+        assert type(spec.default).__name__ == ("str" if spec.kind == "choice" else spec.kind)
+
+
+def test_models_dir_is_a_setting():
+    assert settings.load({}).models_dir == ""
+    assert settings.load({"MODELS_DIR": "/srv/models"}).models_dir == "/srv/models"
+
+
+def test_stage_configs_default_to_the_settings():
+    """A config built without settings (tests, benchmarks) behaves as the assistant does."""
+    from pipeline.asr import AsrConfig
+    from pipeline.llm import LlmConfig, embedded_base_url
+    from pipeline.tts import TtsConfig
+    from pipeline.vad import EndpointConfig
+
+    d = settings.DEFAULTS
+    assert AsrConfig() == AsrConfig.from_settings(d)
+    assert TtsConfig() == TtsConfig.from_settings(d)
+    url = embedded_base_url(d.llm_server_port)
+    assert LlmConfig(base_url=url, embedded=True) == LlmConfig.from_settings(d)
+    assert dataclasses.replace(EndpointConfig(), speculate_ms=d.vad_speculative_ms) == (
+        EndpointConfig.from_settings(d))
+
+
+def test_configs_are_built_from_the_settings():
+    from pipeline.asr import AsrConfig
+    from pipeline.llm import LlmConfig
+    from pipeline.tts import TtsConfig
+    from pipeline.vad import EndpointConfig
+
+    s = settings.load({"ASR_THREADS": "1", "TTS_LENGTH_SCALE": "0.8", "MODELS_DIR": "/m",
+                       "OPENAI_BASE_URL": "http://h:1/v1", "LLM_FIRST_TOKEN_TIMEOUT_S": "7",
+                       "VAD_END_SILENCE_MS": "300", "VAD_SPECULATIVE_MS": "320"})
+    assert AsrConfig.from_settings(s).threads == 1 and AsrConfig.from_settings(s).models_dir == "/m"
+    assert TtsConfig.from_settings(s).length_scale == 0.8
+    llm = LlmConfig.from_settings(s)
+    assert llm.base_url == "http://h:1/v1" and llm.first_token_timeout_s == 7 and not llm.embedded
+    ep = EndpointConfig.from_settings(s)
+    assert ep.end_silence_ms == 300 and ep.speculate_ms == 0  # speculating after the endpoint: off
 
 
 def test_node_exits_with_a_clear_message_on_a_bad_setting(monkeypatch, capsys):

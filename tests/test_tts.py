@@ -61,7 +61,7 @@ def test_chunked_vocoding_gives_the_samples_of_one_pass(quiet):
 def test_the_split_voice_is_the_voice(quiet):
     """Acoustic model + vocoder give what Piper's own single graph gives."""
     ids = quiet._sentences("The capital of France is Paris.")[0]
-    full = quiet._session(models.tts_voice_paths("")[0])
+    full = quiet._session(models.tts_voice_paths("", "")[0])
     one_graph = full.run(None, quiet._acoustic_feed(ids))[0].reshape(-1)
     assert np.max(np.abs(quiet._raw(ids) - one_graph)) < 1e-4
 
@@ -89,7 +89,7 @@ def test_one_gain_for_the_voice_keeps_short_and_long_sentences_equally_loud(synt
 
 
 def test_a_voice_that_cannot_be_split_is_synthesized_a_sentence_at_a_time(monkeypatch):
-    def refuse(model: str):
+    def refuse(model: str, models_dir: str):
         raise models.VoiceNotSplittable("not a Piper VITS export")
 
     monkeypatch.setattr(tts_mod, "voice_split", refuse)
@@ -101,17 +101,16 @@ def test_a_voice_that_cannot_be_split_is_synthesized_a_sentence_at_a_time(monkey
     assert chunks[1].audio.size > s.sample_rate
 
 
-def test_voice_split_makes_the_two_files_once_and_refuses_a_graph_without_a_vocoder(tmp_path, monkeypatch):
-    monkeypatch.setenv("MODELS_DIR", str(tmp_path))
-    voice = models.tts_voice_paths("")[0]
-    acoustic, vocoder = models.voice_split(voice)
+def test_voice_split_makes_the_two_files_once_and_refuses_a_graph_without_a_vocoder(tmp_path):
+    voice = models.tts_voice_paths("", str(tmp_path))[0]
+    acoustic, vocoder = models.voice_split(voice, str(tmp_path))
     assert acoustic.startswith(str(tmp_path)) and vocoder.startswith(str(tmp_path))
     stamp = (tmp_path / acoustic).stat().st_mtime_ns
-    assert models.voice_split(voice) == (acoustic, vocoder)
+    assert models.voice_split(voice, str(tmp_path)) == (acoustic, vocoder)
     assert (tmp_path / acoustic).stat().st_mtime_ns == stamp  # not made again
     # Silero's VAD is an ONNX graph with no HiFi-GAN in it
     from pipeline.vad import silero_model_path
 
     with pytest.raises(models.VoiceNotSplittable, match="not a Piper VITS export"):
-        models.voice_split(silero_model_path())
+        models.voice_split(silero_model_path(), str(tmp_path))
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary left

@@ -141,6 +141,12 @@ SPECS: tuple[Spec, ...] = (
     _s("TTS_VOICE", "", "str", "Piper voice `.onnx` (its `.onnx.json` beside it); empty = bundled en_US-joe-medium."),
     _s("TTS_THREADS", "2", "int", "CPU threads for Piper (onnxruntime).", minimum=1, maximum=64),
     _s("TTS_LENGTH_SCALE", "1.0", "float", "Speaking rate of Piper: below 1 is faster.", minimum=0.3, maximum=3),
+    # live view
+    _s("VIEW", "true", "bool", "Serve the live view (state, transcript, streaming answer, latency) as a web page; false = no view node work."),
+    _s("VIEW_HOST", "127.0.0.1", "str", "Address the live view listens on; anything but a loopback address needs VIEW_TOKEN."),
+    _s("VIEW_PORT", "8765", "int", "Port of the live view.", minimum=1, maximum=65535),
+    _s("VIEW_TOKEN", "", "str", "Token the live view asks for (`?token=` or `Authorization: Bearer`); required off 127.0.0.1.", secret=True),
+    _s("VIEW_EXPORT", "", "str", "Write the conversation as one self-contained HTML page to this file (after each turn and at the end)."),
     # metrics
     _s("METRICS_FILE", "", "str", "Append one JSON line of raw timestamps per turn to this file."),
     _s("LOG_LEVEL", "info", "choice", "Log level of the nodes.", choices=("debug", "info", "warning", "error")),
@@ -205,6 +211,11 @@ class Settings:
     tts_voice: str
     tts_length_scale: float
     tts_threads: int
+    view: bool
+    view_host: str
+    view_port: int
+    view_token: str
+    view_export: str
     metrics_file: str
     log_level: str
 

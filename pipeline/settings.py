@@ -144,7 +144,7 @@ SPECS: tuple[Spec, ...] = (
     # live view
     _s("VIEW", "true", "bool", "Serve the live view (state, transcript, streaming answer, latency) as a web page; false = no view node work."),
     _s("VIEW_HOST", "127.0.0.1", "str", "Address the live view listens on; anything but a loopback address needs VIEW_TOKEN."),
-    _s("VIEW_PORT", "8765", "int", "Port of the live view.", minimum=1, maximum=65535),
+    _s("VIEW_PORT", "8765", "int", "Port of the live view; 0 = any free port (the address is logged).", minimum=0, maximum=65535),
     _s("VIEW_TOKEN", "", "str", "Token the live view asks for (`?token=` or `Authorization: Bearer`); required off 127.0.0.1.", secret=True),
     _s("VIEW_EXPORT", "", "str", "Write the conversation as one self-contained HTML page to this file (after each turn and at the end)."),
     # metrics

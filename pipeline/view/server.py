@@ -91,6 +91,10 @@ class Hub:
         with self._lock:
             self._publish(self.state.tick(now))
 
+    def snapshot(self) -> dict[str, Any]:
+        """The snapshot with secrets hidden (for the static export)."""
+        return json.loads(self.snapshot_json())
+
     def snapshot_json(self) -> str:
         with self._lock:
             return self._encode(self.state.snapshot())

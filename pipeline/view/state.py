@@ -125,10 +125,11 @@ Event = (SpeechStarted | Endpointed | Transcript | LlmDelta | LlmEnd | SegmentSe
 
 # -- per-turn record ------------------------------------------------------------------------
 _WORD = re.compile(r"\S+")
+_LINK_TARGET = re.compile(r"\]\(.*")  # "label](url)": only the label is spoken
 
 
 def _norm(word: str) -> str:
-    return "".join(ch for ch in word.lower() if ch.isalnum())
+    return "".join(ch for ch in _LINK_TARGET.sub("", word).lower() if ch.isalnum())
 
 
 def spoken_offset(answer: str, spoken: list[str]) -> int:

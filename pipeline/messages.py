@@ -1,44 +1,60 @@
-"""The message contract: every output id, its dtype and its metadata, in one place.
+"""The message contract: one typed class per output of the dataflow.
 
-Like the Wyoming protocol, the vocabulary is tiny and every node speaks it. Every message
-on the wire is a pyarrow array plus a flat metadata dict (dora allows bool/int/float/str).
+Like the Wyoming protocol, the vocabulary is tiny and every node speaks it. On the wire a
+message is a pyarrow array (its *payload*) plus a flat metadata dict (dora allows bool, int,
+float and str). Nodes never build or read metadata: they send ``msg.to_dora()`` and read
+``Class.from_dora(value, metadata)``, so a key, a type or a default exists in one place, here.
 
-| output               | value                 | metadata (besides `turn_id`)                           |
-|----------------------|-----------------------|--------------------------------------------------------|
-| microphone/audio     | float32[n], mono      | sample_rate, capture_time, seq (no turn: turn_id = -1) |
-| vad/speech_started   | int64[1] = turn_id    | t_speech_start                                         |
-| vad/utterance        | float32[n], mono      | sample_rate, t_speech_start, t_speech_end              |
-| asr/transcript       | utf8[1]               | t_* so far + t_transcript, asr_s                        |
-| llm/text             | utf8[1]               | event = delta or end, index, t_* (end: reason, error)   |
-| segmenter/segment    | utf8[1]               | event = segment or end, segment_index, t_*             |
-| tts/audio            | float32[n], mono      | sample_rate, segment_index, chunk_index, end_of_segment, text, event |
-| tts/ready            | utf8[1] = "tts"       | restart (restarted by dora: send the lost segments)    |
-| speaker/played       | int64[1] = seg index  | event = started/finished/turn_end/interrupted, text    |
-| speaker/reference    | float32[n], 16 kHz    | event = play (t_start: when it will be heard) or cut   |
+| output               | class          | payload                | what it says                                |
+|----------------------|----------------|------------------------|---------------------------------------------|
+| microphone/audio     | `MicAudio`     | float32[n], 16 kHz     | a block of captured sound                   |
+| vad/speech_started   | `SpeechStarted`| int64[1] = turn_id     | the user started a turn (interrupts)        |
+| vad/utterance        | `Utterance`    | float32[n]             | the speech of a turn (tentative or final)   |
+| asr/transcript       | `Transcript`   | utf8[1]                | what the user said                          |
+| llm/text             | `LlmText`      | utf8[1]                | an answer's text delta, or its end          |
+| llm/ready            | `LlmReady`     | utf8[1]                | the assistant can answer (file mode starts) |
+| llm-server/ready     | `ServerReady`  | utf8[1] = base URL     | the embedded server answers (again)         |
+| segmenter/segment    | `Segment`      | utf8[1]                | a speakable piece of the answer, or its end |
+| tts/audio            | `TtsAudio`     | float32[n]             | a chunk of a segment's voice, or the end    |
+| tts/ready            | `TtsReady`     | utf8[1] = "tts"        | the voice is loaded (after a crash: resend) |
+| speaker/played       | `Played`       | int64[1] = segment     | what the user really heard, and when        |
+| speaker/reference    | `Reference`    | float32[n], 16 kHz     | what will be heard, for the echo canceller  |
 
 Rules every node follows:
 
-* `turn_id` (int) is given by the VAD when speech starts; it increases by one per turn.
-  A node that has seen `speech_started` for turn N drops any message of a turn < N.
-  That is the whole interruption protocol (as in Pipecat, interruption is just a message).
-* Timestamps are UNIX seconds (float) named `t_<what>`; each node copies every `t_*` key
-  it receives onto what it sends, so the speaker ends up with the whole history of a turn.
-* Audio is float32 in [-1, 1], mono, with its `sample_rate` in the metadata.
-* `event` tells the kind of message on outputs that carry more than one.
+* Turns. `turn_id` (int) names the turn a message belongs to. The VAD gives user turns
+  ids that are multiples of :data:`TURN_STRIDE`; the assistant may start turns of its own
+  (a timer that rings) with the ids in between (:func:`assistant_turn`), so both kinds stay
+  ordered and never collide without any node asking another. A node that has seen turn N
+  drops any message of a turn < N: that is the whole interruption protocol (as in Pipecat,
+  an interruption is just a message). Messages of no turn carry :data:`NO_TURN`.
+* Times. `times` holds the turn's stage timestamps (`t_<what>`, UNIX seconds) and stage
+  durations (`<what>_s`, seconds). Each stage copies the times it received onto what it
+  sends and adds its own, so the speaker ends up with the whole history of a turn
+  (pipeline/metrics.py turns it into the latency line).
+* Audio is float32 in [-1, 1], mono, with its `sample_rate`.
+* `event` tells the kind of message on outputs that carry more than one kind.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pyarrow as pa
 
 NO_TURN = -1
+TURN_STRIDE = 1000
+"""User turns are 1000, 2000, ...; the assistant's own turns after user turn 2000 are 2001,..."""
 
-# event names
+ASR_RATE = 16000
+"""The rate of microphone audio, utterances and the echo reference."""
+
+# event names (one definition; pipeline/playback.py uses these)
 DELTA = "delta"
 END = "end"
 SEGMENT = "segment"
@@ -46,34 +62,57 @@ STARTED = "started"
 FINISHED = "finished"
 TURN_END = "turn_end"
 INTERRUPTED = "interrupted"
+PLAY = "play"
+CUT = "cut"
+DELAY = "delay"
 
-# output ids (the YAML declares the same names)
-MIC_AUDIO = "audio"
-VAD_SPEECH_STARTED = "speech_started"
-VAD_UTTERANCE = "utterance"
-ASR_TRANSCRIPT = "transcript"
-LLM_TEXT = "text"
-SEGMENTER_SEGMENT = "segment"
-TTS_AUDIO = "audio"
-TTS_READY = "ready"
-SPEAKER_PLAYED = "played"
-SPEAKER_REFERENCE = "reference"
+# why an answer ended (`LlmText.reason`)
+REASON_STOP = "stop"
+REASON_CANCELLED = "cancelled"
+REASON_ERROR = "error"
 
 Meta = dict[str, Any]
+Times = dict[str, float]
 
 
-def times(meta: Mapping[str, Any]) -> Meta:
-    """The `t_*` timestamps (and durations) of a message, to carry onto the next one."""
-    return {k: v for k, v in meta.items() if k.startswith("t_") or k.endswith("_s")}
+class ContractError(ValueError):
+    """A message does not follow this contract (a required key is missing or mistyped)."""
 
 
-def turn_of(meta: Mapping[str, Any]) -> int:
-    value = meta.get("turn_id", NO_TURN)
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return NO_TURN
+def user_turn(n: int) -> int:
+    """The id of the user's n-th turn (n >= 1)."""
+    return n * TURN_STRIDE
 
+
+def is_user_turn(turn_id: int) -> bool:
+    """A turn the user started by speaking (as opposed to one the assistant started)."""
+    return turn_id > 0 and turn_id % TURN_STRIDE == 0
+
+
+def assistant_turn(after: int, k: int = 1) -> int:
+    """The id of the assistant's k-th own turn after turn `after` (user or assistant).
+
+    It sorts after `after` and before the user's next turn, so a user who speaks next
+    interrupts it like any answer. Raises when the gap is used up (999 rings in one turn).
+    """
+    base = max(after, 0)
+    turn = base + k
+    if turn // TURN_STRIDE != base // TURN_STRIDE:
+        raise ValueError(f"no assistant turn left after {after}")
+    return turn
+
+
+def is_stamp(key: str) -> bool:
+    """A key of `times`: a timestamp `t_*` or a duration `*_s`."""
+    return key.startswith("t_") or key.endswith("_s")
+
+
+def now() -> float:
+    """UNIX time, the clock of every `t_*` stamp."""
+    return time.time()
+
+
+# --- payload helpers -----------------------------------------------------------------------
 
 def text_array(text: str) -> pa.Array:
     return pa.array([text], type=pa.utf8())
@@ -98,7 +137,11 @@ def audio_array(samples: np.ndarray) -> pa.Array:
 
 
 def audio_of(value: pa.Array) -> np.ndarray:
-    """Samples of an audio message as float32 (zero-copy when the sender used float32)."""
+    """Samples of an audio payload as float32 (zero-copy when the sender used float32).
+
+    Integer payloads are scaled to [-1, 1], so a sender may choose int16 to halve what
+    crosses a network without changing the contract.
+    """
     if len(value) == 0:
         return np.zeros(0, dtype=np.float32)
     arr = value.to_numpy(zero_copy_only=False)
@@ -111,18 +154,348 @@ def audio_of(value: pa.Array) -> np.ndarray:
     return arr
 
 
+_EMPTY = np.zeros(0, dtype=np.float32)
+
+
+def _empty_audio() -> np.ndarray:
+    return _EMPTY
+
+
+# --- the base class ------------------------------------------------------------------------
+
+M = TypeVar("M", bound="Message")
+
+
 @dataclass
 class Message:
-    """One message as a node sees it: output id, value and metadata."""
+    """One output of one node: its payload is the field named by ``PAYLOAD``.
 
-    id: str
-    value: pa.Array
-    metadata: Meta = field(default_factory=dict)
+    Every other dataclass field is a metadata key of the same name, except ``times``, whose
+    items are flattened into the metadata. ``PAYLOAD_KIND`` is ``text``, ``audio`` or
+    ``int``. Fields without a default are required on the wire; the rest take the one
+    default written here.
+    """
+
+    OUTPUT: ClassVar[str] = ""  # the output id as dataflow.yml declares it
+    PAYLOAD: ClassVar[str] = ""
+    PAYLOAD_KIND: ClassVar[str] = "text"
+
+    def to_dora(self) -> tuple[pa.Array, Meta]:
+        """(payload, metadata) for `node.send_output(self.OUTPUT, ...)`."""
+        meta: Meta = {}
+        payload: pa.Array | None = None
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == self.PAYLOAD:
+                payload = _encode(self.PAYLOAD_KIND, value)
+            elif f.name == "times":
+                meta.update((k, v) for k, v in value.items() if v is not None)
+            elif value is not None:
+                meta[f.name] = value
+        assert payload is not None, f"{type(self).__name__} has no payload field"
+        return payload, meta
+
+    @classmethod
+    def from_dora(cls: type[M], value: pa.Array, metadata: Mapping[str, Any]) -> M:
+        """Decode a received message; raises :class:`ContractError` if it breaks the contract."""
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == cls.PAYLOAD:
+                kwargs[f.name] = _decode(cls.PAYLOAD_KIND, value)
+            elif f.name == "times":
+                kwargs["times"] = {k: float(v) for k, v in metadata.items()
+                                   if is_stamp(k) and isinstance(v, (int, float))
+                                   and k not in _FIELD_NAMES[cls]}
+            elif f.name in metadata:
+                kwargs[f.name] = _coerce(cls, f, metadata[f.name])
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ContractError(f"{cls.__name__}: metadata key {f.name!r} is missing")
+        return cls(**kwargs)
+
+
+_FIELD_NAMES: dict[type, frozenset[str]] = {}
+
+
+def _register(cls: type[M]) -> type[M]:
+    _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+    return cls
+
+
+def _encode(kind: str, value: Any) -> pa.Array:
+    if kind == "text":
+        return text_array(str(value))
+    if kind == "audio":
+        return audio_array(value)
+    return int_array(int(value))
+
+
+def _decode(kind: str, value: pa.Array) -> Any:
+    if kind == "text":
+        return text_of(value)
+    if kind == "audio":
+        return audio_of(value)
+    if len(value) == 0:
+        raise ContractError("an int64[1] payload is empty")
+    return int(value[0].as_py())
+
+
+_CASTS = {"int": int, "float": float, "str": str, "bool": bool}
+
+
+def _coerce(cls: type, f: dataclasses.Field, raw: Any) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+    cast = _CASTS.get(kind)
+    if cast is None:
+        return raw
+    try:
+        return cast(raw)
+    except (TypeError, ValueError):
+        raise ContractError(f"{cls.__name__}.{f.name}: {raw!r} is not {kind}") from None
+
+
+# --- the outputs ---------------------------------------------------------------------------
+
+@_register
+@dataclass
+class MicAudio(Message):
+    """microphone/audio: one block of captured sound (no turn)."""
+
+    OUTPUT: ClassVar[str] = "audio"
+    PAYLOAD: ClassVar[str] = "samples"
+    PAYLOAD_KIND: ClassVar[str] = "audio"
+
+    samples: np.ndarray
+    capture_time: float  # UNIX time the block's last sample was captured
+    seq: int = 0  # block counter, to see losses
+    sample_rate: int = ASR_RATE
+
+
+@_register
+@dataclass
+class SpeechStarted(Message):
+    """vad/speech_started: the user started turn `turn_id`; older turns are interrupted."""
+
+    OUTPUT: ClassVar[str] = "speech_started"
+    PAYLOAD: ClassVar[str] = "turn_id"
+    PAYLOAD_KIND: ClassVar[str] = "int"
+
+    turn_id: int
+    t_speech_start: float
+
+
+@_register
+@dataclass
+class Utterance(Message):
+    """vad/utterance: a turn's speech, tentative (`final` false: the user paused) or final.
+
+    A final utterance with `same_as_tentative` holds the same audio as the last tentative
+    one of its turn, so its transcript can be reused.
+    """
+
+    OUTPUT: ClassVar[str] = "utterance"
+    PAYLOAD: ClassVar[str] = "samples"
+    PAYLOAD_KIND: ClassVar[str] = "audio"
+
+    turn_id: int
+    samples: np.ndarray
+    t_speech_start: float
+    t_speech_end: float
+    t_utterance: float
+    final: bool = True
+    same_as_tentative: bool = False
+    sample_rate: int = ASR_RATE
 
     @property
-    def turn_id(self) -> int:
-        return turn_of(self.metadata)
+    def times(self) -> Times:
+        return {"t_speech_start": self.t_speech_start, "t_speech_end": self.t_speech_end,
+                "t_utterance": self.t_utterance}
 
-    @property
-    def event(self) -> str:
-        return str(self.metadata.get("event", ""))
+
+@_register
+@dataclass
+class Transcript(Message):
+    """asr/transcript: what the user said in turn `turn_id` (tentative unless `final`)."""
+
+    OUTPUT: ClassVar[str] = "transcript"
+    PAYLOAD: ClassVar[str] = "text"
+
+    turn_id: int
+    text: str
+    final: bool = True
+    times: Times = field(default_factory=dict)
+
+
+@_register
+@dataclass
+class LlmText(Message):
+    """llm/text: a delta of the answer (`event` = delta) or its end (`event` = end).
+
+    `index` counts the turn's messages from 0. An end says why (`reason`: stop, cancelled or
+    error); an error also names its kind (`error`), and so does the apology's delta.
+    """
+
+    OUTPUT: ClassVar[str] = "text"
+    PAYLOAD: ClassVar[str] = "text"
+
+    turn_id: int
+    event: str
+    index: int
+    text: str = ""
+    reason: str = ""
+    error: str = ""
+    times: Times = field(default_factory=dict)
+
+
+@_register
+@dataclass
+class LlmReady(Message):
+    """llm/ready: the assistant can answer; `endpoint` is `embedded` or the server's URL."""
+
+    OUTPUT: ClassVar[str] = "ready"
+    PAYLOAD: ClassVar[str] = "endpoint"
+
+    endpoint: str
+
+
+@_register
+@dataclass
+class ServerReady(Message):
+    """llm-server/ready: the OpenAI-compatible server at `base_url` answers (again)."""
+
+    OUTPUT: ClassVar[str] = "ready"
+    PAYLOAD: ClassVar[str] = "base_url"
+
+    base_url: str
+    embedded: bool = True
+
+
+@_register
+@dataclass
+class Segment(Message):
+    """segmenter/segment: a speakable piece of the answer (`event` = segment) or its end.
+
+    `resent` marks a segment sent again after the tts node crashed.
+    """
+
+    OUTPUT: ClassVar[str] = "segment"
+    PAYLOAD: ClassVar[str] = "text"
+
+    turn_id: int
+    event: str
+    segment_index: int
+    text: str = ""
+    resent: bool = False
+    times: Times = field(default_factory=dict)
+
+
+@_register
+@dataclass
+class TtsAudio(Message):
+    """tts/audio: a chunk of a segment's voice (`event` = segment) or the answer's end.
+
+    A segment comes in chunks (`chunk_index` from 0); the one with `end_of_segment` is its
+    last. The end of the answer is one empty message with `event` = end.
+    """
+
+    OUTPUT: ClassVar[str] = "audio"
+    PAYLOAD: ClassVar[str] = "samples"
+    PAYLOAD_KIND: ClassVar[str] = "audio"
+
+    turn_id: int
+    event: str
+    segment_index: int
+    sample_rate: int
+    samples: np.ndarray = field(default_factory=_empty_audio)
+    chunk_index: int = 0
+    end_of_segment: bool = True
+    text: str = ""
+    times: Times = field(default_factory=dict)
+
+
+@_register
+@dataclass
+class TtsReady(Message):
+    """tts/ready: the voice is loaded; `restart`: dora restarted the node, resend what it lost."""
+
+    OUTPUT: ClassVar[str] = "ready"
+    PAYLOAD: ClassVar[str] = "name"
+
+    name: str = "tts"
+    restart: bool = False
+
+
+@_register
+@dataclass
+class Played(Message):
+    """speaker/played: what the user heard of segment `segment_index` of turn `turn_id`.
+
+    `event`: started, finished, turn_end (the whole answer was heard) or interrupted (cut
+    after `played_s` seconds of it). `t` is when it happened at the speaker. `times` holds
+    every timestamp of the turn so far.
+    """
+
+    OUTPUT: ClassVar[str] = "played"
+    PAYLOAD: ClassVar[str] = "segment_index"
+    PAYLOAD_KIND: ClassVar[str] = "int"
+
+    turn_id: int
+    event: str
+    segment_index: int
+    t: float
+    text: str = ""
+    played_s: float = 0.0
+    times: Times = field(default_factory=dict)
+
+
+@_register
+@dataclass
+class Reference(Message):
+    """speaker/reference: what the speaker will play, for the echo canceller.
+
+    `event` = play: `samples` (16 kHz) are heard from UNIX time `t_start` on; cut: nothing
+    after `t_start` will be heard; delay: what was to play from `t_start` on plays
+    `delay_s` later (the device stalled).
+    """
+
+    OUTPUT: ClassVar[str] = "reference"
+    PAYLOAD: ClassVar[str] = "samples"
+    PAYLOAD_KIND: ClassVar[str] = "audio"
+
+    event: str
+    t_start: float
+    samples: np.ndarray = field(default_factory=_empty_audio)
+    delay_s: float = 0.0
+    turn_id: int = NO_TURN
+    sample_rate: int = ASR_RATE
+
+
+# --- to be removed once every node speaks the classes above (the redesign in progress) -----
+MIC_AUDIO = "audio"
+VAD_SPEECH_STARTED = "speech_started"
+VAD_UTTERANCE = "utterance"
+ASR_TRANSCRIPT = "transcript"
+LLM_TEXT = "text"
+SEGMENTER_SEGMENT = "segment"
+TTS_AUDIO = "audio"
+TTS_READY = "ready"
+SPEAKER_PLAYED = "played"
+SPEAKER_REFERENCE = "reference"
+
+
+def times(meta: Mapping[str, Any]) -> Meta:
+    """The `t_*` timestamps (and durations) of a metadata dict."""
+    return {k: v for k, v in meta.items() if is_stamp(k)}
+
+
+def turn_of(meta: Mapping[str, Any]) -> int:
+    value = meta.get("turn_id", NO_TURN)
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return NO_TURN
+
+
+ALL: tuple[type[Message], ...] = (
+    MicAudio, SpeechStarted, Utterance, Transcript, LlmText, LlmReady, ServerReady,
+    Segment, TtsAudio, TtsReady, Played, Reference,
+)

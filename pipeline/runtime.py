@@ -1,4 +1,12 @@
-"""Plumbing every node shares: settings at start, logging, a thread-safe sender.
+"""Plumbing every node shares: settings at start, logging, a thread-safe sender, and the
+one event loop that drives a node's processor.
+
+The node shape (as Pipecat's frame processors): a node's logic is a `pipeline/` class, its
+*processor*, that takes one decoded message (or a tick, or a control event such as STOP)
+and returns the messages to send. :func:`drive` decodes dora's events with the message
+classes of :mod:`pipeline.messages`, calls the processor and sends what it returns; a
+message that breaks the contract is logged and dropped, never crashes the node. A node file
+is then its wiring (which class each input carries) and its devices.
 
 The node object is passed in (a `dora.Node` in the dataflow, a `dora.testing.MockNode` in
 tests), so this module never imports dora.
@@ -10,13 +18,15 @@ import ctypes
 import logging
 import sys
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import pyarrow as pa
 
 from pipeline import settings as settings_mod
 from pipeline.journal import TurnJournal
+from pipeline.messages import ContractError, Message
 from pipeline.settings import Settings, SettingsError
 
 
@@ -56,6 +66,15 @@ class Outbox:
         meta = {k: v for k, v in (metadata or {}).items() if v is not None}
         with self._lock:
             self.node.send_output(output_id, value, meta)
+
+    def emit(self, msg: Message) -> None:
+        """Send one message of the contract on its output."""
+        value, meta = msg.to_dora()
+        self.send(msg.OUTPUT, value, meta)
+
+    def emit_all(self, msgs: Iterable[Message] | None) -> None:
+        for msg in msgs or ():
+            self.emit(msg)
 
 
 def _glibc() -> ctypes.CDLL | None:
@@ -154,3 +173,81 @@ def inputs(
                     return
                 continue
             log.warning("dora error event: %s", event.get("error"))
+
+
+@dataclass(frozen=True)
+class Tick:
+    """A dora timer input fired (`input_id` names which)."""
+
+    input_id: str
+
+
+@dataclass(frozen=True)
+class Control:
+    """Not a message but news about the dataflow.
+
+    `kind` is STOP, CLOSED (input `input_id` closed), RESTARTED (upstream node `input_id`
+    crashed and is being restarted) or FAILED (it crashed for good).
+    """
+
+    kind: str
+    input_id: str = ""
+
+
+Event = Message | Tick | Control
+
+
+class Processor(Protocol):
+    """A node's logic: takes one event, returns the messages to send (possibly none).
+
+    Processors that also produce output on their own (a device callback, a worker thread)
+    are given an emit function when built; everything they send goes through one
+    :class:`Outbox`.
+    """
+
+    def handle(self, event: Event) -> Iterable[Message] | None: ...
+
+    def idle(self) -> bool:
+        """Nothing of its own is still in progress (see :func:`inputs`, `done`)."""
+        ...
+
+
+def decode(wiring: Mapping[str, type[Message] | None], input_id: str, value: Any,
+           meta: Mapping[str, Any]) -> Event | None:
+    """The event of one dora input (None for an input the wiring does not know)."""
+    if input_id in _CONTROLS:
+        return Control(input_id, str(meta.get("id", "")))
+    if input_id not in wiring:
+        return None
+    cls = wiring[input_id]
+    if cls is None:
+        return Tick(input_id)
+    return cls.from_dora(value, meta)
+
+
+_CONTROLS = frozenset({STOP, CLOSED, RESTARTED, FAILED})
+
+
+def drive(node: Any, processor: Processor, wiring: Mapping[str, type[Message] | None],
+          out: Outbox | None = None, primary: frozenset[str] = frozenset(),
+          stop_on: Callable[[Event], bool] = lambda e: False) -> Outbox:
+    """Run a node: every dora event is decoded and handed to `processor`; what it returns
+    is sent. `wiring` maps each input id to the message class it carries (None: a timer).
+
+    The loop ends as :func:`inputs` says (all `primary` inputs closed and
+    ``processor.idle()``), or at the first event for which `stop_on` is true.
+    """
+    out = out or Outbox(node)
+    log = logging.getLogger("runtime")
+    for input_id, value, meta in inputs(node, primary, processor.idle):
+        try:
+            event = decode(wiring, input_id, value, meta)
+        except ContractError as exc:
+            log.error("input %s dropped: %s", input_id, exc)
+            continue
+        if event is None:
+            continue
+        out.emit_all(processor.handle(event))
+        if stop_on(event):
+            break
+    return out

@@ -4,7 +4,8 @@ It only listens: it has no outputs, its inputs are small drop-oldest queues (a s
 loses messages, never delays a sender), and nothing downstream depends on it, so a crash of
 it never touches a turn. Everything that goes wrong in here is logged and skipped.
 
-All decoding of dora messages into the view's events is in :func:`decode`.
+All decoding of dora messages (the classes of pipeline/messages.py) into the view's own
+events is in :func:`to_view`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from pipeline import messages as m
-from pipeline.runtime import CLOSED, FAILED, RESTARTED, STOP, inputs, start
+from pipeline.runtime import CLOSED, FAILED, RESTARTED, STOP, Control, Tick, drive, start
+from pipeline.runtime import Event as NodeEvent
 from pipeline.settings import SPECS, Settings
 from pipeline.view import export
 from pipeline.view.server import Hub, Redactor, ServerConfig, ViewConfigError, ViewServer
@@ -36,32 +38,37 @@ from pipeline.view.state import (
 
 NAME = "view"
 log = logging.getLogger(NAME)
-DATA_INPUTS = frozenset({"mic", "speech_started", "utterance", "transcript", "text", "segment",
-                         "played"})
+WIRING: dict[str, type[m.Message] | None] = {
+    "tick": None,
+    "mic": m.MicAudio,
+    "speech_started": m.SpeechStarted,
+    "utterance": m.Utterance,
+    "transcript": m.Transcript,
+    "text": m.LlmText,
+    "segment": m.Segment,
+    "played": m.Played,
+}
+DATA_INPUTS = frozenset(k for k, v in WIRING.items() if v is not None)
 LEVEL_EVERY_S = 0.1  # mic level updates per second: 10 are plenty for a meter
 MIC_SILENT_S = 3.0  # no microphone audio for this long: the device is probably gone
 
 
-def decode(input_id: str, value: Any, meta: dict[str, Any]) -> Event | None:
-    """One dora message as a view event (None: not one the view shows)."""
-    turn = m.turn_of(meta)
-    times = m.times(meta)
-    event = str(meta.get("event", ""))
-    if input_id == "speech_started":
-        return SpeechStarted(turn, float(meta.get("t_speech_start", time.time())))
-    if input_id == "utterance":
-        return Endpointed(turn, bool(meta.get("final", True)), times)
-    if input_id == "transcript":
-        return Transcript(turn, m.text_of(value), bool(meta.get("final", True)), times)
-    if input_id == "text" and event == m.END:
-        return LlmEnd(turn, str(meta.get("reason", "stop")), str(meta.get("error", "")), times)
-    if input_id == "text":
-        return LlmDelta(turn, m.text_of(value), int(meta.get("index", 0)), times)
-    if input_id == "segment" and event == m.SEGMENT:
-        return SegmentSent(turn, int(meta.get("segment_index", -1)), m.text_of(value), times)
-    if input_id == "played":
-        return Played(turn, event, int(meta.get("segment_index", -1)), str(meta.get("text", "")),
-                      float(meta.get("t", time.time())), times)
+def to_view(msg: m.Message) -> Event | None:
+    """One message of the dataflow as a view event (None: not one the view shows)."""
+    if isinstance(msg, m.SpeechStarted):
+        return SpeechStarted(msg.turn_id, msg.t_speech_start)
+    if isinstance(msg, m.Utterance):
+        return Endpointed(msg.turn_id, msg.final, msg.times)
+    if isinstance(msg, m.Transcript):
+        return Transcript(msg.turn_id, msg.text, msg.final, msg.times)
+    if isinstance(msg, m.LlmText) and msg.event == m.END:
+        return LlmEnd(msg.turn_id, msg.reason or m.REASON_STOP, msg.error, msg.times)
+    if isinstance(msg, m.LlmText):
+        return LlmDelta(msg.turn_id, msg.text, msg.index, msg.times)
+    if isinstance(msg, m.Segment) and msg.event == m.SEGMENT:
+        return SegmentSent(msg.turn_id, msg.segment_index, msg.text, msg.times)
+    if isinstance(msg, m.Played):
+        return Played(msg.turn_id, msg.event, msg.segment_index, msg.text, msg.t, msg.times)
     return None
 
 
@@ -114,59 +121,63 @@ def open_server(s: Settings, hub: Hub) -> ViewServer | None:
 
 
 class ViewNode:
-    """Feeds one hub from dora events; never raises out of :meth:`handle`."""
+    """The node's processor: feeds one hub; never raises, never sends anything."""
 
     def __init__(self, hub: Hub, export_path: str = "") -> None:
         self.hub = hub
         self.export_path = export_path
         self.mic = MicMeter()
 
-    def handle(self, input_id: str, value: Any, meta: dict[str, Any]) -> None:
+    def handle(self, event: NodeEvent) -> None:
         try:
-            for event in self._events(input_id, value, meta):
-                self.hub.apply(event)
-            if input_id == "played" and meta.get("event") in (m.TURN_END, m.INTERRUPTED):
+            for item in self._events(event):
+                self.hub.apply(item)
+            if isinstance(event, m.Played) and event.event in (m.TURN_END, m.INTERRUPTED):
                 self.save()
         except Exception:  # noqa: BLE001 - the view must never stop on a bad message
-            log.exception("view: could not show %s", input_id)
+            log.exception("view: could not show %s", type(event).__name__)
 
-    def _events(self, input_id: str, value: Any, meta: dict[str, Any]) -> list[Event]:
+    def idle(self) -> bool:
+        return True
+
+    def _events(self, event: NodeEvent) -> list[Event]:
         now = time.time()
-        if input_id == "mic":
-            return self.mic.feed(m.audio_of(value), now)
-        if input_id == "tick":
+        if isinstance(event, m.MicAudio):
+            return self.mic.feed(event.samples, now)
+        if isinstance(event, Tick):
             self.hub.tick(now)
             return self.mic.check(now)
-        if input_id == CLOSED and meta.get("id") == "mic":
-            self.mic.closed = True
-        if input_id == RESTARTED:
-            return [Fault(str(meta.get("id")), "crashed; dora restarted it", now, active=False)]
-        if input_id == FAILED:
-            return [Fault(str(meta.get("id")), "crashed and will not be restarted", now)]
-        event = decode(input_id, value, meta)
-        return [] if event is None else [event]
+        if isinstance(event, Control):
+            if event.kind == CLOSED and event.input_id == "mic":
+                self.mic.closed = True
+            elif event.kind == RESTARTED:
+                return [Fault(event.input_id, "crashed; dora restarted it", now, active=False)]
+            elif event.kind == FAILED:
+                return [Fault(event.input_id, "crashed and will not be restarted", now)]
+            return []
+        item = to_view(event)
+        return [] if item is None else [item]
 
     def save(self) -> None:
         if self.export_path:
             export.write(self.hub.snapshot(), self.export_path)
 
 
-def run(node: Any, s: Settings) -> None:
+def run(node: Any, s: Settings) -> ViewNode:
     secrets = [getattr(s, spec.name.lower()) for spec in SPECS if spec.secret]
     hub = Hub(ViewState(), Redactor(str(v) for v in secrets))
     server = open_server(s, hub) if s.view else None
-    view = ViewNode(hub, s.view_export)
+    view = ViewNode(hub, s.view_export if s.view else "")
+    wiring = WIRING if s.view else {}  # off: every input is read and dropped
     try:
-        for input_id, value, meta in inputs(node, primary=DATA_INPUTS):
-            if input_id == STOP:
-                break  # only a view: nothing of a turn is lost by stopping now
-            if s.view:
-                view.handle(input_id, value, meta)
+        # STOP ends it at once: it is only a view, nothing of a turn is lost
+        drive(node, view, wiring, primary=DATA_INPUTS,
+              stop_on=lambda e: isinstance(e, Control) and e.kind == STOP)
     finally:
-        if s.view:
-            view.save()
+        view.save()
         if server is not None:
             server.stop()
+    return view
 
 
 def main() -> None:

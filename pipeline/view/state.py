@@ -349,6 +349,8 @@ class ViewState:
     def _played(self, turn: TurnView, ev: Played) -> list[dict[str, Any]]:
         turn.stamp(ev.times)
         out: list[dict[str, Any]] = []
+        if ev.kind == "started" and turn.turn_id > self.current:
+            self.current = turn.turn_id  # a turn the assistant started itself (no speech)
         mine = turn.turn_id == self.current
         if ev.kind == "started":
             turn.playing = (ev.segment_index, ev.text)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.view import export
 from pipeline.view.server import Hub, ServerConfig, ViewServer
 from pipeline.view.state import (
     Endpointed,
@@ -121,3 +122,26 @@ def test_the_page_shows_transcript_streamed_answer_state_and_latency(page):
     assert again["transcripts"] == facts["transcripts"]
     assert again["answers"] == facts["answers"]
     assert again["state"] == "speaking"
+
+
+def test_the_exported_page_renders_the_conversation_offline(tmp_path):
+    hub = Hub()
+    for event in BEFORE:
+        hub.apply(event)
+    path = export.write(hub.snapshot(), tmp_path / "conversation.html")
+    browser = Chromium()
+    try:
+        browser.open(path.as_uri())
+        facts = browser.wait_for("""(() => {
+          const t = document.querySelector('[data-turn="1"]');
+          return t && {transcript: t.querySelector('.transcript').textContent,
+                       answer: t.querySelector('.answer').textContent,
+                       latency: t.querySelector('.latency .figure').textContent,
+                       link: document.getElementById('link').textContent};
+        })()""")
+    finally:
+        browser.close()
+    assert facts["transcript"] == "What is the capital of France?"
+    assert facts["answer"] == "The capital of France is Paris."
+    assert facts["latency"] == "1100 ms"
+    assert facts["link"].startswith("saved ")

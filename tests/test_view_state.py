@@ -108,6 +108,8 @@ def test_spoken_offset_aligns_words_not_characters():
     text = "Sure - here's *the* [answer](http://x): 42 apples."
     assert text[: spoken_offset(text, ["Sure - here's the answer"])] == "Sure - here's *the* [answer](http://x):"
     assert spoken_offset(text, []) == 0
+    said = "Sure here's the answer forty two apples."
+    assert spoken_offset(text, [said]) == len(text)  # "42" was said as words
     assert spoken_offset("", ["words"]) == 0
 
 

@@ -21,7 +21,6 @@ badge does not stay on "hearing" forever.
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections import OrderedDict, deque
 from collections.abc import Mapping
@@ -125,6 +124,7 @@ Event = (SpeechStarted | Endpointed | Transcript | LlmDelta | LlmEnd | SegmentSe
 
 # -- per-turn record ------------------------------------------------------------------------
 _WORD = re.compile(r"\S+")
+LOOKAHEAD_WORDS = 8  # answer words a spoken word may be ahead of its match (skipped markup)
 _LINK_TARGET = re.compile(r"\]\(.*")  # "label](url)": only the label is spoken
 
 
@@ -136,18 +136,21 @@ def spoken_offset(answer: str, spoken: list[str]) -> int:
     """Where in `answer` the `spoken` segments end (a character offset).
 
     Segments are the answer made speakable (markdown dropped, pieces joined), so they are
-    aligned word by word, not by characters: the offset is the end of the last answer word
-    the spoken words matched.
+    aligned word by word, not by characters: each spoken word is looked for among the next
+    few answer words (markup the voice skipped is passed over; a spoken word the answer does
+    not have is skipped), in one pass over both.
     """
-    words = [(mt.end(), _norm(mt.group())) for mt in _WORD.finditer(answer)]
-    said = [_norm(w) for seg in spoken for w in seg.split()]
-    said = [w for w in said if w]
-    if not words or not said:
+    said = [w for w in (_norm(w) for seg in spoken for w in seg.split()) if w]
+    if not said:
         return 0
-    keys = [w for _, w in words]
-    blocks = difflib.SequenceMatcher(None, keys, said, autojunk=False).get_matching_blocks()
-    ends = [b.a + b.size for b in blocks if b.size > 0]
-    return words[max(ends) - 1][0] if ends else 0
+    words = [(mt.end(), _norm(mt.group())) for mt in _WORD.finditer(answer)]
+    pos, end = 0, 0
+    for word in said:
+        for j in range(pos, min(pos + LOOKAHEAD_WORDS, len(words))):
+            if words[j][1] == word:
+                pos, end = j + 1, words[j][0]
+                break
+    return end
 
 
 @dataclass

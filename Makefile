@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export RUST_BACKTRACE := 0
-APT_PKGS := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox
+APT_PKGS := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox chromium
 PYTEST_ARGS ?=
 
 .PHONY: setup apt run demo test lint bench bench-sound bench-streaming clean sound
@@ -31,6 +31,8 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 run: setup
+	@if [ "$${VIEW:-true}" != false ]; then \
+	  echo "Live view: http://$${VIEW_HOST:-127.0.0.1}:$${VIEW_PORT:-8765}/$${VIEW_TOKEN:+?token=<VIEW_TOKEN>}"; fi
 	dora run dataflow.yml
 
 demo: setup

@@ -176,6 +176,12 @@ class Settings:
     # models
     models_dir: str = setting("", "Folder for user-chosen models and the ones derived once from the bundled models (the Q8_0 LLM, the split voice); empty = `models/` in the repository.")
     # metrics
+    # live view
+    view: bool = setting(True, "Serve the live view (state, transcript, streaming answer, latency) as a web page; false = no view node work.")
+    view_host: str = setting("127.0.0.1", "Address the live view listens on; anything but a loopback address needs VIEW_TOKEN.")
+    view_port: int = setting(8765, "Port of the live view; 0 = any free port (the address is logged).", minimum=0, maximum=65535)
+    view_token: str = setting("", "Token the live view asks for (`?token=` or `Authorization: Bearer`); required off 127.0.0.1.", secret=True)
+    view_export: str = setting("", "Write the conversation as one self-contained HTML page to this file (after each turn and at the end).")
     metrics_file: str = setting("", "Append one JSON line of raw timestamps per turn to this file.")
     log_level: str = setting("info", "Log level of the nodes.", choices=("debug", "info", "warning", "error"))
 

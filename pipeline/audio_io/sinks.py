@@ -35,6 +35,7 @@ from pipeline.audio_io.devices import (
     open_error,
     pick_rate,
 )
+from pipeline.messages import CUT, NO_TURN
 from pipeline.playback import CutSegment, PlaybackBuffer, PlaybackEvent, dac_wall_time, drain
 
 PIPER_RATE = 22050  # the bundled voice
@@ -179,7 +180,11 @@ class Speaker:
         """Barge-in: drop queued audio; see :meth:`PlaybackBuffer.clear` (records a `cut`)."""
         if self._resampling is not None:
             self._resampling.open = None
-        return self.buffer.clear(turn_id_below) if self.buffer is not None else []
+        if self.buffer is not None:
+            return self.buffer.clear(turn_id_below)
+        below = NO_TURN if turn_id_below is None else turn_id_below
+        self._events.put(PlaybackEvent(CUT, below, -1, self.played_until()))  # nothing to cut
+        return []
 
     @property
     def events(self) -> queue.SimpleQueue[PlaybackEvent]:

@@ -320,6 +320,10 @@ class EchoGuard:
     made of that audio's words, it is an echo (people rarely repeat the assistant word for
     word while it speaks). Only segments audible during the utterance count, so a user who
     later repeats part of an answer ("what time is it?") is still heard.
+
+    A segment still open (`started`, no `finished` or `interrupted` yet) counts as playing,
+    but not for longer than `keep_s`: an open entry that never closed (its end lost, or
+    reported before its start) would otherwise take its words for echo for good.
     """
 
     def __init__(self, keep_s: float = 30.0, min_share: float = 0.8) -> None:
@@ -339,8 +343,15 @@ class EchoGuard:
             if words:
                 self._played.append((start, t, words))
             self._played = [p for p in self._played if p[1] > t - self.keep_s]
+        self._expire(t)
+
+    def _expire(self, now: float) -> None:
+        """Forget open segments that started more than `keep_s` before `now`."""
+        for key in [k for k, (start, _) in self._open.items() if start < now - self.keep_s]:
+            del self._open[key]
 
     def is_echo(self, transcript: str, t_start: float, t_end: float) -> bool:
+        self._expire(t_end)
         heard = normalise(transcript).split()
         if not heard or (len(heard) == 1 and heard[0] in INTERRUPTIONS):
             return False  # a lone "stop" is the user even if the answer says "stop" too

@@ -87,6 +87,11 @@ class TurnMetrics:
         rec.transcript = text
         rec.stamp(meta)
 
+    def drop(self, turn_id: int) -> None:
+        """Forget a turn that will never be heard nor logged (a speculative answer dropped
+        before its endpoint, because the user went on talking)."""
+        self.turns.pop(turn_id, None)
+
     def finish(self, turn_id: int, interrupted: bool = False, **extra: Any) -> TurnRecord | None:
         rec = self.turns.pop(turn_id, None)
         if rec is None:

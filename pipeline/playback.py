@@ -17,7 +17,10 @@ Threading rules (the callback runs on PortAudio's thread):
   moves indices and copies at most one device block (a memcpy of a few KB); it never waits
   on anything, never allocates audio buffers (only the per-segment event tuples) and never
   logs. :meth:`add` and :meth:`clear` hold it for a deque append or a pass over the queue.
-* events go to a `queue.SimpleQueue` (non-blocking, reentrant put).
+* events go to one `queue.SimpleQueue` (non-blocking, reentrant put), in the order they
+  happened: a segment's `started` and `finished`, a turn's `turn_end`, the device's stalls
+  (`delay`) and barge-in cuts (`cut`). One consumer reading that queue can therefore
+  never report a segment `interrupted` before it reported it `started`.
 
 File mode uses the same logic with a virtual clock: :meth:`drain_all` pulls everything
 queued in one go, as if a sound card had played it starting at `t0`, so events and their
@@ -35,26 +38,9 @@ from typing import NamedTuple, TypeVar
 
 import numpy as np
 
+from pipeline.messages import CUT, DELAY, FINISHED, NO_TURN, STARTED, TURN_END
+
 _T = TypeVar("_T")
-
-STARTED = "started"
-FINISHED = "finished"
-TURN_END = "turn_end"
-
-
-class PlaybackEvent(NamedTuple):
-    """Something audible happened; `t` is the estimated UNIX time at the speaker.
-
-    For `started` it is when the segment's first sample reaches the speaker, for `finished`
-    when its last sample has, for `turn_end` the same time as the turn's last `finished`.
-    A tuple, so `kind, turn_id, segment_index, t, text = event` works.
-    """
-
-    kind: str
-    turn_id: int
-    segment_index: int
-    t: float
-    text: str = ""
 
 
 class CutSegment(NamedTuple):
@@ -66,6 +52,27 @@ class CutSegment(NamedTuple):
     started: bool  # its first sample had gone out (the user heard part of it)
     played_samples: int  # samples of it already handed to the device
     total_samples: int  # samples of it received so far (played + dropped)
+
+
+class PlaybackEvent(NamedTuple):
+    """Something audible happened; `t` is the estimated UNIX time at the speaker.
+
+    `kind` (pipeline/messages.py names):
+
+    * `started`: the segment's first sample reaches the speaker at `t`;
+    * `finished`: its last sample has at `t`; `turn_end`: the same time, for the turn's last;
+    * `delay`: the device stalled: what was to be heard from `t` on is heard `delay_s` later;
+    * `cut`: :meth:`PlaybackBuffer.clear` dropped the segments in `cut` (turns below
+      `turn_id`, or all for NO_TURN); what the device already had plays until `t`.
+    """
+
+    kind: str
+    turn_id: int
+    segment_index: int
+    t: float
+    text: str = ""
+    delay_s: float = 0.0
+    cut: tuple[CutSegment, ...] = ()
 
 
 @dataclass(eq=False)
@@ -126,7 +133,6 @@ class PlaybackBuffer:
         self._out_end_t = 0.0  # when the last sample handed out reaches the speaker
         self._next_t = 0.0  # when the next block handed out will (zero fill counts)
         self.scheduled_start = 0.0  # when the audio of the last add() starts to be heard
-        self._delays: queue.SimpleQueue[tuple[float, float]] = queue.SimpleQueue()
         # counters (read without the lock: ints, written only under it)
         self.underruns = 0  # starvation episodes in the middle of a segment
         self.underrun_frames = 0  # zero frames output in the middle of a segment
@@ -161,7 +167,7 @@ class PlaybackBuffer:
         with the next device block (:attr:`next_time`). It is computed under the lock, so a
         callback running meanwhile cannot make it one block early, and it follows the same
         device clock from segment to segment (the echo canceller needs the delay between
-        this timeline and the microphone to stay put; see nodes/speaker.py).
+        this timeline and the microphone to stay put; see pipeline/stages/speaker.py).
         """
         data = np.array(samples, dtype=np.float32, copy=True).reshape(-1)
         key = (turn_id, segment_index)
@@ -189,13 +195,14 @@ class PlaybackBuffer:
         """Drop queued audio (barge-in) and return the segments cut, in queue order.
 
         With `turn_id_below=N` only turns < N are dropped (audio of turn N already queued
-        stays) and later `add` calls for turns < N are ignored. Once this returns, no
-        event will ever be recorded for a cut segment; events recorded before are still in
-        :attr:`events`. A node that reports interruptions should therefore call `clear`,
-        then forward :meth:`drain_events`, then send one `interrupted` per cut segment: that
-        keeps every segment's `started` before its `interrupted`.
+        stays) and later `add` calls for turns < N are ignored.
 
-        Audio already handed to the device (up to its latency, ~10-50 ms) still plays.
+        A `cut` event carrying the cut segments is recorded in :attr:`events` under the same
+        lock as every other event: after any event of a cut segment, and no event of a cut
+        segment ever follows it. A consumer that reports interruptions from `cut` events
+        (rather than from this return value) keeps every segment's `started` before its
+        `interrupted`. Its `t` is when what the device already has (up to its latency,
+        ~10-50 ms) stops playing.
         """
         with self._lock:
             cut = self._cut_locked(turn_id_below)
@@ -203,6 +210,9 @@ class PlaybackBuffer:
                 self._min_turn is None or turn_id_below > self._min_turn
             ):
                 self._min_turn = turn_id_below
+            below = NO_TURN if turn_id_below is None else turn_id_below
+            self._events.put(PlaybackEvent(CUT, below, -1, self._next_time_locked(),
+                                           cut=tuple(cut)))
         return cut
 
     # ------------------------------------------------------------------ consumer side
@@ -221,7 +231,7 @@ class PlaybackBuffer:
         with self._lock:
             late = t0 - self._next_t
             if self._queued and self._next_t and late > self.DELAY_MIN_S:
-                self._delays.put((self._next_t, late))
+                self._events.put(PlaybackEvent(DELAY, NO_TURN, -1, self._next_t, delay_s=late))
             k = self._fill_locked(buf, n, t0)
         if k < n:
             buf[k:] = 0.0
@@ -232,10 +242,12 @@ class PlaybackBuffer:
         File mode: the "device" is a WAV file that takes all audio at once, so this is a
         single :meth:`fill` of exactly the queued length. Events get the times a sound card
         starting at `t0` (default: now) would give them, so their spacing is the audio's
-        duration. Not for the real-time path (it allocates).
+        duration. A virtual clock never stalls: no `delay` events. Not for the real-time
+        path (it allocates).
         """
         with self._lock:
             n = self._queued
+            self._next_t = 0.0
         out = np.zeros(n, dtype=np.float32)
         self.fill(out, time.time() if t0 is None else t0)
         return out
@@ -244,7 +256,7 @@ class PlaybackBuffer:
 
     @property
     def events(self) -> queue.SimpleQueue[PlaybackEvent]:
-        """started / finished / turn_end events, in the order they happened."""
+        """Every event (see :class:`PlaybackEvent`), in the order it happened."""
         return self._events
 
     def drain_events(self) -> list[PlaybackEvent]:
@@ -260,18 +272,6 @@ class PlaybackBuffer:
     def end_time(self) -> float:
         """Estimated UNIX time at which the last sample handed out reaches the speaker."""
         return self._out_end_t
-
-    def drain_delays(self) -> list[tuple[float, float]]:
-        """`(t, delay_s)` for each time the device fell behind while audio was queued.
-
-        Queued audio was scheduled (:attr:`scheduled_start`) to follow on at `t`; a block
-        that starts `delay_s` later (the callback stalled on a busy machine: the device
-        played silence, or PortAudio's DAC times say it did) pushes everything still
-        queued that much later. The echo canceller's reference must move with it: in the
-        dataflow a 150 ms stall between two queued segments left the echo 150 ms away from
-        its reference, and the assistant interrupted itself.
-        """
-        return drain(self._delays)
 
     @property
     def next_time(self) -> float:

@@ -7,6 +7,7 @@ Nodes never need to coordinate beyond that: each keeps a `TurnGate` and drops st
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -43,20 +44,25 @@ class CommitGate:
     The LLM may start answering a tentative transcript (the user paused but the endpoint
     silence has not fully passed); the answer is synthesized but must not be heard until the
     endpoint confirms the turn. If the user goes on talking instead, the VAD starts a new
-    turn and the held audio is dropped with the rest of the old turn.
+    turn and the held audio is dropped with the rest of the old turn. The last `keep`
+    committed turns are remembered.
     """
 
-    committed: set[int] = field(default_factory=set)
-    held: dict[int, list[tuple]] = field(default_factory=dict)
+    keep: int = 8
+    committed: list[int] = field(default_factory=list)
+    held: dict[int, list[Any]] = field(default_factory=dict)
 
-    def commit(self, turn_id: int) -> list[tuple]:
+    def commit(self, turn_id: int) -> list[Any]:
         """The turn is confirmed: returns what was held for it, in order."""
-        self.committed.add(turn_id)
-        for old in [t for t in self.committed if t < turn_id - 8]:
-            self.committed.discard(old)
+        if turn_id not in self.committed:
+            self.committed.append(turn_id)
+            del self.committed[:-self.keep]
         return self.held.pop(turn_id, [])
 
-    def offer(self, turn_id: int, item: tuple) -> bool:
+    def is_committed(self, turn_id: int) -> bool:
+        return turn_id in self.committed
+
+    def offer(self, turn_id: int, item: Any) -> bool:
         """True if the item may go out now; otherwise it is held."""
         if turn_id in self.committed:
             return True

@@ -42,6 +42,16 @@ def test_echo_guard_drops_the_assistants_own_words_only_while_they_play():
     assert guard.is_echo("still talking here", 120.5, 121.0)
 
 
+def test_echo_guard_forgets_a_segment_that_never_closed():
+    """Issue #13 §3: a `started` that came after its `interrupted` stayed open for good,
+    and every later question made of its words was dropped as echo."""
+    guard = EchoGuard(keep_s=30.0)
+    guard.played(1, 0, "interrupted", "The capital of France is Paris.", 100.2)
+    guard.played(1, 0, "started", "The capital of France is Paris.", 100.0)
+    assert guard.is_echo("the capital of France", 101.0, 102.0)  # still counts as playing
+    assert not guard.is_echo("the capital of France", 140.0, 141.0)  # but not for good
+
+
 def test_echo_guard_takes_a_lone_word_of_the_answer_for_echo_but_not_an_interruption():
     guard = EchoGuard()
     guard.played(1, 2, "started", "Today every country has its own kind of bread. Stop.", 100.0)

@@ -7,15 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from pipeline.playback import (
-    FINISHED,
-    STARTED,
-    TURN_END,
-    CutSegment,
-    PlaybackBuffer,
-    PlaybackEvent,
-    dac_wall_time,
-)
+from pipeline.messages import CUT, DELAY, FINISHED, NO_TURN, STARTED, TURN_END
+from pipeline.playback import CutSegment, PlaybackBuffer, PlaybackEvent, dac_wall_time
 
 RATE = 1000  # 1 sample = 1 ms: event times are easy to read
 BLOCK = 256
@@ -116,7 +109,9 @@ def test_clear_drops_everything_and_reports_interrupted_segment():
         CutSegment(1, 0, "First sentence.", True, 256, 600),
         CutSegment(1, 1, "Second.", False, 0, 300),
     ]
-    assert kinds(buf.drain_events()) == [(STARTED, 1, 0)]
+    events = buf.drain_events()
+    assert kinds(events) == [(STARTED, 1, 0), (CUT, NO_TURN, -1)]
+    assert events[-1].cut == tuple(cut)
     out, _ = pump(buf, 4)
     assert np.all(out == 0.0)
     assert buf.drain_events() == []  # no finished, no turn_end for what was cut
@@ -138,6 +133,7 @@ def test_clear_below_keeps_the_new_turn_and_rejects_stale_audio():
     assert np.all(out[100:] == 0.0)
     assert kinds(buf.drain_events()) == [
         (STARTED, 1, 0),
+        (CUT, 2, -1),
         (STARTED, 2, 0),
         (FINISHED, 2, 0),
         (TURN_END, 2, 0),
@@ -154,6 +150,7 @@ def test_clear_mid_segment_while_starved():
     pump(buf, 1)
     assert kinds(buf.drain_events()) == [
         (STARTED, 1, 0),
+        (CUT, NO_TURN, -1),
         (STARTED, 1, 0),
         (FINISHED, 1, 0),
         (TURN_END, 1, 0),
@@ -265,3 +262,26 @@ def test_dac_wall_time_mapping():
     assert dac_wall_time(1000.0, 5.0, 5.02, 0.1) == pytest.approx(1000.02)
     assert dac_wall_time(1000.0, 0.0, 0.0, 0.1) == pytest.approx(1000.1)  # no clock
     assert dac_wall_time(1000.0, 5.0, 4.0, 0.1) == pytest.approx(1000.1)  # nonsense
+
+
+def test_a_device_stall_is_a_delay_event_in_order_with_the_others():
+    buf = PlaybackBuffer(RATE)
+    buf.add(1, 0, ramp(0, 300), "A.")
+    buf.add(1, 1, ramp(0, 300), "B.", last=True)
+    out = np.zeros(BLOCK, dtype=np.float32)
+    buf.fill(out, 100.0)  # 100.000-100.256
+    buf.fill(out, 100.256 + 0.150)  # the callback came 150 ms late
+    buf.fill(out, 100.662)
+    events = buf.drain_events()
+    assert kinds(events) == [(STARTED, 1, 0), (DELAY, NO_TURN, -1), (FINISHED, 1, 0),
+                             (STARTED, 1, 1), (FINISHED, 1, 1), (TURN_END, 1, 1)]
+    assert events[1].t == pytest.approx(100.256) and events[1].delay_s == pytest.approx(0.150)
+
+
+def test_the_virtual_clock_of_file_mode_never_stalls():
+    buf = PlaybackBuffer(RATE)
+    buf.add(1, 0, ramp(0, 300), "A.")
+    buf.drain_all(t0=100.0)
+    buf.add(1, 1, ramp(0, 300), "B.", last=True)
+    buf.drain_all(t0=200.0)  # much later than the end of the first: not a stall
+    assert DELAY not in [e.kind for e in buf.drain_events()]

@@ -17,6 +17,7 @@ time budget, Retry-After honoured but bounded, a restarted node resynchronising.
 from __future__ import annotations
 
 import re
+import signal
 import threading
 import time
 from pathlib import Path
@@ -377,6 +378,18 @@ def test_every_restartable_node_heals_after_a_crash(tmp_path, make_speech):
     assert result.returncode == 0, result.log[-4000:]
 
 
+def unread_request_bytes(port: int) -> int:
+    """Bytes received on connections to the local `port` that no process has read yet (the
+    rx_queue of /proc/net/tcp): a request waiting at a server that is frozen."""
+    total = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if state == "01" and int(local.split(":")[1], 16) == port:  # 01 = ESTABLISHED
+            total += int(queues.split(":")[1], 16)
+    return total
+
+
 def listening_addresses(port: int) -> set[str]:
     """Local addresses with a socket listening on `port` (from /proc/net/tcp and tcp6)."""
     import ipaddress
@@ -401,7 +414,7 @@ def listening_addresses(port: int) -> set[str]:
 
 @pytest.mark.e2e
 def test_embedded_server_killed_then_restarted(tmp_path, make_speech):
-    """The real llama.cpp server: its process killed while the user asks turn 2 (apology); the
+    """The real llama.cpp server: its process killed while turn 2's request waits for it (apology); the
     llm-server node restarts it (turn 3 answered); then the llm-server node itself killed (dora
     restarts it, its old server dies with it, the new one takes the port: turn 4 answered);
     then the llm node killed (restarted, it finds the server by itself: turn 5 answered).
@@ -412,13 +425,17 @@ def test_embedded_server_killed_then_restarted(tmp_path, make_speech):
                             "Who wrote Romeo and Juliet?"], gap_s=10.0)
     env = {"LLM_SERVER_PORT": str(free_port_in_range()), "LLM_MAX_TOKENS": "24", "LLM_RETRIES": "0",
            "LLM_FIRST_TOKEN_TIMEOUT_S": "10"}
+    port = int(env["LLM_SERVER_PORT"])
     with FileDataflow(question, tmp_path, env) as flow:
         flow.wait_turns(1, timeout=240)
-        assert listening_addresses(int(env["LLM_SERVER_PORT"])) == {"127.0.0.1"}
-        # while the question is spoken: by its endpoint a short answer can be complete
-        # (ASR, LLM and TTS start 64 ms into the silence)
+        assert listening_addresses(port) == {"127.0.0.1"}
+        # Frozen between the turns, the server cannot answer turn 2 however late the test
+        # acts; it is killed once turn 2's request is waiting for it, unread, so that request
+        # fails (not one sent before it, and not one the restarted server would answer).
+        server_pid = flow.kill("llama-server", signal.SIGSTOP)
         flow.wait_log("turn 2: speech started", timeout=60)
-        server_pid = flow.kill("llama-server")
+        flow.wait_until(lambda: unread_request_bytes(port) > 0, 60, "turn 2's request at the frozen server")
+        flow.kill("llama-server")
         flow.wait_log("embedded LLM server is back", timeout=60)
         flow.wait_turns(3, timeout=60)
         flow.kill("llm-server")

@@ -31,7 +31,7 @@ from pipeline.llm import LlmClient, LlmConfig, LlmError
 from pipeline.models import REPO_ROOT
 from pipeline.responder import JournalEntry, TurnJournal
 from pipeline.settings import load
-from tests.conftest import overlap, transcribe_file, words
+from tests.conftest import overlap, transcribe_file, wait_until, words
 from tests.nodekit import RecordingNode, ev
 from tests.scripted_server import Script, ScriptedServer, free_port
 from tests.soak import FileDataflow
@@ -132,25 +132,30 @@ def test_cancel_during_a_backoff_returns_at_once():
 
 
 def test_close_current_only_closes_cancelled_streams():
-    script = Script(answer=" ".join(["word"] * 40), token_delay_s=0.03)
+    """The old stream is stalled (only a close ends it), the new one is streaming: closing
+    the cancelled one ends the old and leaves the new to finish."""
+    script = Script(plan=["stall"], stall_after=3, answer=" ".join(["word"] * 40), token_delay_s=0.03)
     with ScriptedServer(script) as srv:
-        client = client_for(srv.base_url)
+        client = client_for(srv.base_url, first_token_timeout_s=60.0, token_timeout_s=60.0)
         old, new = threading.Event(), threading.Event()
         got: dict[str, str] = {}
 
         def run(name: str, cancel: threading.Event) -> None:
             got[name] = collect(client, cancel)
 
-        threads = [threading.Thread(target=run, args=("old", old)), threading.Thread(target=run, args=("new", new))]
-        for t in threads:
-            t.start()
-        time.sleep(0.4)
+        threads = {"old": threading.Thread(target=run, args=("old", old), daemon=True),
+                   "new": threading.Thread(target=run, args=("new", new), daemon=True)}
+        threads["old"].start()
+        assert srv.stalled.wait(10)  # the old answer's request was the first: it stalls
+        threads["new"].start()
+        wait_until(lambda: len(script.requests) == 2, 10, "the new answer's request")
         old.set()
         client.close_current()
-        for t in threads:
-            t.join(10)
+        threads["old"].join(10)
+        assert not threads["old"].is_alive(), "the cancelled stream was not closed"
+        threads["new"].join(10)
     assert got["new"] == script.answer
-    assert len(got["old"].split()) < 40
+    assert got["old"] == "word word word"
 
 
 # -- fast checks: the llm node after a restart --------------------------------------------------

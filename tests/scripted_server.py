@@ -47,6 +47,7 @@ class Script:
     slow_token_delay_s: float = 3.0
     stall_after: int = 3  # for stall: tokens sent before the server goes quiet
     requests: list[dict[str, Any]] = field(default_factory=list)
+    tokens_sent: int = 0  # streamed tokens written so far, all requests together
     answer_fn: Any = None  # optional callable(messages) -> answer text
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -153,6 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
                          "choices": [{"index": 0, "delta": {"content": tok}, "finish_reason": None}]}
                 self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                 self.wfile.flush()
+                script.tokens_sent += 1
                 if i + 1 < len(toks):
                     time.sleep(delay)
             final = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "scripted",

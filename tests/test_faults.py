@@ -339,8 +339,8 @@ def test_llm_node_killed_mid_answer_is_restarted_and_resynchronises(tmp_path, ma
         env = {"OPENAI_BASE_URL": srv.base_url, "LLM_SERVER_PORT": str(free_port_in_range()), **FAST,
                "LLM_TOKEN_TIMEOUT_S": "3"}
         with FileDataflow(question, tmp_path, env) as flow:
-            flow.wait_until(lambda: len(script.requests) >= 1, 180, "the first request")
-            time.sleep(1.5)  # a few tokens are out: the answer is half spoken
+            # a few tokens are out (0.6 s apart): the answer is under way, far from its end
+            flow.wait_until(lambda: script.tokens_sent >= 3, 180, "three tokens of the first answer")
             killed = flow.kill("llm")
             flow.wait_log("restarting node after failure", timeout=30)
             code = flow.wait(timeout=120)

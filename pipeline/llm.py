@@ -17,6 +17,7 @@ import email.utils
 import logging
 import math
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -256,6 +257,20 @@ class Conversation:
         return False
 
 
+def _abort(stream: Any) -> None:
+    """Close a streaming response from another thread, waking the thread that reads it.
+
+    Closing alone does not wake a thread blocked reading the socket (on Linux close() does not
+    interrupt a recv in progress), so a server gone quiet mid-answer held the reader until the
+    read timeout; shutting the socket down first makes that read return at once.
+    """
+    with contextlib.suppress(Exception):  # no socket to reach: closing is all we can do
+        network = stream.response.extensions["network_stream"]
+        network.get_extra_info("socket").shutdown(socket.SHUT_RDWR)
+    with contextlib.suppress(Exception):
+        stream.close()
+
+
 class _Watchdog:
     """Closes a stream when no token came within the first-token / between-token deadline.
 
@@ -466,7 +481,8 @@ class LlmClient:
         key = id(stream)
         with self._lock:
             self._open[key] = (stream, cancel)
-        watchdog = _Watchdog(max(0.0, deadline - time.monotonic()), self.config.token_timeout_s, stream.close)
+        watchdog = _Watchdog(max(0.0, deadline - time.monotonic()), self.config.token_timeout_s,
+                             lambda: _abort(stream))
         finished = False
         tokens = 0
         try:
@@ -516,5 +532,4 @@ class LlmClient:
         with self._lock:
             doomed = [s for s, cancel in self._open.values() if cancel.is_set()]
         for stream in doomed:
-            with contextlib.suppress(Exception):
-                stream.close()
+            _abort(stream)

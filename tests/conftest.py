@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 # ---- audio / VAD fixtures (pipeline/audio.py, pipeline/vad.py) -------------------------------
 from collections.abc import Callable
 from functools import cache
@@ -11,6 +13,27 @@ import numpy as np
 import pytest
 
 VAD_RATE = 16000
+
+
+# ---- waiting on a condition ------------------------------------------------------------------
+def wait_until(
+    predicate: Callable[[], Any], timeout: float, describe: str = "the condition",
+    details: Callable[[], str] = lambda: "", interval: float = 0.02,
+) -> Any:
+    """Poll `predicate` until it returns something truthy, and return that.
+
+    Tests synchronise on what they wait for, never on a fixed sleep: a busy machine then only
+    makes them slower, not red. `timeout` is a bound against hanging, not a measurement; on
+    expiry the error names what was awaited, followed by `details()` (e.g. a log tail).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        got = predicate()
+        if got:
+            return got
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {describe}\n{details()}")
+        time.sleep(interval)
 
 
 @cache

@@ -48,6 +48,25 @@ class Recorder:
                 self.first_t = time.time() - len(data) / 2 / REC_RATE
             self.chunks.append(data)
 
+    def audio(self) -> np.ndarray:
+        """What was recorded so far (the reader thread may append meanwhile)."""
+        raw = b"".join(list(self.chunks))
+        return np.frombuffer(raw[: len(raw) // 2 * 2], dtype=np.int16).astype(np.float32) / 32768.0
+
+    def wait_quiet(self, quiet_s: float = 0.3, threshold: float = 0.02, timeout: float = 10.0) -> None:
+        """Wait until the recording goes on for `quiet_s` of silence from now: what was playing
+        (the tail of an answer still in the sound server's buffers) has been recorded."""
+        from tests.conftest import wait_until
+
+        start = self.audio().size
+
+        def quiet() -> bool:
+            tail = self.audio()[start:]
+            n = int(quiet_s * REC_RATE)
+            return tail.size >= n and float(np.max(np.abs(tail[-n:]))) < threshold
+
+        wait_until(quiet, timeout, f"{quiet_s} s of silence from speaker.monitor")
+
     def stop(self) -> np.ndarray:
         self.proc.terminate()
         self.proc.wait(5)

@@ -9,12 +9,15 @@ and the mode it got, so a test can check the retries and how far apart they were
 
 Modes: ok, http500, http429 (with `Retry-After: retry_after`), http401, hang (accept, never
 answer), cut (stream stops mid-answer and the connection closes), malformed (a line that is
-not JSON), slow (every token `slow_token_delay_s` apart).
+not JSON), slow (every token `slow_token_delay_s` apart), stall (`stall_after` tokens, then
+nothing until the client closes the connection or the server is closed: only a client that
+really closes its stream gets out of it before its own timeouts).
 """
 
 from __future__ import annotations
 
 import json
+import select
 import socket
 import threading
 import time
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-MODES = ("ok", "http500", "http429", "http401", "hang", "cut", "malformed", "slow")
+MODES = ("ok", "http500", "http429", "http401", "hang", "cut", "malformed", "slow", "stall")
 
 
 def free_port() -> int:
@@ -42,7 +45,9 @@ class Script:
     plan: list[str] = field(default_factory=list)  # per-request modes, then `mode`
     retry_after: str = "0"  # Retry-After of a 429 (seconds or an HTTP date; "" = no header)
     slow_token_delay_s: float = 3.0
+    stall_after: int = 3  # for stall: tokens sent before the server goes quiet
     requests: list[dict[str, Any]] = field(default_factory=list)
+    tokens_sent: int = 0  # streamed tokens written so far, all requests together
     answer_fn: Any = None  # optional callable(messages) -> answer text
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -137,6 +142,10 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.flush()
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return None
+                if mode == "stall" and i == script.stall_after:
+                    self.wfile.flush()
+                    self._stall()
+                    return None
                 if mode == "malformed" and i == 2:
                     self.wfile.write(b"data: {this is not json\n\n")
                     self.wfile.flush()
@@ -145,6 +154,7 @@ class _Handler(BaseHTTPRequestHandler):
                          "choices": [{"index": 0, "delta": {"content": tok}, "finish_reason": None}]}
                 self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
                 self.wfile.flush()
+                script.tokens_sent += 1
                 if i + 1 < len(toks):
                     time.sleep(delay)
             final = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "scripted",
@@ -158,6 +168,22 @@ class _Handler(BaseHTTPRequestHandler):
         return None
 
 
+    def _stall(self) -> None:
+        """Send nothing more; return when the client closed the connection (counted in
+        `cancelled`) or the server is closed."""
+        self.server.stalled.set()
+        self.close_connection = True
+        while not self.server.hung.is_set():
+            readable, _, _ = select.select([self.connection], [], [], 0.05)
+            try:
+                closed = bool(readable) and not self.connection.recv(1, socket.MSG_PEEK)
+            except OSError:  # reset by the client
+                closed = True
+            if closed:
+                self.server.cancelled += 1  # the client closed its stream
+                return
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
@@ -166,6 +192,7 @@ class _Server(ThreadingHTTPServer):
         super().__init__(addr, _Handler)
         self.script = script
         self.hung = threading.Event()
+        self.stalled = threading.Event()  # a stall-mode answer has gone quiet
         self.cancelled = 0
 
 
@@ -183,6 +210,10 @@ class ScriptedServer:
     @property
     def cancelled(self) -> int:
         return self._server.cancelled
+
+    @property
+    def stalled(self) -> threading.Event:
+        return self._server.stalled
 
     def start(self) -> ScriptedServer:
         self._thread.start()

@@ -222,12 +222,13 @@ class FileDataflow:
             return []
         return [pid for pid in descendants(self.proc.pid) if process_name(cmdline(pid)) == name]
 
-    def kill(self, name: str) -> int:
-        """SIGKILL the process of node `name` of this dataflow (a crash dora must heal)."""
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> int:
+        """Send `sig` to the process of node `name` of this dataflow: SIGKILL is a crash dora
+        must heal, SIGSTOP freezes it until a later SIGKILL (or SIGCONT)."""
         pids = self.pids(name)
         if len(pids) != 1:
             raise RuntimeError(f"expected one process for {name}, found {pids}")
-        os.kill(pids[0], signal.SIGKILL)
+        os.kill(pids[0], sig)
         return pids[0]
 
     def rss(self) -> dict[str, int]:

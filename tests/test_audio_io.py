@@ -36,6 +36,7 @@ from pipeline.audio_io import (
     list_devices,
 )
 from pipeline.messages import CUT, FINISHED, STARTED, TURN_END
+from tests.conftest import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 STARTUP_S = 10.0  # first audio through the PulseAudio ALSA plugin can take a couple of seconds
@@ -67,6 +68,14 @@ def dominant_hz(x: np.ndarray, rate: int) -> float:
 
 def loud(x: np.ndarray, threshold: float = 0.05) -> np.ndarray:
     return np.flatnonzero(np.abs(x) > threshold)
+
+
+def quiet_tail(raw: Path, quiet_s: float = 0.3, rate: int = 16000) -> bool:
+    """A parecord raw file (s16le mono) holds sound and ends with `quiet_s` of silence."""
+    heard = np.frombuffer(raw.read_bytes()[: raw.stat().st_size // 2 * 2], dtype="<i2")
+    n = int(quiet_s * rate)
+    tail = heard[-n:].astype(np.float32) / 32768.0
+    return bool(loud(heard.astype(np.float32) / 32768.0).size) and heard.size > n and not loud(tail).size
 
 
 @pytest.fixture(scope="session")
@@ -150,15 +159,15 @@ def test_speaker_stream_plays_a_tone(pulse, tmp_path, device_rate):
                 assert speaker.add(1, 1, part, rate, "Second.", last=True)
                 assert speaker.is_playing
                 events = []
-                deadline = time.monotonic() + STARTUP_S
-                while time.monotonic() < deadline and TURN_END not in [e.kind for e in events]:
+
+                def turn_ended() -> bool:
                     events.extend(speaker.drain_events())
-                    time.sleep(0.02)
-                time.sleep(0.5)  # let the tail reach parecord
-                deadline = time.monotonic() + 2.0
-                while speaker.is_playing and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                assert not speaker.is_playing
+                    return TURN_END in [e.kind for e in events]
+
+                wait_until(turn_ended, STARTUP_S, "the turn_end event")
+                wait_until(lambda: not speaker.is_playing, 2.0, "the speaker to go idle")
+                # the tail has reached parecord once it records silence after it
+                wait_until(lambda: quiet_tail(raw), 5.0, "silence on speaker.monitor after the tone")
                 assert speaker.underruns == 0
                 assert speaker.stats.blocks > 0
         finally:
@@ -190,19 +199,24 @@ def test_speaker_clear_cuts_the_playing_segment(pulse):
     with SpeakerStream() as speaker:
         speaker.add(4, 0, sine(500.0, 3.0, rate), rate, "A long answer.")
         speaker.add(4, 1, sine(500.0, 1.0, rate), rate, "More.", last=True)
-        deadline = time.monotonic() + STARTUP_S
         events = []
-        while time.monotonic() < deadline and not events:
+
+        def started() -> bool:
             events.extend(speaker.drain_events())
-            time.sleep(0.02)
-        assert [e.kind for e in events] == [STARTED]
-        time.sleep(0.3)
+            return bool(events)
+
+        wait_until(started, STARTUP_S, "the started event")
+        assert [e.kind for e in events] == [STARTED]  # control: the callbacks do report
+        played_from = speaker.stats.blocks
+        wait_until(lambda: speaker.stats.blocks >= played_from + 5, 5.0, "five more audio callbacks")
         cut = speaker.clear()
         assert [(c.turn_id, c.segment_index, c.started) for c in cut] == [
             (4, 0, True), (4, 1, False),
         ]
         assert 0 < cut[0].played_samples < cut[0].total_samples == 3 * rate
-        time.sleep(0.3)
+        # callbacks after the clear would have reported anything still due for what was cut
+        cleared_at = speaker.stats.blocks
+        wait_until(lambda: speaker.stats.blocks >= cleared_at + 5, 5.0, "five audio callbacks after the clear")
         # nothing more for what was cut: only the cut itself
         assert [e.kind for e in speaker.drain_events()] == [CUT]
         assert not speaker.is_playing
@@ -315,7 +329,8 @@ def test_mic_file_close_wakes_a_waiting_reader(tmp_path):
     got = []
     reader = threading.Thread(target=lambda: got.append(mic.read()))
     reader.start()
-    time.sleep(0.1)
+    # the reader is waiting for its block (Event.wait on the close flag) before we close
+    wait_until(lambda: mic._closed._cond._waiters, 10, "the reader to wait for its block")
     mic.close()
     reader.join(timeout=10)
     assert not reader.is_alive()

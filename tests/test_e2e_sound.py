@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pipeline.filemode import BUNDLED_QUESTION
-from tests.conftest import overlap, transcribe_file, words
+from tests.conftest import overlap, transcribe_file, wait_until, words
 from tests.live import LiveAssistant, Recorder, play
+from tests.pulse import device_index, kill_streams, remove_null_sink, restore_sound_card, streams_of
 from tests.scripted_server import Script, ScriptedServer
 from tests.soak import free_port
 
@@ -24,7 +23,7 @@ def test_spoken_question_answered_through_the_sound_card(sound_card, tmp_path):
         rec = Recorder()
         play(BUNDLED_QUESTION)
         turns = assistant.wait_turns(1, timeout=60)
-        time.sleep(0.5)
+        rec.wait_quiet()
         audio = rec.stop()
     turn = turns[0]
     assert overlap("what is the capital of france", turn["transcript"]) >= 0.8, turn
@@ -47,7 +46,7 @@ def test_two_questions_through_the_sound_card_with_a_scripted_server(sound_card,
         assistant.wait_turns(1, timeout=60)
         play(q2)
         turns = assistant.wait_turns(2, timeout=60)
-        time.sleep(0.5)
+        rec.wait_quiet()
         audio = rec.stop()
     heard = words(transcribe_file(rec.save(audio, tmp_path / "heard.wav")))
     assert {"kitchen", "lights"} <= heard and {"jazz", "music"} <= heard, heard
@@ -64,70 +63,6 @@ def test_no_input_device_gives_a_clear_error(sound_card, tmp_path):
 
 
 # -- devices that disappear while the assistant runs ---------------------------------------------
-PULSE_SETUP = Path(__file__).resolve().parent.parent / ".ci" / "pulse-setup.sh"
-
-
-def pactl(*args: str) -> str:
-    return subprocess.run(["pactl", *args], capture_output=True, text=True, timeout=30).stdout
-
-
-def restore_sound_card() -> None:
-    """Both null sinks back, and the defaults (what every other sound test expects)."""
-    done = subprocess.run(["bash", str(PULSE_SETUP)], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-
-
-def remove_null_sink(name: str) -> None:
-    """Unload the null sink `name` (its monitor source goes with it): the device is gone."""
-    for line in pactl("list", "short", "modules").splitlines():
-        if "module-null-sink" in line and f"sink_name={name} " in line + " ":
-            subprocess.run(["pactl", "unload-module", line.split()[0]], check=True, timeout=30)
-            return
-    raise AssertionError(f"no null sink {name!r} loaded:\n" + pactl("list", "short", "modules"))
-
-
-def streams_of(kind: str, pids: set[int]) -> dict[int, str]:
-    """PulseAudio streams (`source-output` or `sink-input`) of these processes: index -> device index."""
-    found: dict[int, str] = {}
-    index, device, pid = -1, "", -1
-    for line in pactl("list", f"{kind}s").splitlines() + [""]:
-        line = line.strip()
-        if line.startswith(("Source Output #", "Sink Input #")) or not line:
-            if index >= 0 and pid in pids:
-                found[index] = device
-            index, device, pid = (int(line.split("#")[1]), "", -1) if line else (-1, "", -1)
-        elif line.startswith(("Source:", "Sink:")):
-            device = line.split(":", 1)[1].strip()
-        elif line.startswith("application.process.id"):
-            pid = int(line.split("=")[1].strip().strip('"'))
-    return found
-
-
-def device_index(kind: str, name: str) -> str:
-    for line in pactl("list", "short", kind).splitlines():
-        if line.split("\t")[1:2] == [name]:
-            return line.split("\t")[0]
-    return "?"
-
-
-def kill_streams(kind: str, pids: set[int]) -> None:
-    """What an unplugged device does to a stream when no sound server moves it elsewhere (plain
-    ALSA, a USB card opened directly): the stream dies under the process."""
-    streams = streams_of(kind, pids)
-    assert streams, f"no {kind} of the assistant:\n" + pactl("list", "short", f"{kind}s")
-    for index in streams:
-        subprocess.run(["pacmd", f"kill-{kind}", str(index)], check=True, timeout=30)
-
-
-def wait_until(what, timeout: float, describe: str, log=lambda: "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if what():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"timed out waiting for {describe}:\n{log()[-3000:]}")
-
-
 def test_microphone_and_speaker_that_disappear_mid_run_come_back(sound_card, tmp_path, make_speech):
     """The microphone's device is removed while the assistant runs, then the speaker's; each
     comes back; a question asked after each comeback is answered and heard.
@@ -157,15 +92,18 @@ def test_microphone_and_speaker_that_disappear_mid_run_come_back(sound_card, tmp
             ours = {assistant.proc.pid, *descendants(assistant.proc.pid)}
             log = assistant.log
 
+            def tail() -> str:
+                return log()[-3000:]
+
             # the microphone's device disappears, then comes back
             remove_null_sink("uservoice")
             kill_streams("source-output", ours)
-            wait_until(lambda: "microphone failed" in log(), 15, "the microphone failure in the log", log)
-            wait_until(lambda: "microphone is back" in log(), 15, "the microphone to be reopened", log)
+            wait_until(lambda: "microphone failed" in log(), 15, "the microphone failure in the log", tail)
+            wait_until(lambda: "microphone is back" in log(), 15, "the microphone to be reopened", tail)
             restore_sound_card()
             mic = device_index("sources", "uservoice.monitor")
             wait_until(lambda: list(streams_of("source-output", ours).values()) == [mic], 15,
-                       "the microphone to record from uservoice.monitor again", log)
+                       "the microphone to record from uservoice.monitor again", tail)
             play(q1)
             turns = assistant.wait_turns(1, timeout=60)
 
@@ -176,13 +114,13 @@ def test_microphone_and_speaker_that_disappear_mid_run_come_back(sound_card, tmp
             rec = Recorder()
             # the speaker sink was just created again: record only once its monitor delivers,
             # else the recording may start in the middle of the answer
-            wait_until(lambda: rec.first_t is not None, 10, "the recorder of speaker.monitor", log)
+            wait_until(lambda: rec.first_t is not None, 10, "the recorder of speaker.monitor", tail)
             play(q2)
             turns = assistant.wait_turns(2, timeout=60)
-            time.sleep(0.5)
+            rec.wait_quiet()
             play(q3)  # a second answer on the new device (see the audibility check below)
             turns = assistant.wait_turns(3, timeout=60)
-            time.sleep(0.5)
+            rec.wait_quiet()
             audio = rec.stop()
             text = log()
     finally:

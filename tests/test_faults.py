@@ -17,6 +17,7 @@ time budget, Retry-After honoured but bounded, a restarted node resynchronising.
 from __future__ import annotations
 
 import re
+import signal
 import threading
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ from pipeline.llm import LlmClient, LlmConfig, LlmError
 from pipeline.models import REPO_ROOT
 from pipeline.responder import JournalEntry, TurnJournal
 from pipeline.settings import load
-from tests.conftest import overlap, transcribe_file, words
+from tests.conftest import overlap, transcribe_file, wait_until, words
 from tests.nodekit import RecordingNode, ev
 from tests.scripted_server import Script, ScriptedServer, free_port
 from tests.soak import FileDataflow
@@ -131,25 +132,30 @@ def test_cancel_during_a_backoff_returns_at_once():
 
 
 def test_close_current_only_closes_cancelled_streams():
-    script = Script(answer=" ".join(["word"] * 40), token_delay_s=0.03)
+    """The old stream is stalled (only a close ends it), the new one is streaming: closing
+    the cancelled one ends the old and leaves the new to finish."""
+    script = Script(plan=["stall"], stall_after=3, answer=" ".join(["word"] * 40), token_delay_s=0.03)
     with ScriptedServer(script) as srv:
-        client = client_for(srv.base_url)
+        client = client_for(srv.base_url, first_token_timeout_s=60.0, token_timeout_s=60.0)
         old, new = threading.Event(), threading.Event()
         got: dict[str, str] = {}
 
         def run(name: str, cancel: threading.Event) -> None:
             got[name] = collect(client, cancel)
 
-        threads = [threading.Thread(target=run, args=("old", old)), threading.Thread(target=run, args=("new", new))]
-        for t in threads:
-            t.start()
-        time.sleep(0.4)
+        threads = {"old": threading.Thread(target=run, args=("old", old), daemon=True),
+                   "new": threading.Thread(target=run, args=("new", new), daemon=True)}
+        threads["old"].start()
+        assert srv.stalled.wait(10)  # the old answer's request was the first: it stalls
+        threads["new"].start()
+        wait_until(lambda: len(script.requests) == 2, 10, "the new answer's request")
         old.set()
         client.close_current()
-        for t in threads:
-            t.join(10)
+        threads["old"].join(10)
+        assert not threads["old"].is_alive(), "the cancelled stream was not closed"
+        threads["new"].join(10)
     assert got["new"] == script.answer
-    assert len(got["old"].split()) < 40
+    assert got["old"] == "word word word"
 
 
 # -- fast checks: the llm node after a restart --------------------------------------------------
@@ -333,8 +339,8 @@ def test_llm_node_killed_mid_answer_is_restarted_and_resynchronises(tmp_path, ma
         env = {"OPENAI_BASE_URL": srv.base_url, "LLM_SERVER_PORT": str(free_port_in_range()), **FAST,
                "LLM_TOKEN_TIMEOUT_S": "3"}
         with FileDataflow(question, tmp_path, env) as flow:
-            flow.wait_until(lambda: len(script.requests) >= 1, 180, "the first request")
-            time.sleep(1.5)  # a few tokens are out: the answer is half spoken
+            # a few tokens are out (0.6 s apart): the answer is under way, far from its end
+            flow.wait_until(lambda: script.tokens_sent >= 3, 180, "three tokens of the first answer")
             killed = flow.kill("llm")
             flow.wait_log("restarting node after failure", timeout=30)
             code = flow.wait(timeout=120)
@@ -377,6 +383,18 @@ def test_every_restartable_node_heals_after_a_crash(tmp_path, make_speech):
     assert result.returncode == 0, result.log[-4000:]
 
 
+def unread_request_bytes(port: int) -> int:
+    """Bytes received on connections to the local `port` that no process has read yet (the
+    rx_queue of /proc/net/tcp): a request waiting at a server that is frozen."""
+    total = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, queues = fields[1], fields[3], fields[4]
+        if state == "01" and int(local.split(":")[1], 16) == port:  # 01 = ESTABLISHED
+            total += int(queues.split(":")[1], 16)
+    return total
+
+
 def listening_addresses(port: int) -> set[str]:
     """Local addresses with a socket listening on `port` (from /proc/net/tcp and tcp6)."""
     import ipaddress
@@ -401,7 +419,7 @@ def listening_addresses(port: int) -> set[str]:
 
 @pytest.mark.e2e
 def test_embedded_server_killed_then_restarted(tmp_path, make_speech):
-    """The real llama.cpp server: its process killed while the user asks turn 2 (apology); the
+    """The real llama.cpp server: its process killed while turn 2's request waits for it (apology); the
     llm-server node restarts it (turn 3 answered); then the llm-server node itself killed (dora
     restarts it, its old server dies with it, the new one takes the port: turn 4 answered);
     then the llm node killed (restarted, it finds the server by itself: turn 5 answered).
@@ -412,13 +430,17 @@ def test_embedded_server_killed_then_restarted(tmp_path, make_speech):
                             "Who wrote Romeo and Juliet?"], gap_s=10.0)
     env = {"LLM_SERVER_PORT": str(free_port_in_range()), "LLM_MAX_TOKENS": "24", "LLM_RETRIES": "0",
            "LLM_FIRST_TOKEN_TIMEOUT_S": "10"}
+    port = int(env["LLM_SERVER_PORT"])
     with FileDataflow(question, tmp_path, env) as flow:
         flow.wait_turns(1, timeout=240)
-        assert listening_addresses(int(env["LLM_SERVER_PORT"])) == {"127.0.0.1"}
-        # while the question is spoken: by its endpoint a short answer can be complete
-        # (ASR, LLM and TTS start 64 ms into the silence)
+        assert listening_addresses(port) == {"127.0.0.1"}
+        # Frozen between the turns, the server cannot answer turn 2 however late the test
+        # acts; it is killed once turn 2's request is waiting for it, unread, so that request
+        # fails (not one sent before it, and not one the restarted server would answer).
+        server_pid = flow.kill("llama-server", signal.SIGSTOP)
         flow.wait_log("turn 2: speech started", timeout=60)
-        server_pid = flow.kill("llama-server")
+        flow.wait_until(lambda: unread_request_bytes(port) > 0, 60, "turn 2's request at the frozen server")
+        flow.kill("llama-server")
         flow.wait_log("embedded LLM server is back", timeout=60)
         flow.wait_turns(3, timeout=60)
         flow.kill("llm-server")

@@ -10,6 +10,7 @@ import pytest
 from pipeline import messages as m
 from pipeline.llm import Conversation, LlmClient, LlmConfig, LlmError
 from pipeline.responder import Responder
+from tests.conftest import wait_until
 from tests.scripted_server import Script, ScriptedServer, free_port
 
 
@@ -47,21 +48,33 @@ def test_buffered_mode_gives_the_whole_answer_at_once():
 
 
 def test_cancel_closes_the_http_stream():
-    script = Script(answer=" ".join(["word"] * 200), token_delay_s=0.02)
+    """A server that goes quiet mid-answer: setting the flag alone cannot end the stream (the
+    reader is blocked in a read, and no token comes to notice the flag); close_current must
+    close the connection, which ends the stream and lets the server stop generating."""
+    script = Script(mode="stall", stall_after=3)
     with ScriptedServer(script) as srv:
-        client = client_for(srv.base_url)
+        # timeouts far beyond the waits below: only close_current can end the stall in time
+        client = client_for(srv.base_url, first_token_timeout_s=60.0, token_timeout_s=60.0)
         cancel = threading.Event()
-        got = []
-        for d in client.stream([{"role": "user", "content": "hi"}], cancel):
-            got.append(d)
-            if len(got) == 3:
-                cancel.set()
-                client.close_current()
-        deadline = time.monotonic() + 3
-        while srv.cancelled == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert srv.cancelled == 1  # the server saw the connection go away
-    assert len(got) == 3
+        got: list[str] = []
+        ended = threading.Event()
+
+        def consume() -> None:
+            for d in client.stream([{"role": "user", "content": "hi"}], cancel):
+                got.append(d)
+            ended.set()
+
+        reader = threading.Thread(target=consume, daemon=True)
+        reader.start()
+        assert srv.stalled.wait(10), "the server never reached its stall"
+        wait_until(lambda: len(got) == 3, 10, "the three tokens before the stall")
+        assert not ended.is_set()  # control: the stall holds the stream open
+        cancel.set()
+        client.close_current()
+        assert ended.wait(10), "the stream did not end after close_current"
+        wait_until(lambda: srv.cancelled == 1, 10, "the server to see the connection closed")
+        reader.join(10)
+    assert "".join(got) == " ".join(script.answer.split()[:3])  # nothing after the cancel
 
 
 @pytest.mark.parametrize(
@@ -102,6 +115,29 @@ def test_stalled_stream_times_out_between_tokens():
             collect(client)
     assert info.value.kind == "timeout"
     assert time.monotonic() - started < 3.0
+
+
+def test_the_watchdog_ends_a_stream_gone_quiet_before_the_read_timeout():
+    """LLM_TOKEN_TIMEOUT_S is the watchdog's, not httpx's: with a read timeout (the first-token
+    budget) far away, a server gone quiet after three tokens still becomes a timeout error."""
+    script = Script(mode="stall", stall_after=3)
+    with ScriptedServer(script) as srv:
+        client = client_for(srv.base_url, token_timeout_s=0.3, first_token_timeout_s=60.0)
+        failed: list[LlmError] = []
+
+        def consume() -> None:
+            try:
+                collect(client)
+            except LlmError as err:
+                failed.append(err)
+
+        reader = threading.Thread(target=consume, daemon=True)
+        reader.start()
+        reader.join(10)  # far below the 60 s read timeout
+        assert not reader.is_alive(), "the stalled stream was not ended by the watchdog"
+        wait_until(lambda: srv.cancelled == 1, 10, "the server to see the connection closed")
+    assert [e.kind for e in failed] == ["timeout"]
+    assert "after 3 tokens" in str(failed[0])
 
 
 def test_default_model_is_asked_from_the_server():
@@ -162,21 +198,22 @@ def test_responder_speaks_an_apology_on_failure_and_recovers():
 
 
 def test_new_turn_cancels_the_running_answer():
+    """The server goes quiet after five tokens (timeouts far away): only the responder's
+    cancel, which closes the stream, ends turn 1, and nothing of it follows its END."""
     sink = Sink()
-    script = Script(answer=" ".join(["word"] * 300), token_delay_s=0.02)
+    script = Script(mode="stall", stall_after=5)
     with ScriptedServer(script) as srv:
-        r = responder(srv.base_url, sink)
+        r = responder(srv.base_url, sink, first_token_timeout_s=60.0, token_timeout_s=60.0)
         r.on_transcript(1, "tell me a long story", {"turn_id": 1})
-        deadline = time.monotonic() + 5
-        while not sink.items and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert srv.stalled.wait(10)
+        wait_until(lambda: len(sink.items) == 5, 10, "the five deltas before the stall")
+        assert not sink.ended.is_set()  # control: the stall holds turn 1 open
         r.on_speech_started(2)
-        assert sink.ended.wait(5)
-        n_after_cancel = len(sink.items)
-        time.sleep(0.2)
-        assert len(sink.items) == n_after_cancel  # nothing more of turn 1
+        assert sink.ended.wait(10), "turn 1 did not end when turn 2 started"
+        wait_until(r.idle, 10, "the answer's worker to end")
+        wait_until(lambda: srv.cancelled == 1, 10, "the server to see the stream closed")
+    assert [e for e, _t, _m in sink.items] == [m.DELTA] * 5 + [m.END]
     assert sink.items[-1][2]["reason"] == "cancelled"
-    assert len(sink.text(1).split()) < 300
 
 
 def test_history_keeps_what_was_spoken_of_an_interrupted_answer():
@@ -242,10 +279,9 @@ def test_after_a_trim_the_embedded_server_reads_the_new_history_before_the_user_
             assert sink.ended.wait(5)
             r.on_played(turn, m.FINISHED, "Fine.")
             r.on_played(turn, m.TURN_END, "")
-        deadline = time.monotonic() + 5
-        while embedded and len(script.requests) < 4 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(0.1)
+        # every prefill the turn ends started has been answered (there is none when remote)
+        wait_until(lambda: not [t for t in threading.enumerate() if t.name == "prefill"], 10,
+                   "the prefill requests to end")
         before_turn_4 = list(script.requests)
         sink.ended.clear()
         r.on_transcript(4, "q4", {"turn_id": 4})
@@ -268,9 +304,13 @@ def test_empty_transcript_never_reaches_the_llm():
     with ScriptedServer() as srv:
         r = responder(srv.base_url, sink)
         r.on_transcript(1, "   ", {"turn_id": 1})
-        time.sleep(0.2)
-        assert srv.script.requests == []
-    assert sink.items == []
+        assert r.turns == {} and r.idle()  # no answer was started for it
+        # control: the same responder does ask the server for a transcript with words
+        r.on_transcript(2, "hello", {"turn_id": 2})
+        assert sink.ended.wait(5)
+        asked = [req["messages"][-1]["content"] for req in srv.script.requests]
+    assert asked == ["hello"]
+    assert {meta["turn_id"] for _e, _t, meta in sink.items} == {2}
 
 
 def test_embedded_server_generates_on_one_thread_and_reads_prompts_on_two():

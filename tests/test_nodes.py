@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 
 import numpy as np
 import pyarrow as pa
@@ -10,6 +10,7 @@ import pytest
 
 from pipeline import messages as m
 from pipeline.settings import load
+from tests.conftest import wait_until
 from tests.nodekit import RecordingNode, closed, ev
 
 
@@ -112,16 +113,31 @@ def test_microphone_node_plays_a_file_after_ready(tmp_path):
     s = load({"MIC_FILE": str(path), "MIC_FILE_REALTIME": "false", "MIC_FILE_TAIL_S": "0.2"})
     source = MicFile(path, realtime=False, tail_s=0.2)
 
-    class SlowNode(RecordingNode):
+    before = set(threading.enumerate())
+
+    def file_played() -> bool:
+        """The node's sender thread ("mic") has sent the whole file and ended."""
+        return not [t for t in threading.enumerate() if t.name == "mic" and t not in before]
+
+    class WaitingNode(RecordingNode):
+        """Hands out its events after the first (llm_ready) only once the file was played:
+        the real event loop keeps running meanwhile; MockNode would run out of events."""
+
+        handed = 0
+
         def next(self, timeout=None):
-            time.sleep(0.2)  # give the sender thread time, as the real event loop would
-            return super().next(timeout)
+            return self._after_wait(lambda: super(WaitingNode, self).next(timeout))
 
         def __next__(self):
-            time.sleep(0.2)
-            return super().__next__()
+            return self._after_wait(lambda: super(WaitingNode, self).__next__())
 
-    node = SlowNode([ev("llm_ready", pa.array(["x"])), ev("tick", pa.array([0])), ev("tick", pa.array([0]))])
+        def _after_wait(self, get):
+            if self.handed:
+                wait_until(file_played, 10, "the microphone node to send the whole file")
+            self.handed += 1
+            return get()
+
+    node = WaitingNode([ev("llm_ready", pa.array(["x"])), ev("tick", pa.array([0])), ev("tick", pa.array([0]))])
     mic_node.run(node, s, source)
     chunks = node.of("audio")
     assert sum(len(v) for v, _m in chunks) == 16000 + 3200

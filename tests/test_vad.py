@@ -292,9 +292,13 @@ def with_silence(parts: Sequence[np.ndarray | float], seed: int = 0) -> np.ndarr
     return signal + floor_noise(signal.size / SR, seed + 100)
 
 
-def test_silence_gives_no_events(pipeline: Callable[..., VadPipeline]) -> None:
+def test_silence_gives_no_events(
+    pipeline: Callable[..., VadPipeline], question_16k: np.ndarray
+) -> None:
     assert run(pipeline(), np.zeros(3 * SR, dtype=np.float32)) == []
     assert run(pipeline(), floor_noise(3.0)) == []
+    # control: the same pipeline on the same noise floor with a question in it does report
+    assert run(pipeline(), with_silence([0.3, question_16k, 1.0]))
 
 
 def test_one_question(pipeline: Callable[..., VadPipeline], question_16k: np.ndarray) -> None:

@@ -147,10 +147,10 @@ def read_number(words: list[str], i: int) -> tuple[Num | None, int]:
             value += Fraction(1, denominator)
             return Num(value, " ".join(words[i : end + 3])), end + 3
     # "two thirds", "3 quarters"
-    if end < len(words) and words[end] in FRACTION_WORDS and value.denominator == 1 and value > 1:
-        if words[end] not in ("half", "third", "quarter"):
-            value = value / FRACTION_WORDS[words[end]]
-            return Num(value, " ".join(words[i : end + 1]), True), end + 1
+    plural = end < len(words) and words[end] in ("halves", "thirds", "quarters")
+    if plural and value.denominator == 1 and value > 1:
+        value = value / FRACTION_WORDS[words[end]]
+        return Num(value, " ".join(words[i : end + 1]), True), end + 1
     return Num(value, " ".join(words[i:end])), end
 
 

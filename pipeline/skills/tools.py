@@ -210,10 +210,10 @@ class ToolCallAssembler:
             if index is None:  # some servers omit it: place by id, else a new call or the last
                 if call_id and call_id in self._by_id:
                     index = self._by_id[call_id]
-                elif call_id or name or self._last is None:
-                    index = max(self._calls, default=-1) + 1
-                else:
+                elif self._last is not None and not call_id and self._continues(name):
                     index = self._last
+                else:
+                    index = max(self._calls, default=-1) + 1
             call = self._calls.setdefault(index, ToolCall("", ""))
             if call_id and not call.id:
                 call.id = call_id
@@ -223,6 +223,23 @@ class ToolCallAssembler:
             if fragment:
                 call.arguments += fragment
             self._last = index
+
+    def _continues(self, name: str | None) -> bool:
+        """Whether an id-less, index-less delta belongs to the last call.
+
+        It does when it names no tool or the same tool while that call's arguments are not
+        yet a whole JSON value; a second whole call to the same tool starts a new one.
+        """
+        last = self._calls[self._last]
+        if name and name != last.name:
+            return False
+        if not name:
+            return True
+        try:
+            json.loads(last.arguments)
+        except ValueError:
+            return True
+        return False
 
     def calls(self) -> list[ToolCall]:
         """The calls so far, in index order, each with an id (made up if none was sent)."""

@@ -220,3 +220,33 @@ def test_skills_set_then_announce_through_the_router() -> None:
     assert left is not None and left.text == "Your pasta timer has 7 minutes and 50 seconds left."
     cancel = skills.handle("Cancel all timers.")
     assert cancel is not None and cancel.text == "Your timer is cancelled."
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        ("The pasta one.", "Your pasta timer is cancelled."),
+        ("Pasta.", "Your pasta timer is cancelled."),
+        ("The five minute timer.", "Your 5 minute timer is cancelled."),
+        ("Both.", "All 2 timers are cancelled."),
+        ("All of them.", "All 2 timers are cancelled."),
+    ],
+)
+def test_which_timer_to_cancel_is_answered_by_the_next_utterance(answer: str, said: str) -> None:
+    skills = Skills(timers=TimerBook(FakeClock()))
+    skills.handle("Set a pasta timer for 8 minutes.")
+    skills.handle("Set a timer for 5 minutes.")
+    question = skills.handle("Cancel the timer.")
+    assert question is not None and question.text.endswith("Which one should I cancel?")
+    reply = skills.handle(answer)
+    assert reply is not None and reply.text == said
+
+
+def test_a_choice_counts_only_right_after_the_question() -> None:
+    skills = Skills(timers=TimerBook(FakeClock()))
+    skills.handle("Set a pasta timer for 8 minutes.")
+    skills.handle("Set a timer for 5 minutes.")
+    skills.handle("Cancel the timer.")
+    assert skills.handle("The rice one.") is None  # no such timer: the LLM hears it
+    assert skills.handle("Pasta.") is None  # the question is no longer open
+    assert skills.timers.has("pasta")

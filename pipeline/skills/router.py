@@ -16,7 +16,14 @@ from . import arithmetic, clock
 from .clock import WallClock, local_now
 from .control import Control, control
 from .normalize import normalize
-from .timer_requests import CancelTimer, SetTimer, TimeLeft, parse_duration, parse_request
+from .timer_requests import (
+    CancelTimer,
+    SetTimer,
+    TimeLeft,
+    parse_choice,
+    parse_duration,
+    parse_request,
+)
 from .timers import TimerBook
 
 
@@ -44,7 +51,10 @@ class Skills:
         self.clock = clock
         self.timers = timers if timers is not None else TimerBook()
         self._last_answer: str | None = None
-        self._asked_length_for: tuple[str | None] | None = None  # the name, boxed
+        # A question the last reply asked, answered by the next utterance only:
+        # ("length", name) after "How long should the timer be?", ("which",) after
+        # "Which one should I cancel?".
+        self._asked: tuple[str, str | None] | None = None
 
     @property
     def last_answer(self) -> str | None:
@@ -58,7 +68,7 @@ class Skills:
     def handle(self, text: str, now: datetime | None = None) -> SkillReply | None:
         """The reply for ``text`` (Whisper's transcript), or None when it is not a skill."""
         said = normalize(text)
-        pending, self._asked_length_for = self._asked_length_for, None
+        pending, self._asked = self._asked, None
         if not said:
             return None
         reply = self._route(said, now, pending)
@@ -67,18 +77,15 @@ class Skills:
         return reply
 
     def _route(
-        self, said: str, now: datetime | None, pending: tuple[str | None] | None
+        self, said: str, now: datetime | None, pending: tuple[str, str | None] | None
     ) -> SkillReply | None:
         command = control(said)
         if command is Control.STOP:
             return SkillReply(ReplyKind.STOP, "", "stop")
         if command is Control.REPEAT:
             return SkillReply(ReplyKind.REPEAT, self._last_answer or NOTHING_TO_REPEAT, "repeat")
-        if pending is not None:
-            words = said.split()
-            seconds = parse_duration(words[1:] if words[:1] == ["for"] else words)
-            if seconds is not None:
-                return self._answer(self.timers.set(seconds, pending[0]), "timer")
+        if pending is not None and (reply := self._follow_up(said, pending)) is not None:
+            return reply
         if (request := parse_request(said)) is not None:
             return self._answer(self._timer(request), "timer")
         if (found := clock.answer(said, now or self.clock())) is not None:
@@ -90,7 +97,7 @@ class Skills:
     def _timer(self, request: SetTimer | TimeLeft | CancelTimer) -> str:
         if isinstance(request, SetTimer):
             if request.seconds is None:
-                self._asked_length_for = (request.name,)
+                self._asked = ("length", request.name)
                 what = f"{request.name} timer" if request.name else "timer"
                 return ASK_LENGTH.format(what=what)
             return self.timers.set(request.seconds, request.name)
@@ -98,7 +105,27 @@ class Skills:
             return self.timers.remaining(request.name)
         if request.everything:
             return self.timers.cancel_all()
-        return self.timers.cancel(request.name)
+        text = self.timers.cancel(request.name)
+        if request.name is None and text.endswith("?"):
+            self._asked = ("which", None)
+        return text
+
+    def _follow_up(self, said: str, pending: tuple[str, str | None]) -> SkillReply | None:
+        """The answer to the question just asked, if ``said`` is one."""
+        if pending[0] == "length":
+            words = said.split()
+            seconds = parse_duration(words[1:] if words[:1] == ["for"] else words)
+            if seconds is not None:
+                return self._answer(self.timers.set(seconds, pending[1]), "timer")
+            return None
+        choice = parse_choice(said)
+        if choice is None:
+            return None
+        if choice.everything:
+            return self._answer(self.timers.cancel_all(), "timer")
+        if self.timers.has(choice.name):
+            return self._answer(self.timers.cancel(choice.name), "timer")
+        return None
 
     @staticmethod
     def _answer(text: str, skill: str) -> SkillReply:

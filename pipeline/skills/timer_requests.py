@@ -174,3 +174,19 @@ def _parse_set(text: str) -> SetTimer | None:
             return None  # "the pasta timer" alone asks nothing
         return SetTimer(seconds, name or tail_name)
     return None
+
+
+_ALL = re.compile(r"(?:cancel )?(?:all|both|all of them|both of them|every one|everything|all timers)")
+
+
+def parse_choice(text: str) -> CancelTimer | None:
+    """The answer to "Which one should I cancel?": "the pasta one", "5 minute", "both"."""
+    if _ALL.fullmatch(text):
+        return CancelTimer(everything=True)
+    words = text.split()
+    if words[:1] == ["cancel"]:
+        words = words[1:]
+    if words[-1:] in (["one"], ["timer"]):
+        words = words[:-1]
+    reference = _reference(words)
+    return CancelTimer(reference) if isinstance(reference, str) else None

@@ -124,6 +124,10 @@ class TimerBook:
             ordered = sorted(self._timers, key=lambda t: t.deadline)
         return [(t, max(0, math.ceil(t.deadline - now))) for t in ordered]
 
+    def has(self, name: str | None) -> bool:
+        """Whether a timer called ``name`` (by name or length) runs; any timer for None."""
+        return bool(self._select(self.timers(), name))
+
     def set(self, seconds: float, name: str | None = None, now: float | None = None) -> str:
         """Start a timer (a named one replaces its namesake); the spoken confirmation."""
         whole = math.ceil(seconds)
@@ -164,10 +168,11 @@ class TimerBook:
             return f"You have {len(running)} timers, {labels}. Which one should I cancel?"
         target = running[0][0]
         with self._changed:
-            if target in self._timers:
+            present = target in self._timers
+            if present:
                 self._timers.remove(target)
                 self._bump()
-        return f"Your {target.label} is cancelled."
+        return f"Your {target.label} is cancelled." if present else f"Your {target.label} just ended."
 
     def cancel_all(self) -> str:
         with self._changed:

@@ -54,6 +54,8 @@ def parse(heard: str) -> object:
         ("Set a timer for 8 minutes for the pasta.", 480, "pasta"),
         ("Set a timer for eight minutes called pasta.", 480, "pasta"),
         ("Set a 5 minute egg timer.", 300, "egg"),
+        ("Set a second timer for 2 minutes.", 120, None),
+        ("Start another timer for 1 minute.", 60, None),
         ("Set a timer.", None, None),
         ("Set a timer for pasta.", None, "pasta"),
     ],

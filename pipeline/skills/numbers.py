@@ -115,7 +115,7 @@ def read_number(words: list[str], i: int) -> tuple[Num | None, int]:
     if w == "a" and i + 1 < len(words) and words[i + 1] == "dozen":
         return Num(Fraction(12), "a dozen"), i + 2
     # "half", "a half", "a quarter", "one third", "three quarters"
-    if w in ("half",):
+    if w == "half":
         return Num(Fraction(1, 2), w, True), i + 1
     if w in ("a", "an", "one") and i + 1 < len(words) and words[i + 1] in FRACTION_WORDS:
         d = FRACTION_WORDS[words[i + 1]]

@@ -102,7 +102,7 @@ def _reference(words: list[str]) -> str | None | bool:
 
 _SET_VERBS = ("set", "start", "create", "make", "put on", "add", "begin", "i need", "i want", "give me")
 _SET = re.compile(
-    rf"(?:(?P<verb>{'|'.join(_SET_VERBS)}) )?(?:(?:a|an|the|my|another|one more|new|a new) )?"
+    rf"(?:(?P<verb>{'|'.join(_SET_VERBS)}) )?(?:(?:a second|a new|another|one more|a|an|the|my|new) )?"
     r"(?P<pre>.*?) ?timers? ?(?P<post>.*)"
 )
 _POST = re.compile(

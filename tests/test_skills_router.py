@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pipeline.skills import ReplyKind, Skills, TimerBook
 from pipeline.skills.control import Control, control
@@ -143,3 +145,14 @@ def test_router_answers(heard: str, skill: str, text: str) -> None:
 )
 def test_everything_else_goes_to_the_llm(heard: str) -> None:
     assert skills().handle(heard) is None
+
+
+_WORDS = ["what", "is", "the", "time", "timer", "set", "for", "a", "an", "and", "half", "quarter", "minutes", "hour", "seconds", "cancel", "stop", "pasta", "times", "x", "divided", "by", "plus", "minus", "percent", "of", "square", "root", "to", "power", "14", "1,000", "3.5", "-2", "0", "twenty", "three", "hundred", "million", "point", "again", "say", "that", "how", "much", "left", "all", "%", "?", ",", ".", "-", "/", "^", "1e9"]
+
+
+@given(st.lists(st.sampled_from(_WORDS), max_size=12), st.text(max_size=30))
+def test_handle_never_raises(words: list[str], noise: str) -> None:
+    s = skills()
+    for text in (" ".join(words), noise, " ".join(words) + noise):
+        reply = s.handle(text)
+        assert reply is None or isinstance(reply.text, str)

@@ -107,8 +107,9 @@ def nodes_on(machine: str, text: str | None = None) -> list[str]:
     return [i for i in ids if PLACEMENT.get(i) == machine]
 
 
-def write(source: Path = SOURCE, target: Path = TARGET) -> bool:
-    """Regenerate `target`; True when it changed."""
+def write(source: Path | None = None, target: Path | None = None) -> bool:
+    """Regenerate `target` (default :data:`TARGET`); True when it changed."""
+    source, target = source or SOURCE, target or TARGET
     new = generate(source.read_text())
     if target.exists() and target.read_text() == new:
         return False

@@ -50,8 +50,12 @@ def label(pid: int) -> str:
     return f"{name}#{pid}"
 
 
+_SEEN: dict[tuple[int, int], tuple[int, int]] = {}
+
+
 def cross_bytes(board: set[int], server: set[int]) -> tuple[int, int]:
-    """(bytes board -> server, bytes server -> board) over the sockets that link the two."""
+    """(bytes board -> server, bytes server -> board) so far over the sockets that link the
+    two, including the sockets already closed (their last counters are kept)."""
     out = subprocess.run(["ss", "-tinpH"], capture_output=True, text=True).stdout
     entries = re.split(r"\n(?=\S)", out)
     owner: dict[int, int] = {}
@@ -65,12 +69,10 @@ def cross_bytes(board: set[int], server: set[int]) -> tuple[int, int]:
         sent = re.search(r"bytes_sent:(\d+)", entry)
         recv = re.search(r"bytes_received:(\d+)", entry)
         counters.append((local, peer, pid, int(sent[1]) if sent else 0, int(recv[1]) if recv else 0))
-    up = down = 0
-    for _local, peer, pid, sent, recv in counters:
+    for local, peer, pid, sent, recv in counters:
         if pid in board and owner.get(peer) in server:
-            up += sent
-            down += recv
-    return up, down
+            _SEEN[(local, peer)] = (sent, recv)
+    return sum(v[0] for v in _SEEN.values()), sum(v[1] for v in _SEEN.values())
 
 
 def side(cluster: Cluster, machine: str) -> set[int]:

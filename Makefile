@@ -1,5 +1,6 @@
 # make run   : set everything up (idempotent) and start the assistant on the sound card
 # make test  : set everything up and run the tests (what CI runs)
+# make run-distributed : the same split over a `board` and a `server` dora daemon (docs/distributed.md)
 # make demo  : a bundled spoken question through the whole chain, WAV in and WAV out
 SHELL := /bin/bash
 VENV := .venv
@@ -10,7 +11,7 @@ export RUST_BACKTRACE := 0
 APT_PKGS := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox chromium
 PYTEST_ARGS ?=
 
-.PHONY: setup apt run demo test lint bench bench-sound bench-streaming clean sound
+.PHONY: setup apt run run-distributed demo test lint bench bench-sound bench-streaming clean sound
 
 setup: apt $(VENV)/.installed
 
@@ -27,13 +28,16 @@ apt:
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
-	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q -e '.[test]'
+	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q -e '.[server,test]'
 	@touch $@
 
 run: setup
 	@if [ "$${VIEW:-true}" != false ]; then \
 	  echo "Live view: http://$${VIEW_HOST:-127.0.0.1}:$${VIEW_PORT:-8765}/$${VIEW_TOKEN:+?token=<VIEW_TOKEN>}"; fi
 	dora run dataflow.yml
+
+run-distributed: setup
+	PYTHONPATH=$${PYTHONPATH:-$(CURDIR)} $(PY) -m pipeline.cluster
 
 demo: setup
 	$(PY) -m pipeline.demo

@@ -32,13 +32,15 @@ Rules every node follows:
   durations (`<what>_s`, seconds). Each stage copies the times it received onto what it
   sends and adds its own, so the speaker ends up with the whole history of a turn
   (pipeline/metrics.py turns it into the latency line).
-* Audio is float32 in [-1, 1], mono, with its `sample_rate`.
+* Audio is float32 in [-1, 1], mono, with its `sample_rate`; a sender may put it on the wire
+  as int16 (:data:`WIRE_AUDIO_ENV`), receivers always read float32.
 * `event` tells the kind of message on outputs that carry more than one kind.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -130,9 +132,32 @@ def int_array(number: int) -> pa.Array:
     return pa.array([number], type=pa.int64())
 
 
-def audio_array(samples: np.ndarray) -> pa.Array:
-    """float32 samples as an arrow array without a copy when already float32 contiguous."""
+WIRE_AUDIO_ENV = "VOICE_WIRE_AUDIO"
+"""How this process sends audio payloads: `float32` (default) or `int16`.
+
+pipeline/deploy.py sets it to int16 on the nodes whose audio crosses machines (the VAD's
+utterance, the TTS's voice): half the bytes, and 16 bits are the quality of a CD, far
+above what Whisper or a speaker needs. Receivers are unchanged (:func:`audio_of`).
+"""
+WIRE_ENCODINGS = ("float32", "int16")
+
+
+def wire_encoding() -> str:
+    value = os.environ.get(WIRE_AUDIO_ENV, "float32").strip() or "float32"
+    if value not in WIRE_ENCODINGS:
+        raise ContractError(f"{WIRE_AUDIO_ENV}={value!r}: use one of {', '.join(WIRE_ENCODINGS)}")
+    return value
+
+
+def audio_array(samples: np.ndarray, encoding: str | None = None) -> pa.Array:
+    """Samples as an arrow array: float32 (no copy when already float32 contiguous) or int16.
+
+    `encoding` defaults to this process's :func:`wire_encoding`. int16 clips to [-1, 1].
+    """
     samples = np.ascontiguousarray(samples, dtype=np.float32).reshape(-1)
+    if (encoding or _WIRE) == "int16":
+        scaled = np.clip(np.rint(samples * 32767.0), -32767, 32767).astype(np.int16)
+        return pa.array(scaled, type=pa.int16())
     return pa.array(samples, type=pa.float32())
 
 
@@ -155,6 +180,7 @@ def audio_of(value: pa.Array) -> np.ndarray:
 
 
 _EMPTY = np.zeros(0, dtype=np.float32)
+_WIRE = wire_encoding()
 
 
 def _empty_audio() -> np.ndarray:

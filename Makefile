@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 
 .PHONY: setup apt run run-distributed demo test lint bench bench-sound bench-streaming clean sound
 
-setup: apt $(VENV)/.installed
+setup: apt $(VENV)/.installed $(VENV)/.smart-turn
 
 apt:
 	@missing=$$(for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || echo -n "$$p "; done); \
@@ -29,6 +29,13 @@ apt:
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || python3 -m venv $(VENV)
 	CMAKE_ARGS="-DGGML_NATIVE=OFF" $(PIP) install -q -e '.[server,test]'
+	@touch $@
+
+# Smart Turn v3.2 (the end-of-turn model, pipeline/turn/smart_turn.py) ships inside the
+# pipecat-ai wheel with its numpy feature extractor; --no-deps brings those files without
+# pipecat's dependency tree (numba, aiohttp, ...), which the assistant never imports.
+$(VENV)/.smart-turn: $(VENV)/.installed
+	$(PIP) install -q --no-deps pipecat-ai==1.14.0
 	@touch $@
 
 run: setup

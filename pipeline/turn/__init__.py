@@ -1,0 +1,1 @@
+"""End of turn: when has the user finished speaking (model, transcript cues, policy)."""

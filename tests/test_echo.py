@@ -246,7 +246,7 @@ def test_barge_in_user_is_transcribed(
     assert not canceller.playing_at(t_cut + 0.01)
     utterances = [e for e in events if isinstance(e, Utterance)]
     assert len(utterances) == 1
-    heard = _transcriber().transcribe(utterances[0].audio).text
+    heard = _transcriber().transcribe(utterances[0].samples).text
     print(f"\nbarge-in at {t_cut - T0:.2f} s; Whisper on the cleaned utterance: {heard!r}")
     assert overlap(USER, heard) >= 0.6
 
@@ -491,9 +491,7 @@ def listen_like_the_vad_node(
     canceller: EchoCanceller, mic: np.ndarray, vad: SileroVad, veto: bool = True
 ) -> list[Event]:
     """What nodes/vad.py does with each microphone chunk."""
-    pipeline = VadPipeline(vad=vad)
-    if veto:
-        pipeline.endpointer.onset_veto = canceller.onset_is_echo
+    pipeline = VadPipeline(vad=vad, onset_veto=canceller.onset_is_echo if veto else None)
     events: list[Event] = []
     for i in range(0, mic.size, CHUNK):
         t, chunk = T0 + i / SR, mic[i : i + CHUNK]

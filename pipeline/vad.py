@@ -86,9 +86,9 @@ class EndpointConfig:
     # stays silent, so the final transcript is ready almost at once.
     speculate_ms: int = 0
     # Preroll of an utterance that starts while the assistant is audible (a barge-in): AEC3
-    # suppresses the first ~0.85 s of double talk (measured, tests/test_echo.py), so the
-    # onset is found late and a 300 ms preroll would give Whisper only the end of what the
-    # user said ("is it" of "What time is it?"). The audio kept is the raw microphone.
+    # suppresses the start of double talk, so the onset is found late and the usual preroll
+    # would give Whisper only the end of what the user said. The audio kept is the raw
+    # microphone.
     barge_in_preroll_ms: int = 1000
 
     def __post_init__(self) -> None:

@@ -417,7 +417,7 @@ def test_embedded_server_killed_then_restarted(tmp_path, make_speech):
         assert listening_addresses(int(env["LLM_SERVER_PORT"])) == {"127.0.0.1"}
         # while the question is spoken: by its endpoint a short answer can be complete
         # (ASR, LLM and TTS start 64 ms into the silence)
-        flow.wait_log("turn 2: speech started", timeout=60)
+        flow.wait_log("turn 2000: speech started", timeout=60)  # m.user_turn(2)
         server_pid = flow.kill("llama-server")
         flow.wait_log("embedded LLM server is back", timeout=60)
         flow.wait_turns(3, timeout=60)

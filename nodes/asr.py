@@ -7,8 +7,9 @@ import time
 from typing import Any
 
 from pipeline import messages as m
-from pipeline.asr import AsrConfig, EchoGuard, SpeculativeAsr, Transcriber
+from pipeline.asr import AsrConfig, SpeculativeAsr, Transcriber
 from pipeline.audio import resample
+from pipeline.echo.guard import EchoGuard
 from pipeline.models import ModelNotFound
 from pipeline.runtime import STOP, Outbox, fail, inputs, start
 from pipeline.settings import Settings

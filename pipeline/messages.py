@@ -291,7 +291,7 @@ class MicAudio(Message):
     PAYLOAD_KIND: ClassVar[str] = "audio"
 
     samples: np.ndarray
-    capture_time: float  # UNIX time the block's last sample was captured
+    capture_time: float  # UNIX time the block's first sample was captured
     seq: int = 0  # block counter, to see losses
     sample_rate: int = ASR_RATE
 
@@ -335,6 +335,11 @@ class Utterance(Message):
     def times(self) -> Times:
         return {"t_speech_start": self.t_speech_start, "t_speech_end": self.t_speech_end,
                 "t_utterance": self.t_utterance}
+
+    @property
+    def duration_s(self) -> float:
+        """Seconds of audio (not a metadata key: only fields are sent)."""
+        return self.samples.size / self.sample_rate
 
 
 @_register

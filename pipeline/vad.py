@@ -2,10 +2,10 @@
 
 Three parts, so that the decision logic can be tested without a model:
 
-* :class:`SileroVad` turns one 32 ms frame into a speech probability (Silero VAD v6, ONNX,
-  streaming: its recurrent state and audio context are carried from frame to frame).
+* :class:`~pipeline.silero.SileroVad` turns one 32 ms frame into a speech probability.
 * :class:`Endpointer` is a pure state machine over (frame, probability, time) that emits
-  :class:`SpeechStarted`, :class:`Utterance` and :class:`SpeechDiscarded` events.
+  the messages :class:`~pipeline.messages.SpeechStarted` and
+  :class:`~pipeline.messages.Utterance`, and :class:`SpeechDiscarded` (which is not sent).
 * :class:`VadPipeline` glues a :class:`~pipeline.audio.Framer`, the model and the endpointer
   together and timestamps every frame from the capture time of the microphone chunks.
 
@@ -15,139 +15,29 @@ different frame and context sizes for no benefit here.
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
+from pipeline import messages as m
 from pipeline.audio import Framer
+from pipeline.messages import SpeechStarted, Utterance
 from pipeline.settings import DEFAULTS, Settings
+from pipeline.silero import FRAME_SAMPLES, SAMPLE_RATE, SileroVad, VadModelError, silero_model_path
 
-SAMPLE_RATE = 16000
-FRAME_SAMPLES = 512  # 32 ms at 16 kHz, the only window Silero v5/v6 accepts at this rate
-CONTEXT_SAMPLES = 64  # tail of the previous frame the model sees in front of each frame
-STATE_SHAPE = (1, 1, 128)
+__all__ = [
+    "FRAME_SAMPLES", "SAMPLE_RATE", "EndpointConfig", "Endpointer", "Event", "FrameModel", "OnsetVeto",
+    "SileroVad", "SpeechDiscarded", "SpeechStarted", "Utterance", "VadModelError",
+    "VadPipeline", "silero_model_path",
+]
+
 HYSTERESIS = 0.15  # neg_threshold = threshold - 0.15, as in Silero's get_speech_timestamps
 
 
-class VadModelError(RuntimeError):
-    """The Silero model could not be found or loaded; the message says where it looked."""
-
-
-# --------------------------------------------------------------------------- model
-
-
-def silero_model_path() -> str:
-    """Path of the Silero VAD ONNX model shipped inside the installed `faster_whisper`.
-
-    The package is located with `importlib.util.find_spec` rather than imported: importing
-    faster_whisper loads CTranslate2 and PyAV, which the VAD node does not otherwise need.
-    Nothing is ever downloaded.
-    """
-    spec = importlib.util.find_spec("faster_whisper")
-    if spec is None or spec.origin is None:
-        raise VadModelError("faster_whisper is not installed; it ships the Silero VAD model")
-    path = os.path.join(os.path.dirname(spec.origin), "assets", "silero_vad_v6.onnx")
-    if not os.path.isfile(path):
-        raise VadModelError(f"Silero VAD model not found at {path} (faster_whisper too old?)")
-    return path
-
-
-class SileroVad:
-    """Streaming Silero VAD: one 512-sample, 16 kHz frame in, one speech probability out.
-
-    The model is stateful: each call gets the 64 last samples of the previous frame in front
-    of the new one (input shape (1, 576)) and the LSTM states `h`, `c` returned by the
-    previous call. Frames must therefore be fed in order, and :meth:`reset` called after a
-    gap in the audio. The input buffer is allocated once; only onnxruntime's small outputs
-    are allocated per frame.
-
-    onnxruntime runs with one intra-op and one inter-op thread: a frame costs well under a
-    millisecond on one core, and the machine's other cores are needed by Whisper and the LLM.
-    """
-
-    def __init__(self, model_path: str | None = None) -> None:
-        import onnxruntime as ort  # imported here so the Endpointer is usable without it
-
-        path = model_path or silero_model_path()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = 1
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3  # errors only; the model triggers harmless warnings
-        try:
-            self._session = ort.InferenceSession(
-                path, sess_options=opts, providers=["CPUExecutionProvider"]
-            )
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise VadModelError(f"cannot load Silero VAD model {path}: {e}") from e
-        self.model_path = path
-        self._input = np.zeros((1, CONTEXT_SAMPLES + FRAME_SAMPLES), dtype=np.float32)
-        self._frame_view = self._input[0, CONTEXT_SAMPLES:]
-        self._context_view = self._input[0, :CONTEXT_SAMPLES]
-        self._tail_view = self._input[0, FRAME_SAMPLES:]
-        self._h = np.zeros(STATE_SHAPE, dtype=np.float32)
-        self._c = np.zeros(STATE_SHAPE, dtype=np.float32)
-        self._feed = {"input": self._input, "h": self._h, "c": self._c}
-
-    def reset(self) -> None:
-        """Forget the recurrent state and the audio context (new stream, or after a gap)."""
-        self._input.fill(0.0)
-        self._h = np.zeros(STATE_SHAPE, dtype=np.float32)
-        self._c = np.zeros(STATE_SHAPE, dtype=np.float32)
-        self._feed["h"], self._feed["c"] = self._h, self._c
-
-    def prob(self, frame: np.ndarray) -> float:
-        """Speech probability of the next 512-sample frame (float32, 16 kHz, in [-1, 1])."""
-        if frame.shape != (FRAME_SAMPLES,):
-            raise ValueError(
-                f"SileroVad needs frames of {FRAME_SAMPLES} samples, got {frame.shape}"
-            )
-        self._frame_view[:] = frame
-        out, h, c = self._session.run(None, self._feed)
-        self._feed["h"], self._feed["c"] = h, c
-        self._context_view[:] = self._tail_view  # this frame's tail is the next one's context
-        return float(out.reshape(-1)[0])
-
-
 # --------------------------------------------------------------------------- events
-
-
-@dataclass(frozen=True)
-class SpeechStarted:
-    """The user has been talking for `start_ms`: interrupt whatever is playing."""
-
-    turn_id: int
-    t_speech_start: float
-
-
-@dataclass(frozen=True, eq=False)
-class Utterance:
-    """A finished utterance: 16 kHz float32 audio, preroll included, ready for ASR.
-
-    `t_speech_start` is the capture time of the first voiced frame (the preroll starts
-    before it); `t_speech_end` the end of the last voiced frame. `cut` is True when the
-    utterance was cut at `max_utterance_s` while the user was still talking.
-    """
-
-    turn_id: int
-    audio: np.ndarray
-    t_speech_start: float
-    t_speech_end: float
-    sample_rate: int = SAMPLE_RATE
-    cut: bool = False
-    # Speculative endpointing: a tentative utterance (final=False) is sent after a short
-    # silence so ASR can start early; the final one says whether its audio is the same
-    # (no speech since the tentative), in which case the ASR reuses its transcript.
-    final: bool = True
-    same_as_tentative: bool = False
-
-    @property
-    def duration_s(self) -> float:
-        return self.audio.size / self.sample_rate
 
 
 @dataclass(frozen=True)
@@ -158,6 +48,19 @@ class SpeechDiscarded:
 
 
 Event = SpeechStarted | Utterance | SpeechDiscarded
+
+class FrameModel(Protocol):
+    """What the pipeline needs of a VAD model (:class:`~pipeline.silero.SileroVad`)."""
+
+    def prob(self, frame: np.ndarray) -> float: ...
+
+    def reset(self) -> None: ...
+
+
+OnsetVeto = Callable[[int], "bool | None"]
+"""Asked with the samples of voice so far before a SpeechStarted is given: True drops the
+onset (e.g. the echo canceller found it is the assistant's own voice), None asks again at
+the next voiced frame (not sure yet)."""
 
 
 # --------------------------------------------------------------------------- endpointer
@@ -182,15 +85,15 @@ class EndpointConfig:
     # Silence kept after the last voiced frame: Whisper transcribes the last word better with
     # a little trailing silence, but the rest of the end_silence_ms wait is dead weight.
     postroll_ms: int = 200
-    first_turn_id: int = 1
+    first_turn: int = 1  # n of the first user turn: its id is messages.user_turn(n)
     # Silence after which a tentative utterance goes to ASR (0 = off). At or above
     # postroll_ms its audio is exactly what the final utterance will be if the user
     # stays silent, so the final transcript is ready almost at once.
     speculate_ms: int = 0
     # Preroll of an utterance that starts while the assistant is audible (a barge-in): AEC3
-    # suppresses the first ~0.85 s of double talk (measured, tests/test_echo.py), so the
-    # onset is found late and a 300 ms preroll would give Whisper only the end of what the
-    # user said ("is it" of "What time is it?"). The audio kept is the raw microphone.
+    # suppresses the start of double talk, so the onset is found late and the usual preroll
+    # would give Whisper only the end of what the user said. The audio kept is the raw
+    # microphone.
     barge_in_preroll_ms: int = 1000
 
     @classmethod
@@ -209,6 +112,8 @@ class EndpointConfig:
         )
 
     def __post_init__(self) -> None:
+        if self.first_turn < 1:
+            raise ValueError(f"first_turn must be at least 1, got {self.first_turn}")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be in (0, 1), got {self.threshold}")
         if self.sample_rate <= 0 or self.frame_samples <= 0:
@@ -326,7 +231,8 @@ class Endpointer:
     The frames given are copied; the caller may reuse its buffers.
     """
 
-    def __init__(self, config: EndpointConfig | None = None) -> None:
+    def __init__(self, config: EndpointConfig | None = None, onset_veto: OnsetVeto | None = None,
+                 clock: Callable[[], float] = m.now) -> None:
         self.config = config or EndpointConfig()
         cfg = self.config
         self._counts = _Counts(
@@ -349,14 +255,11 @@ class Endpointer:
         self._cur = _Current()
         self._muted = False
         self._cut_pending = False
-        self.turn_id = cfg.first_turn_id - 1  # the last turn given out
-        # Asked with the samples of voice so far before a SpeechStarted is given; True
-        # drops the onset (the echo canceller's last check that it is not its own voice),
-        # None asks again at the next voiced frame (not sure yet).
-        self.onset_veto: Callable[[int], bool | None] | None = None
-        # Set by the caller while the assistant is audible: speech that starts then is a
-        # barge-in, never dropped as too short (see `_min_voiced`).
-        self.assistant_audible = False
+        self._turns = cfg.first_turn - 1  # user turns given out so far
+        self.turn_id = m.user_turn(self._turns) if self._turns else m.NO_TURN  # the last one
+        self._onset_veto = onset_veto
+        self._clock = clock  # stamps `t_utterance`
+        self._assistant_audible = False
 
     # -- controls --------------------------------------------------------------------
 
@@ -372,6 +275,15 @@ class Endpointer:
     def in_speech(self) -> bool:
         """True between SpeechStarted and the end of its utterance."""
         return self._state == _SPEAKING
+
+    @property
+    def assistant_audible(self) -> bool:
+        return self._assistant_audible
+
+    def set_assistant_audible(self, audible: bool) -> None:
+        """Whether the assistant can be heard now: speech that starts then is a barge-in,
+        with a longer preroll and never dropped as too short (see `_min_voiced`)."""
+        self._assistant_audible = bool(audible)
 
     def set_threshold(self, threshold: float | None) -> None:
         """Raise (or lower) the speech threshold for a while, e.g. while the assistant talks,
@@ -445,7 +357,7 @@ class Endpointer:
         cur = self._cur = _Current(t_start=frame_time)
         if with_preroll:
             counts = self._counts
-            limit = counts.barge_in_preroll if self.assistant_audible else counts.preroll
+            limit = counts.barge_in_preroll if self._assistant_audible else counts.preroll
             cur.prefix = cur.pos = self._ring.read_into(self._buf, max(limit, counts.preroll))
 
     def _append(self, frame: np.ndarray) -> None:
@@ -479,15 +391,16 @@ class Endpointer:
         self._voiced(frame_time)
         cur.run += 1
         if cur.run >= self._counts.start:
-            verdict = self.onset_veto(cur.pos - cur.prefix) if self.onset_veto is not None else False
+            veto = self._onset_veto
+            verdict = veto(cur.pos - cur.prefix) if veto is not None else False
             if verdict is None:
                 return  # undecided: still pending, judged again with the next frame
             if verdict:
                 self._to_idle()  # not the user (e.g. the assistant's own echo): no turn
                 return
-            self.turn_id += 1
+            self._next_turn()
             self._state = _SPEAKING
-            cur.barge_in = self.assistant_audible
+            cur.barge_in = self._assistant_audible
             assert cur.t_start is not None
             events.append(SpeechStarted(self.turn_id, cur.t_start))
 
@@ -501,7 +414,7 @@ class Endpointer:
                 # The user goes on after a tentative utterance: whatever was started on it
                 # (ASR, LLM, TTS) must be dropped, so the rest of the utterance is a new turn.
                 cur.speculated_voiced = -1
-                self.turn_id += 1
+                self._next_turn()
                 events.append(SpeechStarted(self.turn_id, frame_time))
             self._voiced(frame_time)
         else:
@@ -549,15 +462,19 @@ class Endpointer:
         events.append(
             Utterance(
                 turn_id=self.turn_id,
-                audio=self._buf[:end].copy(),
+                samples=self._buf[:end].copy(),
                 t_speech_start=cur.t_start,
                 t_speech_end=cur.t_voiced_end,
                 sample_rate=self.config.sample_rate,
-                cut=cut,
+                t_utterance=self._clock(),
                 final=final,
                 same_as_tentative=final and cur.speculated_voiced == cur.voiced,
             )
         )
+
+    def _next_turn(self) -> None:
+        self._turns += 1
+        self.turn_id = m.user_turn(self._turns)
 
     def _to_idle(self) -> None:
         self._state = _IDLE
@@ -575,7 +492,8 @@ class VadPipeline:
     and do not drift with the chunk sizes.
     """
 
-    def __init__(self, config: EndpointConfig | None = None, vad: SileroVad | None = None) -> None:
+    def __init__(self, config: EndpointConfig | None = None, vad: FrameModel | None = None,
+                 onset_veto: OnsetVeto | None = None, clock: Callable[[], float] = m.now) -> None:
         self.config = config or EndpointConfig()
         if self.config.sample_rate != SAMPLE_RATE or self.config.frame_samples != FRAME_SAMPLES:
             raise ValueError(
@@ -583,7 +501,7 @@ class VadPipeline:
             )
         self.vad = vad or SileroVad()
         self.vad.reset()  # a model shared with an earlier stream must not carry its state
-        self.endpointer = Endpointer(self.config)
+        self.endpointer = Endpointer(self.config, onset_veto, clock)
         self.framer = Framer(self.config.frame_samples)
         self.keep_framer = Framer(self.config.frame_samples)
         self.last_prob = 0.0
@@ -638,6 +556,10 @@ class VadPipeline:
     def set_threshold(self, threshold: float | None) -> None:
         """See :meth:`Endpointer.set_threshold`."""
         self.endpointer.set_threshold(threshold)
+
+    def set_assistant_audible(self, audible: bool) -> None:
+        """See :meth:`Endpointer.set_assistant_audible`."""
+        self.endpointer.set_assistant_audible(audible)
 
     def _frame(
         self, frame: np.ndarray, frame_time: float, kept: np.ndarray | None = None

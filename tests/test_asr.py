@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from pipeline.asr import EchoGuard, SpeculativeAsr, Transcript, is_hallucination, is_loop, normalise
+from pipeline.asr import SpeculativeAsr, Transcript, is_hallucination, is_loop, normalise
+from pipeline.echo.guard import EchoGuard
 
 
 def test_known_hallucinations_are_recognised():

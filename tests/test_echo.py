@@ -19,8 +19,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import echo as echo_module
-from pipeline.echo import FRAME_SAMPLES, EchoCanceller, EchoConfig, EchoPresence, ReferenceTimeline
+from pipeline.echo import (
+    FRAME_SAMPLES,
+    EchoCanceller,
+    EchoConfig,
+    EchoPresence,
+    OnsetJudge,
+    OnsetRules,
+    ReferenceTimeline,
+)
+from pipeline.echo import canceller as echo_module
 from pipeline.vad import Event, SileroVad, SpeechStarted, Utterance, VadPipeline
 from tests.conftest import _transcriber, overlap
 
@@ -238,7 +246,7 @@ def test_barge_in_user_is_transcribed(
     assert not canceller.playing_at(t_cut + 0.01)
     utterances = [e for e in events if isinstance(e, Utterance)]
     assert len(utterances) == 1
-    heard = _transcriber().transcribe(utterances[0].audio).text
+    heard = _transcriber().transcribe(utterances[0].samples).text
     print(f"\nbarge-in at {t_cut - T0:.2f} s; Whisper on the cleaned utterance: {heard!r}")
     assert overlap(USER, heard) >= 0.6
 
@@ -491,9 +499,7 @@ def listen_like_the_vad_node(
     canceller: EchoCanceller, mic: np.ndarray, vad: SileroVad, veto: bool = True
 ) -> list[Event]:
     """What nodes/vad.py does with each microphone chunk."""
-    pipeline = VadPipeline(vad=vad)
-    if veto:
-        pipeline.endpointer.onset_veto = canceller.onset_is_echo
+    pipeline = VadPipeline(vad=vad, onset_veto=canceller.onset_is_echo if veto else None)
     events: list[Event] = []
     for i in range(0, mic.size, CHUNK):
         t, chunk = T0 + i / SR, mic[i : i + CHUNK]
@@ -523,7 +529,7 @@ def test_an_echo_that_starts_after_the_no_echo_verdict_is_not_a_turn(
     canceller = fresh_canceller(scene)
     found = starts(listen_like_the_vad_node(canceller, mic, silero_vad, veto=veto))
     print(f"\nlate echo, veto {veto}: SpeechStarted at {found}, last corr "
-          f"{canceller.presence.last_corr:.2f}")
+          f"{canceller.onset.last_corr:.2f}")
     if veto:
         assert found == [] and canceller.presence.echo
     else:  # the scene is real: without the veto the assistant would interrupt itself
@@ -594,7 +600,8 @@ def test_a_user_onset_does_not_follow_the_reference(
             if is_echo:  # the periodic verdict may have caught it already (>= 250 ms)
                 presence.echo = False  # as if the onset came right after "no echo"
             assert not presence.echo  # silent microphone, then a user: echo ruled out
-            assert presence.onset_is_echo(stop - onset) is is_echo, (ms, presence.last_corr)
+            judge = OnsetJudge(presence)
+            assert judge.is_echo(stop - onset) is is_echo, (ms, judge.last_corr)
 
 
 @pytest.mark.parametrize("veto", [True, False])
@@ -637,7 +644,7 @@ def test_a_user_who_matches_the_reference_by_chance_is_judged_on_more_of_their_v
     """Echo ruled out (a virtual card), a user in the assistant's own voice: 100 ms into
     "Wait, tell me about cheese." the onset correlates 0.59 with the answer, which used to
     make it echo (and AEC3 then swallowed the rest of the barge-in). Now it is undecided
-    until it falls below ONSET_THRESHOLD (0.50 at 200 ms, 0.48 at 300 ms): the user. A room
+    until it falls below OnsetRules.correlated (0.50 at 200 ms, 0.48 at 300 ms): the user. A room
     echo starting the same way is echo at once."""
     played, k, user, echo = user_or_echo_from(
         speak_16k, ASSISTANT[1], "Wait, tell me about cheese.", 1.2)
@@ -647,7 +654,8 @@ def test_a_user_who_matches_the_reference_by_chance_is_judged_on_more_of_their_v
             stop = onset + int(ms * SR / 1000) // FRAME_SAMPLES * FRAME_SAMPLES
             presence = fed_presence(mic, played, stop)
             presence.echo = False  # a silent microphone before: echo ruled out
-            assert presence.onset_is_echo(stop - onset) is verdict, (ms, presence.last_corr)
+            judge = OnsetJudge(presence)
+            assert judge.is_echo(stop - onset) is verdict, (ms, judge.last_corr)
 
 
 def test_a_residue_half_cancelled_that_still_follows_the_reference_is_echo(
@@ -666,9 +674,10 @@ def test_a_residue_half_cancelled_that_still_follows_the_reference_is_echo(
     out = (residue * 0.5 * np.sqrt(np.mean(mic**2) / np.mean(residue**2))).astype(np.float32)
     presence = fed_presence(mic, played, int(2.0 * SR) // FRAME_SAMPLES * FRAME_SAMPLES, out)
     assert presence.echo  # echo is there: no deferral, a decision at once
-    assert presence.onset_is_echo(1600) is True, presence.last_corr
-    print(f"\nhalf-cancelled residue: correlation {presence.last_corr:.2f}")
-    assert 0.4 <= presence.last_corr < presence.ONSET_THRESHOLD
+    judge = OnsetJudge(presence)
+    assert judge.is_echo(1600) is True, judge.last_corr
+    print(f"\nhalf-cancelled residue: correlation {judge.last_corr:.2f}")
+    assert OnsetRules().half_residue <= judge.last_corr < OnsetRules().correlated
 
 
 @pytest.mark.parametrize("seed", range(6))

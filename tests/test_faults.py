@@ -438,7 +438,7 @@ def test_embedded_server_killed_then_restarted(tmp_path, make_speech):
         # acts; it is killed once turn 2's request is waiting for it, unread, so that request
         # fails (not one sent before it, and not one the restarted server would answer).
         server_pid = flow.kill("llama-server", signal.SIGSTOP)
-        flow.wait_log("turn 2: speech started", timeout=60)
+        flow.wait_log("turn 2000: speech started", timeout=60)
         flow.wait_until(lambda: unread_request_bytes(port) > 0, 60, "turn 2's request at the frozen server")
         flow.kill("llama-server")
         flow.wait_log("embedded LLM server is back", timeout=60)

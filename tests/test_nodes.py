@@ -14,25 +14,6 @@ from tests.conftest import wait_until
 from tests.nodekit import RecordingNode, closed, ev
 
 
-def test_vad_node_sends_speech_started_then_the_utterance(question_16k):
-    from nodes import vad as vad_node
-    from pipeline.vad import EndpointConfig, VadPipeline
-
-    s = load({})
-    audio = np.concatenate([np.zeros(8000, np.float32), question_16k, np.zeros(16000, np.float32)])
-    events = [ev("audio", m.audio_array(audio[i:i + 320]), sample_rate=16000, capture_time=100 + i / 16000)
-              for i in range(0, audio.size - 320, 320)]
-    events.append(ev("audio", m.audio_array(np.zeros(320, np.float32)), sample_rate=8000, capture_time=0.0))
-    events.append(closed("audio"))
-    node = RecordingNode(events)
-    vad_node.run(node, s, VadPipeline(EndpointConfig.from_settings(s)))
-    kinds = [(oid, meta.get("final")) for oid, _v, meta in node.sent]
-    assert kinds[0] == ("speech_started", None)
-    finals = [meta for oid, _v, meta in node.sent if oid == "utterance" and meta["final"]]
-    assert len(finals) == 1 and finals[0]["turn_id"] == 1
-    assert abs(finals[0]["t_speech_end"] - (100 + (8000 + question_16k.size) / 16000)) < 0.15
-
-
 def test_asr_node_transcribes_and_drops_stale_turns(question_16k):
     from nodes import asr as asr_node
     from pipeline.asr import AsrConfig, Transcriber

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pytest
 
+from pipeline.messages import user_turn
 from pipeline.vad import (
     EndpointConfig,
     Endpointer,
@@ -64,21 +65,21 @@ def test_speech_started_after_start_ms_then_utterance() -> None:
     assert kinds(events) == ["SpeechStarted", "Utterance"]
     (k1, started), (k2, utt) = events
     assert k1 == 12  # the third frame of speech (96 ms)
-    assert started == SpeechStarted(1, T0 + 10 * FRAME_S)
+    assert started == SpeechStarted(user_turn(1), T0 + 10 * FRAME_S)
     assert k2 == 30 + 16 - 1  # 16 frames (512 ms) of silence
     assert isinstance(utt, Utterance)
-    assert utt.turn_id == 1
+    assert utt.turn_id == user_turn(1)
     assert utt.t_speech_start == T0 + 10 * FRAME_S
     assert utt.t_speech_end == pytest.approx(T0 + 30 * FRAME_S)
     # 300 ms preroll (4800 samples, the tail of frames 0..9), the speech, 200 ms postroll
-    assert utt.audio.size == 4800 + 20 * FRAME + 3200
-    assert frame_ids(utt.audio) == list(range(0, 37))
-    assert np.all(utt.audio[:4800] < 10) and np.all(utt.audio[4800 : 4800 + FRAME] == 10)
+    assert utt.samples.size == 4800 + 20 * FRAME + 3200
+    assert frame_ids(utt.samples) == list(range(0, 37))
+    assert np.all(utt.samples[:4800] < 10) and np.all(utt.samples[4800 : 4800 + FRAME] == 10)
 
 
 def test_cough_is_discarded_after_speech_started() -> None:
     events = feed(Endpointer(), [0.9] * 4 + [0.0] * 20)
-    assert [e for _, e in events] == [SpeechStarted(1, T0), SpeechDiscarded(1)]
+    assert [e for _, e in events] == [SpeechStarted(user_turn(1), T0), SpeechDiscarded(user_turn(1))]
 
 
 def test_min_speech_boundary() -> None:
@@ -115,13 +116,14 @@ def test_max_utterance_cut_continues_seamlessly() -> None:
     assert kinds(events) == ["SpeechStarted", "Utterance", "SpeechStarted", "Utterance"]
     first, second = events[1][1], events[3][1]
     assert isinstance(first, Utterance) and isinstance(second, Utterance)
-    assert (first.turn_id, first.cut) == (1, True)
+    assert first.turn_id == user_turn(1)
     assert events[1][0] == 10 + 32 - 1
-    assert first.audio.size == 4800 + 32 * FRAME
-    assert frame_ids(first.audio)[-1] == 41
-    assert events[2][1] == SpeechStarted(2, T0 + 42 * FRAME_S)
-    assert (second.turn_id, second.cut) == (2, False)
-    assert frame_ids(second.audio)[0] == 42  # no preroll: nothing is sent twice
+    assert first.samples.size == 4800 + 32 * FRAME  # cut: no postroll
+    assert frame_ids(first.samples)[-1] == 41
+    assert events[2][1] == SpeechStarted(user_turn(2), T0 + 42 * FRAME_S)  # seamless
+    assert second.turn_id == user_turn(2)
+    assert second.samples.size == 18 * FRAME + 3200  # a normal end: 200 ms of postroll
+    assert frame_ids(second.samples)[0] == 42  # no preroll: nothing is sent twice
     assert second.t_speech_end == pytest.approx(T0 + 60 * FRAME_S)
 
 
@@ -131,7 +133,7 @@ def test_max_utterance_cut_then_silence_repeats_nothing() -> None:
     assert kinds(events) == ["SpeechStarted", "Utterance", "SpeechStarted", "Utterance"]
     second = events[3][1]
     assert isinstance(second, Utterance)
-    assert frame_ids(second.audio)[0] == 32  # preroll only from after the cut
+    assert frame_ids(second.samples)[0] == 32  # preroll only from after the cut
 
 
 def test_max_utterance_reached_while_pausing_ends_normally() -> None:
@@ -139,28 +141,29 @@ def test_max_utterance_reached_while_pausing_ends_normally() -> None:
     events = feed(ep, [0.9] * 20 + [0.0] * 30)
     assert kinds(events) == ["SpeechStarted", "Utterance"]
     utt = events[1][1]
-    assert isinstance(utt, Utterance) and not utt.cut
+    assert isinstance(utt, Utterance)
+    assert utt.samples.size == 20 * FRAME + 3200  # not cut: speech and postroll
     assert events[1][0] == 31
 
 
 def test_turn_ids_increase_from_configured_start() -> None:
-    ep = Endpointer(EndpointConfig(first_turn_id=7))
+    ep = Endpointer(EndpointConfig(first_turn=7))
     one_turn = [0.9] * 10 + [0.0] * 20
     events = feed(ep, one_turn * 3)
-    assert [e.turn_id for _, e in events] == [7, 7, 8, 8, 9, 9]
+    assert [e.turn_id for _, e in events] == [7000, 7000, 8000, 8000, 9000, 9000]
 
 
 def test_mute_drops_speech_in_progress_and_preroll() -> None:
     ep = Endpointer()
     assert kinds(feed(ep, [0.0] * 20 + [0.9] * 5)) == ["SpeechStarted"]
-    assert ep.set_muted(True) == [SpeechDiscarded(1)]
+    assert ep.set_muted(True) == [SpeechDiscarded(user_turn(1))]
     assert feed(ep, [0.9] * 30, start=25) == []  # ignored while muted
     assert ep.set_muted(False) == []
     events = feed(ep, [0.9] * 10 + [0.0] * 20, start=55)
     assert kinds(events) == ["SpeechStarted", "Utterance"]
     utt = events[1][1]
-    assert isinstance(utt, Utterance) and utt.turn_id == 2
-    assert frame_ids(utt.audio)[0] == 55  # the preroll was forgotten while muted
+    assert isinstance(utt, Utterance) and utt.turn_id == user_turn(2)
+    assert frame_ids(utt.samples)[0] == 55  # the preroll was forgotten while muted
     assert ep.set_muted(False) == []  # muting when idle, or twice, emits nothing
     assert ep.set_muted(True) == [] and ep.set_muted(True) == []
 
@@ -184,7 +187,7 @@ def test_an_utterance_that_interrupted_the_assistant_is_never_too_short() -> Non
     ep = Endpointer()
     assert kinds(feed(ep, short)) == ["SpeechStarted", "SpeechDiscarded"]
     ep = Endpointer()
-    ep.assistant_audible = True
+    ep.set_assistant_audible(True)
     assert kinds(feed(ep, short)) == ["SpeechStarted", "Utterance"]
 
 
@@ -195,9 +198,9 @@ def test_a_barge_in_keeps_a_longer_preroll() -> None:
     lengths = {}
     for audible in (False, True):
         ep = Endpointer()
-        ep.assistant_audible = audible
+        ep.set_assistant_audible(audible)
         (utterance,) = [e for _, e in feed(ep, probs) if isinstance(e, Utterance)]
-        lengths[audible] = utterance.audio.size
+        lengths[audible] = utterance.samples.size
     assert lengths[True] - lengths[False] == 16000 - 300 * 16  # 1 s instead of 300 ms
 
 
@@ -212,15 +215,14 @@ def test_an_undecided_onset_check_is_asked_again_with_more_voice(final: bool) ->
         asked.append(n)
         return None if len(asked) < 4 else final
 
-    ep = Endpointer()
-    ep.onset_veto = veto
+    ep = Endpointer(onset_veto=veto)
     events = feed(ep, [0.0] * 10 + [0.9] * 20 + [0.0] * 30)
     assert asked[:4] == [k * FRAME for k in (3, 4, 5, 6)]  # 96 ms, then a frame more each time
     if final:  # its own voice: no turn (and each later onset of it is asked anew)
         assert events == [] and asked[4] == 3 * FRAME
     else:
         assert kinds(events) == ["SpeechStarted", "Utterance"]
-        assert events[0][0] == 15 and events[0][1] == SpeechStarted(1, T0 + 10 * FRAME_S)
+        assert events[0][0] == 15 and events[0][1] == SpeechStarted(user_turn(1), T0 + 10 * FRAME_S)
 
 
 def test_flush_emits_pending_utterance() -> None:
@@ -311,7 +313,7 @@ def test_one_question(pipeline: Callable[..., VadPipeline], question_16k: np.nda
     assert [type(e) for _, e in events] == [SpeechStarted, Utterance]
     (t_started, started), (t_utt, utt) = events
     assert isinstance(started, SpeechStarted) and isinstance(utt, Utterance)
-    assert started.turn_id == utt.turn_id == 1
+    assert started.turn_id == utt.turn_id == user_turn(1)
     # quick enough to interrupt a playing answer: start_ms plus frame alignment
     assert t_started - true_start < 0.096 + 2 * FRAME_S
     assert abs(started.t_speech_start - true_start) < 0.1
@@ -321,9 +323,9 @@ def test_one_question(pipeline: Callable[..., VadPipeline], question_16k: np.nda
     # the audio covers the speech plus the preroll
     first = round((utt.t_speech_start - T0) * SR) - 4800
     assert first <= lead * SR + s0 - 4000
-    assert first + utt.audio.size >= lead * SR + s1
-    assert np.array_equal(utt.audio, signal[first : first + utt.audio.size])
-    assert utt.sample_rate == SR and utt.audio.dtype == np.float32
+    assert first + utt.samples.size >= lead * SR + s1
+    assert np.array_equal(utt.samples, signal[first : first + utt.samples.size])
+    assert utt.sample_rate == SR and utt.samples.dtype == np.float32
 
 
 def test_preroll_holds_audio_before_onset(
@@ -332,7 +334,7 @@ def test_preroll_holds_audio_before_onset(
     signal = with_silence([1.0, question_16k, 1.0])
     utt = next(e for _, e in run(pipeline(), signal) if isinstance(e, Utterance))
     onset = round((utt.t_speech_start - T0) * SR)
-    preroll = utt.audio[:4800]
+    preroll = utt.samples[:4800]
     assert np.array_equal(preroll, signal[onset - 4800 : onset])
     assert np.std(preroll) > 5e-4  # the noise floor is really there, not zeros
 
@@ -345,7 +347,7 @@ def test_two_questions_two_turns(
     second = speak_16k("And what about Germany?")
     events = [e for _, e in run(pipeline(), with_silence([0.5, question_16k, 1.5, second, 1.0]))]
     assert [type(e) for e in events] == [SpeechStarted, Utterance, SpeechStarted, Utterance]
-    assert [e.turn_id for e in events] == [1, 1, 2, 2]
+    assert [e.turn_id for e in events] == [user_turn(n) for n in (1, 1, 2, 2)]
     u1, u2 = events[1], events[3]
     assert isinstance(u1, Utterance) and isinstance(u2, Utterance)
     assert u2.t_speech_start - u1.t_speech_end == pytest.approx(1.5, abs=0.25)
@@ -374,11 +376,14 @@ def test_max_utterance_cuts_long_speech(
     utterances = [e for e in events if isinstance(e, Utterance)]
     limit = 0.3 + 32 * FRAME_S  # preroll + max_utterance_s rounded up to whole frames
     assert all(u.duration_s <= limit + 1e-9 for u in utterances)
-    cuts = [u for u in utterances if u.cut]
+    # a cut utterance is followed at once by the SpeechStarted of the rest
+    cuts = [u for u, then in zip(events, events[1:], strict=False)
+            if isinstance(u, Utterance) and isinstance(then, SpeechStarted)
+            and then.t_speech_start == pytest.approx(u.t_speech_end)]
     assert cuts and all(u.duration_s >= 32 * FRAME_S for u in cuts)
     assert sum(u.duration_s for u in utterances) > speech.size / SR - 0.5  # nothing lost
     turns = [e.turn_id for e in events]
-    assert turns == sorted(turns) and turns[0] == 1
+    assert turns == sorted(turns) and turns[0] == user_turn(1)
 
 
 def test_chunk_sizes_do_not_change_events(
@@ -397,7 +402,7 @@ def test_chunk_sizes_do_not_change_events(
             )
             if isinstance(a, Utterance) and isinstance(b, Utterance):
                 assert a.t_speech_end == pytest.approx(b.t_speech_end, abs=1e-6)
-                assert np.array_equal(a.audio, b.audio)
+                assert np.array_equal(a.samples, b.samples)
 
 
 def test_muted_pipeline_ignores_speech(
@@ -452,7 +457,7 @@ def test_tentative_utterance_then_identical_final():
     utts = [e for e in events if isinstance(e, Utterance)]
     assert [u.final for u in utts] == [False, True]
     assert utts[1].same_as_tentative
-    assert np.array_equal(utts[0].audio, utts[1].audio)
+    assert np.array_equal(utts[0].samples, utts[1].samples)
 
 
 def test_speech_resuming_after_tentative_invalidates_it():
@@ -462,13 +467,13 @@ def test_speech_resuming_after_tentative_invalidates_it():
     utts = [e for e in events if isinstance(e, Utterance)]
     assert [u.final for u in utts] == [False, False, True]
     assert utts[-1].same_as_tentative  # the second tentative matches the final
-    assert utts[-1].audio.size > utts[0].audio.size
+    assert utts[-1].samples.size > utts[0].samples.size
     from pipeline.vad import SpeechStarted
 
     # resuming after a tentative is a new turn, so work started on the tentative is dropped
     starts = [e.turn_id for e in events if isinstance(e, SpeechStarted)]
-    assert starts == [1, 2]
-    assert utts[0].turn_id == 1 and utts[-1].turn_id == 2
+    assert starts == [user_turn(1), user_turn(2)]
+    assert utts[0].turn_id == user_turn(1) and utts[-1].turn_id == user_turn(2)
 
 
 def test_no_tentative_for_too_short_speech():

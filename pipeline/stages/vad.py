@@ -1,0 +1,179 @@
+"""The vad node's processor: microphone audio in; `speech_started` at an onset, the utterance
+at its end.
+
+Besides the endpointing itself (pipeline/vad.py) it keeps the assistant from hearing itself:
+
+* With echo cancellation, every microphone block goes through the canceller first; the VAD
+  detects speech on the cleaned signal but keeps the raw one for the utterance. While the
+  assistant is (or was just) audible the VAD's threshold is the stricter playing one, and
+  an onset is a barge-in (longer preroll, never dropped as too short) that the canceller
+  may still veto as the assistant's own voice.
+* The speaker's `reference` messages (play, cut, delay) keep the canceller's reference
+  timeline equal to what is heard.
+* Without barge-in (half duplex), the microphone is muted while an answer plays, from the
+  speaker's `played` messages.
+
+Single-threaded: everything, the canceller included (it is not thread-safe), runs on the
+thread that calls :meth:`VadStage.handle`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from pipeline import messages as m
+from pipeline.echo import EchoStats
+from pipeline.runtime import CLOSED, Control, Event
+from pipeline.settings import DEFAULTS, Settings
+from pipeline.vad import EndpointConfig, FrameModel, SpeechDiscarded, VadPipeline
+from pipeline.vad import Event as VadEvent
+
+log = logging.getLogger("vad")
+
+WIRING: dict[str, type[m.Message] | None] = {
+    "audio": m.MicAudio, "played": m.Played, "reference": m.Reference,
+}
+MICROPHONE = "audio"  # the input whose end ends the node (see runtime.inputs)
+
+AUDIBLE_TAIL_S = 0.3
+"""The assistant counts as audible this long after its reference stops (the room's echo)."""
+
+
+class Canceller(Protocol):
+    """What the stage needs of an echo canceller (:class:`pipeline.echo.EchoCanceller`)."""
+
+    stats: EchoStats
+
+    @property
+    def available(self) -> bool: ...
+
+    def process(self, chunk: np.ndarray, t_capture: float) -> np.ndarray: ...
+
+    def vad_threshold(self, t: float, normal: float, playing: float) -> float | None: ...
+
+    def playing_at(self, t: float, tail_s: float = 0.0) -> bool: ...
+
+    def onset_is_echo(self, n_samples: int) -> bool | None: ...
+
+    def add_reference(self, samples: np.ndarray, t_start: float) -> None: ...
+
+    def cut_reference(self, t: float) -> None: ...
+
+    def delay_reference(self, t: float, delay_s: float) -> None: ...
+
+
+@dataclass(frozen=True)
+class VadStageConfig:
+    """The endpointing, the threshold while the assistant is audible, and half duplex."""
+
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    threshold_playing: float = DEFAULTS.vad_threshold_playing
+    barge_in: bool = True
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> VadStageConfig:
+        return cls(endpoint=EndpointConfig.from_settings(s),
+                   threshold_playing=s.vad_threshold_playing, barge_in=s.barge_in)
+
+
+class PlaybackState:
+    """Whether the assistant is talking, from the speaker's `played` messages (half duplex)."""
+
+    def __init__(self) -> None:
+        self.playing_turn: int | None = None
+
+    def update(self, played: m.Played) -> None:
+        if played.event == m.STARTED:
+            self.playing_turn = played.turn_id
+        elif played.event in (m.TURN_END, m.INTERRUPTED) and self.playing_turn == played.turn_id:
+            self.playing_turn = None
+
+    @property
+    def playing(self) -> bool:
+        return self.playing_turn is not None
+
+
+class VadStage:
+    """MicAudio, Played and Reference in; SpeechStarted and Utterance out.
+
+    `model` is the VAD model (Silero), `aec` the echo canceller or None (file mode, or
+    AEC off). The canceller, when it works, also vetoes onsets that are its own voice.
+    """
+
+    def __init__(self, config: VadStageConfig, model: FrameModel,
+                 aec: Canceller | None = None) -> None:
+        self.config = config
+        self.aec = aec
+        veto = aec.onset_is_echo if aec is not None and aec.available else None
+        self.vad = VadPipeline(config.endpoint, model, onset_veto=veto)
+        self.playback = PlaybackState()
+
+    def handle(self, event: Event) -> list[m.Message]:
+        if isinstance(event, m.MicAudio):
+            return self._audio(event)
+        if isinstance(event, m.Reference):
+            self._reference(event)
+        elif isinstance(event, m.Played):
+            self.playback.update(event)
+            if not self.config.barge_in:
+                return self._messages(self.vad.set_muted(self.playback.playing))
+        elif isinstance(event, Control) and event.kind == CLOSED and event.input_id == MICROPHONE:
+            return self._messages(self.vad.flush())
+        return []
+
+    def idle(self) -> bool:
+        """Nothing of its own runs between events."""
+        return True
+
+    def _audio(self, block: m.MicAudio) -> list[m.Message]:
+        if block.sample_rate != m.ASR_RATE:
+            log.error("microphone audio at %d Hz ignored: the contract says %d",
+                      block.sample_rate, m.ASR_RATE)
+            return []
+        aec, t = self.aec, block.capture_time
+        if aec is None:
+            return self._messages(self.vad.push(block.samples, t))
+        self.vad.set_threshold(
+            aec.vad_threshold(t, self.vad.config.threshold, self.config.threshold_playing))
+        self.vad.set_assistant_audible(aec.playing_at(t, tail_s=AUDIBLE_TAIL_S))
+        events = self.vad.push(aec.process(block.samples, t), t, keep=block.samples)
+        if log.isEnabledFor(logging.DEBUG) and block.seq % 50 == 0:
+            log.debug("aec: capture lag %.3f s, late reference %.2f s, prob %.2f, %.3f ms/frame",
+                      time.time() - t, aec.stats.late_reference_s, self.vad.last_prob,
+                      aec.stats.ms_per_frame)
+        return self._messages(events)
+
+    def _reference(self, ref: m.Reference) -> None:
+        aec = self.aec
+        if aec is None:
+            return
+        if ref.event == m.CUT:
+            aec.cut_reference(ref.t_start)
+        elif ref.event == m.DELAY:  # the speaker stalled: what was queued is late
+            aec.delay_reference(ref.t_start, ref.delay_s)
+            log.debug("aec: reference delayed by %.3f s", ref.delay_s)
+        else:
+            log.debug("aec: reference of %.2f s starts in %.3f s",
+                      ref.samples.size / ref.sample_rate, ref.t_start - time.time())
+            aec.add_reference(ref.samples, ref.t_start)
+
+    @staticmethod
+    def _messages(events: Iterable[VadEvent]) -> list[m.Message]:
+        """The endpointer's events that are sent (all but SpeechDiscarded), logged."""
+        out: list[m.Message] = []
+        for ev in events:
+            if isinstance(ev, SpeechDiscarded):
+                log.info("turn %d: too short to be speech, ignored", ev.turn_id)
+                continue
+            if isinstance(ev, m.SpeechStarted):
+                log.info("turn %d: speech started", ev.turn_id)
+            elif ev.final:
+                log.info("turn %d: utterance of %.2f s", ev.turn_id, ev.duration_s)
+            out.append(ev)
+        return out

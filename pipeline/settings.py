@@ -128,10 +128,16 @@ class Settings:
     vad_threshold_playing: float = setting(0.7, "Speech threshold while the assistant is audible (with AEC): its residual echo must not start a turn.", minimum=0.05, maximum=0.99)
     vad_start_ms: int = setting(96, "Speech needed before `speech_started` is sent (and a playing answer is interrupted).", minimum=32, maximum=2000)
     vad_min_speech_ms: int = setting(250, "Utterances with less speech than this are dropped (coughs, clicks).", minimum=32, maximum=5000)
-    vad_end_silence_ms: int = setting(500, "Silence that ends an utterance (endpointing).", minimum=100, maximum=5000)
+    vad_end_silence_ms: int = setting(500, "Silence that ends an utterance when the end-of-turn signals (TURN_MODEL, TURN_CUES) cannot settle it sooner, or when both are off.", minimum=100, maximum=5000)
     vad_speculative_ms: int = setting(64, "Silence after which ASR starts on a tentative utterance, so the transcript is ready when the endpoint comes (counted in 32 ms VAD frames); 0 = off.", minimum=0, maximum=5000)
     vad_preroll_ms: int = setting(300, "Audio kept from before speech started, so the first syllable is not cut.", minimum=0, maximum=2000)
     vad_max_utterance_s: float = setting(15.0, "An utterance is cut and sent after this long.", minimum=1, maximum=120)
+    # end of turn (pipeline/turn/policy.py)
+    turn_model: bool = setting(True, "Ask the Smart Turn v3.2 model (from the pipecat-ai wheel, `make setup`) whether a pause ends the turn.")
+    turn_cues: bool = setting(True, "Use the speculative transcript: one ending on a word like \"of\", \"the\", \"um\" is not finished.")
+    turn_check_ms: int = setting(256, "Silence after which the end-of-turn signals are asked; a pause judged complete ends the turn then (counted in 32 ms VAD frames).", minimum=32, maximum=5000)
+    turn_max_pause_ms: int = setting(2000, "Longest pause inside a turn judged unfinished (the user is thinking): this much silence always ends the turn.", minimum=100, maximum=10000)
+    turn_threshold: float = setting(0.5, "Smart Turn probability from which a pause counts as the end of the turn.", minimum=0.01, maximum=0.99)
     aec: bool = setting(True, "Acoustic echo cancellation (WebRTC AEC3 via livekit) with the played audio as reference, so the assistant does not hear itself.")
     barge_in: bool = setting(True, "Let the user interrupt the assistant; false = half duplex, the microphone is ignored while the assistant speaks.")
     # asr
@@ -225,6 +231,11 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         raise SettingsError(
             f"VAD_MIN_SPEECH_MS={settings.vad_min_speech_ms} must not be below "
             f"VAD_START_MS={settings.vad_start_ms}"
+        )
+    if settings.turn_check_ms > settings.vad_end_silence_ms:
+        raise SettingsError(
+            f"TURN_CHECK_MS={settings.turn_check_ms} must not be above "
+            f"VAD_END_SILENCE_MS={settings.vad_end_silence_ms}"
         )
     if settings.mic_file and not os.path.isfile(settings.mic_file):
         raise SettingsError(f"MIC_FILE={settings.mic_file!r} is not valid: no such file")

@@ -1,0 +1,141 @@
+"""When a pause ends the user's turn: the end-of-turn policy.
+
+A fixed silence is a bad rule both ways: a person who stops to think ("What is the capital
+of ... Spain?") is answered half a question, and a clearly finished question waits the full
+silence. The policy asks two signals once the user has been silent a little
+(`check_ms`):
+
+* the turn-completion model (Smart Turn, pipeline/turn/smart_turn.py) on the audio so far,
+  P(complete) against `threshold`;
+* the transcript cue of the speculative transcript (pipeline/turn/cues.py), once the ASR
+  has sent it for this pause.
+
+A pause judged complete ends the turn at once; one the signals cannot settle yet (the model
+says complete but the transcript has not come) ends at the latest after `end_silence_ms`;
+one judged incomplete waits until `max_pause_ms`, which always ends the turn. A cue that
+says incomplete ("... of") outweighs the model; a cue that says complete does not outweigh
+a model that says incomplete unless `cue_overrides_model`.
+
+Pure: it sees only what it is told (the silence so far, on the caller's clock, and the
+signals); the model is a callable the caller injects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.settings import DEFAULTS, Settings
+from pipeline.turn.cues import Cue, transcript_cue
+
+TurnModel = Callable[[np.ndarray], float]
+"""P(turn complete) of the utterance's audio so far (16 kHz float32)."""
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """The end-of-turn parameters (settings TURN_*, VAD_END_SILENCE_MS)."""
+
+    check_ms: int = DEFAULTS.turn_check_ms
+    end_silence_ms: int = DEFAULTS.vad_end_silence_ms
+    max_pause_ms: int = DEFAULTS.turn_max_pause_ms
+    threshold: float = DEFAULTS.turn_threshold
+    use_model: bool = True
+    use_cues: bool = DEFAULTS.turn_cues
+    cue_overrides_model: bool = False
+
+    @classmethod
+    def from_settings(cls, s: Settings, use_model: bool | None = None) -> PolicyConfig:
+        return cls(check_ms=s.turn_check_ms, end_silence_ms=s.vad_end_silence_ms,
+                   max_pause_ms=max(s.turn_max_pause_ms, s.vad_end_silence_ms),
+                   threshold=s.turn_threshold,
+                   use_model=s.turn_model if use_model is None else use_model,
+                   use_cues=s.turn_cues)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.check_ms <= self.end_silence_ms <= self.max_pause_ms:
+            raise ValueError(
+                "need 0 < check_ms <= end_silence_ms <= max_pause_ms, got "
+                f"{self.check_ms}, {self.end_silence_ms}, {self.max_pause_ms}")
+
+    @property
+    def active(self) -> bool:
+        """False: no signal is used and the turn ends after `end_silence_ms`, as before."""
+        return self.use_model or self.use_cues
+
+
+class EndOfTurn:
+    """The decision for one pause at a time: :meth:`should_end` is asked at every silent frame.
+
+    :meth:`voice` (the user speaks again) forgets the pause's signals; :meth:`transcript`
+    hands in the speculative transcript of the current pause. `model_calls` counts the
+    model's runs (one per pause at most).
+    """
+
+    def __init__(self, config: PolicyConfig, model: TurnModel | None = None) -> None:
+        if config.use_model and model is None:
+            raise ValueError("use_model needs a turn model")
+        self.config = config
+        self._model = model
+        self.model_calls = 0
+        self.probability: float | None = None
+        self.cue = Cue.UNKNOWN
+        self._cue_seen = False
+        self.reason = ""
+
+    def voice(self) -> None:
+        """The user is speaking again: the pause's verdicts are void."""
+        self.probability = None
+        self.cue = Cue.UNKNOWN
+        self._cue_seen = False
+        self.reason = ""
+
+    def transcript(self, text: str) -> None:
+        """The speculative transcript of the current pause has arrived."""
+        self.cue = transcript_cue(text)
+        self._cue_seen = True
+
+    def should_end(self, silence_ms: float, audio: Callable[[], np.ndarray]) -> bool:
+        """True when the turn ends after `silence_ms` of silence; `audio()` gives the
+        utterance so far (asked only once per pause, when the model is consulted)."""
+        cfg = self.config
+        if silence_ms >= cfg.max_pause_ms:
+            return self._end("max pause")
+        if not cfg.active:
+            return silence_ms >= cfg.end_silence_ms and self._end("silence")
+        if silence_ms < cfg.check_ms:
+            return False
+        verdict = self._verdict(audio)
+        if verdict is Cue.COMPLETE:
+            return self._end("complete")
+        if verdict is Cue.UNKNOWN and silence_ms >= cfg.end_silence_ms:
+            return self._end("unsettled")
+        return False
+
+    def _verdict(self, audio: Callable[[], np.ndarray]) -> Cue:
+        cfg = self.config
+        cue = self.cue if cfg.use_cues else Cue.UNKNOWN
+        if cue is Cue.INCOMPLETE:
+            return Cue.INCOMPLETE
+        if not cfg.use_model:
+            return cue
+        if self.probability is None:
+            assert self._model is not None
+            self.probability = self._model(audio())
+            self.model_calls += 1
+        model = Cue.COMPLETE if self.probability >= cfg.threshold else Cue.INCOMPLETE
+        if not cfg.use_cues:
+            return model
+        if model is Cue.COMPLETE:
+            # The transcript could still reveal half a question: wait for it, up to the
+            # end silence (its absence then says nothing either way).
+            return Cue.COMPLETE if self._cue_seen else Cue.UNKNOWN
+        if cue is Cue.COMPLETE and cfg.cue_overrides_model:
+            return Cue.COMPLETE
+        return Cue.INCOMPLETE
+
+    def _end(self, reason: str) -> bool:
+        self.reason = reason
+        return True

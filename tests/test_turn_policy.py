@@ -1,0 +1,125 @@
+"""End-of-turn policy and transcript cues (pure: scripted model, silence given in ms)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.settings import SettingsError, load
+from pipeline.turn.cues import Cue, transcript_cue
+from pipeline.turn.policy import EndOfTurn, PolicyConfig
+
+AUDIO = np.zeros(16000, dtype=np.float32)
+
+
+@pytest.mark.parametrize("text", [
+    "What is the capital of", "What is the capital of?", "Tell me about the", "Um", "uh,",
+    "What's the weather like in Paris and", "How far is it to", "What is...", "What is my",
+])
+def test_unfinished_transcripts(text: str) -> None:
+    assert transcript_cue(text) is Cue.INCOMPLETE
+
+
+@pytest.mark.parametrize("text", [
+    "What is the capital of Spain?", "What time is it?", "Where are you from?",
+    "Tell me a joke.", "What is this?", "Can you?",
+])
+def test_finished_transcripts(text: str) -> None:
+    assert transcript_cue(text) is Cue.COMPLETE
+
+
+@pytest.mark.parametrize("text", ["", "  ", "What is the capital of Spain"])
+def test_unknown_transcripts(text: str) -> None:
+    assert transcript_cue(text) is Cue.UNKNOWN
+
+
+class Model:
+    def __init__(self, p: float) -> None:
+        self.p = p
+        self.calls = 0
+
+    def __call__(self, audio: np.ndarray) -> float:
+        self.calls += 1
+        return self.p
+
+
+def first_end(policy: EndOfTurn, step: int = 32, until: int = 10000,
+              transcript_at: int | None = None, text: str = "") -> int | None:
+    """Silence (ms) at which the policy ends the turn, asking every `step` ms."""
+    for ms in range(0, until, step):
+        if transcript_at is not None and ms == transcript_at:
+            policy.transcript(text)
+        if policy.should_end(ms, lambda: AUDIO):
+            return ms
+    return None
+
+
+CFG = PolicyConfig(check_ms=256, end_silence_ms=512, max_pause_ms=1984)
+
+
+def test_model_complete_ends_at_check_and_asks_once() -> None:
+    model = Model(0.9)
+    policy = EndOfTurn(PolicyConfig(256, 512, 1984, use_cues=False), model)
+    assert first_end(policy) == 256
+    assert model.calls == 1 and policy.reason == "complete"
+
+
+def test_model_incomplete_waits_for_max_pause() -> None:
+    policy = EndOfTurn(PolicyConfig(256, 512, 1984, use_cues=False), Model(0.1))
+    assert first_end(policy) == 1984
+    assert policy.reason == "max pause"
+
+
+def test_incomplete_cue_outweighs_a_complete_model() -> None:
+    policy = EndOfTurn(CFG, Model(0.95))
+    assert first_end(policy, transcript_at=192, text="What is the capital of?") == 1984
+
+
+def test_complete_model_waits_for_the_transcript_then_ends() -> None:
+    policy = EndOfTurn(CFG, Model(0.95))
+    assert first_end(policy, transcript_at=320, text="What is the capital of Spain?") == 320
+
+
+def test_complete_model_without_transcript_ends_at_end_silence() -> None:
+    policy = EndOfTurn(CFG, Model(0.95))
+    assert first_end(policy) == 512
+    assert policy.reason == "unsettled"
+
+
+def test_complete_cue_does_not_outweigh_an_incomplete_model_unless_told() -> None:
+    text = "What is the capital of Spain?"
+    assert first_end(EndOfTurn(CFG, Model(0.1)), transcript_at=224, text=text) == 1984
+    overriding = PolicyConfig(256, 512, 1984, cue_overrides_model=True)
+    assert first_end(EndOfTurn(overriding, Model(0.1)), transcript_at=224, text=text) == 256
+
+
+def test_cues_alone() -> None:
+    cues = PolicyConfig(256, 512, 1984, use_model=False)
+    assert first_end(EndOfTurn(cues), transcript_at=64, text="Tell me a joke.") == 256
+    assert first_end(EndOfTurn(cues), transcript_at=64, text="Tell me about the") == 1984
+    assert first_end(EndOfTurn(cues)) == 512
+
+
+def test_voice_forgets_the_pause() -> None:
+    model = Model(0.1)
+    policy = EndOfTurn(CFG, model)
+    assert not policy.should_end(300, lambda: AUDIO)
+    policy.voice()
+    model.p = 0.9
+    policy.transcript("What is the capital of Spain?")
+    assert policy.should_end(256, lambda: AUDIO)
+    assert model.calls == 2
+
+
+def test_no_signal_is_the_fixed_silence() -> None:
+    policy = EndOfTurn(PolicyConfig(256, 512, 1984, use_model=False, use_cues=False))
+    assert first_end(policy, transcript_at=0, text="Tell me a joke.") == 512
+
+
+def test_config_order_is_checked() -> None:
+    with pytest.raises(ValueError):
+        PolicyConfig(check_ms=600, end_silence_ms=500)
+    with pytest.raises(ValueError):
+        EndOfTurn(PolicyConfig(), None)
+    with pytest.raises(SettingsError, match="TURN_CHECK_MS"):
+        load({"TURN_CHECK_MS": "800", "VAD_END_SILENCE_MS": "500"})

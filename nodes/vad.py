@@ -13,14 +13,20 @@ from pipeline.echo import EchoCanceller
 from pipeline.runtime import drive, start
 from pipeline.settings import Settings
 from pipeline.stages.vad import MICROPHONE, WIRING, Canceller, VadStage, VadStageConfig
+from pipeline.turn.policy import TurnModel
 from pipeline.vad import FrameModel, SileroVad
 
 NAME = "vad"
 log = logging.getLogger(NAME)
 
 
-def run(node: Any, s: Settings, model: FrameModel, aec: Canceller | None = None) -> None:
-    stage = VadStage(VadStageConfig.from_settings(s), model, aec)
+def run(node: Any, s: Settings, model: FrameModel, aec: Canceller | None = None,
+        turn_model: TurnModel | None = None) -> None:
+    if turn_model is None and s.turn_model:
+        from pipeline.turn.smart_turn import SmartTurn
+
+        turn_model = SmartTurn().probability  # raises, naming the fix, if pipecat-ai is missing
+    stage = VadStage(VadStageConfig.from_settings(s), model, aec, turn_model)
     drive(node, stage, WIRING, primary=frozenset({MICROPHONE}))
 
 

@@ -27,6 +27,7 @@ from pipeline.audio import Framer
 from pipeline.messages import SpeechStarted, Utterance
 from pipeline.settings import DEFAULTS, Settings
 from pipeline.silero import FRAME_SAMPLES, SAMPLE_RATE, SileroVad, VadModelError, silero_model_path
+from pipeline.turn.policy import EndOfTurn
 
 __all__ = [
     "FRAME_SAMPLES", "SAMPLE_RATE", "EndpointConfig", "Endpointer", "Event", "FrameModel", "OnsetVeto",
@@ -232,9 +233,12 @@ class Endpointer:
     """
 
     def __init__(self, config: EndpointConfig | None = None, onset_veto: OnsetVeto | None = None,
-                 clock: Callable[[], float] = m.now) -> None:
+                 clock: Callable[[], float] = m.now, end_of_turn: EndOfTurn | None = None) -> None:
         self.config = config or EndpointConfig()
         cfg = self.config
+        # Decides when a pause ends the turn (pipeline/turn/policy.py); None: after
+        # `end_silence_ms` of silence, whatever was said.
+        self.end_of_turn = end_of_turn
         self._counts = _Counts(
             start=cfg.frames(cfg.start_ms),
             min_speech=cfg.frames(cfg.min_speech_ms) if cfg.min_speech_ms > 0 else 0,
@@ -309,6 +313,14 @@ class Endpointer:
             self._ring.clear()
         self._muted = muted
         return events
+
+    def transcript(self, turn_id: int, text: str) -> None:
+        """The speculative transcript of turn `turn_id`'s tentative utterance: a cue for the
+        end-of-turn policy, if the user is still pausing in that turn (else it is stale)."""
+        cur = self._cur
+        if (self.end_of_turn is not None and self._state == _SPEAKING and turn_id == self.turn_id
+                and cur.speculated_voiced == cur.voiced and cur.silence > 0):
+            self.end_of_turn.transcript(text)
 
     def reset(self) -> None:
         """Back to idle without events (e.g. the audio stream restarted); turn ids go on."""
@@ -416,10 +428,12 @@ class Endpointer:
                 cur.speculated_voiced = -1
                 self._next_turn()
                 events.append(SpeechStarted(self.turn_id, frame_time))
+            if cur.silence and self.end_of_turn is not None:
+                self.end_of_turn.voice()
             self._voiced(frame_time)
         else:
             cur.silence += 1
-        if cur.silence >= self._counts.end_silence:
+        if cur.silence and self._turn_ends():
             self._finish(events, cut=False)
             self._to_idle()
         elif (
@@ -438,6 +452,15 @@ class Endpointer:
                 self._cur = _Current()  # continue without preroll: the audio is seamless
                 self._state = _PENDING
                 self._cut_pending = True
+
+    def _turn_ends(self) -> bool:
+        """Whether the current pause ends the turn: the policy's verdict, or the fixed
+        `end_silence_ms` without one."""
+        cur, policy = self._cur, self.end_of_turn
+        if policy is None:
+            return cur.silence >= self._counts.end_silence
+        silence_ms = cur.silence * self.config.frame_s * 1000.0
+        return policy.should_end(silence_ms, lambda: self._buf[: cur.pos])
 
     def _min_voiced(self) -> int:
         """Voiced frames an utterance needs to be sent to ASR.
@@ -479,6 +502,8 @@ class Endpointer:
     def _to_idle(self) -> None:
         self._state = _IDLE
         self._cur = _Current()
+        if self.end_of_turn is not None:
+            self.end_of_turn.voice()
 
 
 # --------------------------------------------------------------------------- glue
@@ -493,7 +518,8 @@ class VadPipeline:
     """
 
     def __init__(self, config: EndpointConfig | None = None, vad: FrameModel | None = None,
-                 onset_veto: OnsetVeto | None = None, clock: Callable[[], float] = m.now) -> None:
+                 onset_veto: OnsetVeto | None = None, clock: Callable[[], float] = m.now,
+                 end_of_turn: EndOfTurn | None = None) -> None:
         self.config = config or EndpointConfig()
         if self.config.sample_rate != SAMPLE_RATE or self.config.frame_samples != FRAME_SAMPLES:
             raise ValueError(
@@ -501,7 +527,7 @@ class VadPipeline:
             )
         self.vad = vad or SileroVad()
         self.vad.reset()  # a model shared with an earlier stream must not carry its state
-        self.endpointer = Endpointer(self.config, onset_veto, clock)
+        self.endpointer = Endpointer(self.config, onset_veto, clock, end_of_turn)
         self.framer = Framer(self.config.frame_samples)
         self.keep_framer = Framer(self.config.frame_samples)
         self.last_prob = 0.0

@@ -12,6 +12,9 @@ Besides the endpointing itself (pipeline/vad.py) it keeps the assistant from hea
   timeline equal to what is heard.
 * Without barge-in (half duplex), the microphone is muted while an answer plays, from the
   speaker's `played` messages.
+* When a pause ends the turn is the end-of-turn policy's call (pipeline/turn/policy.py): the
+  turn model on the audio so far and, from the ASR's tentative `transcript` of the pause,
+  the transcript cue.
 
 Single-threaded: everything, the canceller included (it is not thread-safe), runs on the
 thread that calls :meth:`VadStage.handle`.
@@ -31,6 +34,7 @@ from pipeline import messages as m
 from pipeline.echo import EchoStats
 from pipeline.runtime import CLOSED, Control, Event
 from pipeline.settings import DEFAULTS, Settings
+from pipeline.turn.policy import EndOfTurn, PolicyConfig, TurnModel
 from pipeline.vad import EndpointConfig, FrameModel, SpeechDiscarded, VadPipeline
 from pipeline.vad import Event as VadEvent
 
@@ -38,6 +42,7 @@ log = logging.getLogger("vad")
 
 WIRING: dict[str, type[m.Message] | None] = {
     "audio": m.MicAudio, "played": m.Played, "reference": m.Reference,
+    "transcript": m.Transcript,
 }
 MICROPHONE = "audio"  # the input whose end ends the node (see runtime.inputs)
 
@@ -75,11 +80,15 @@ class VadStageConfig:
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)
     threshold_playing: float = DEFAULTS.vad_threshold_playing
     barge_in: bool = True
+    # None: a turn ends after the endpoint's fixed end silence.
+    end_of_turn: PolicyConfig | None = None
 
     @classmethod
     def from_settings(cls, s: Settings) -> VadStageConfig:
+        policy = PolicyConfig.from_settings(s)
         return cls(endpoint=EndpointConfig.from_settings(s),
-                   threshold_playing=s.vad_threshold_playing, barge_in=s.barge_in)
+                   threshold_playing=s.vad_threshold_playing, barge_in=s.barge_in,
+                   end_of_turn=policy if policy.active else None)
 
 
 class PlaybackState:
@@ -104,14 +113,17 @@ class VadStage:
 
     `model` is the VAD model (Silero), `aec` the echo canceller or None (file mode, or
     AEC off). The canceller, when it works, also vetoes onsets that are its own voice.
+    `turn_model` (Smart Turn) is needed when the end-of-turn policy uses a model.
     """
 
     def __init__(self, config: VadStageConfig, model: FrameModel,
-                 aec: Canceller | None = None) -> None:
+                 aec: Canceller | None = None, turn_model: TurnModel | None = None) -> None:
         self.config = config
         self.aec = aec
         veto = aec.onset_is_echo if aec is not None and aec.available else None
-        self.vad = VadPipeline(config.endpoint, model, onset_veto=veto)
+        policy = config.end_of_turn
+        end_of_turn = EndOfTurn(policy, turn_model) if policy is not None else None
+        self.vad = VadPipeline(config.endpoint, model, onset_veto=veto, end_of_turn=end_of_turn)
         self.playback = PlaybackState()
 
     def handle(self, event: Event) -> list[m.Message]:
@@ -119,6 +131,9 @@ class VadStage:
             return self._audio(event)
         if isinstance(event, m.Reference):
             self._reference(event)
+        elif isinstance(event, m.Transcript):
+            if not event.final:
+                self.vad.endpointer.transcript(event.turn_id, event.text)
         elif isinstance(event, m.Played):
             self.playback.update(event)
             if not self.config.barge_in:
@@ -163,8 +178,7 @@ class VadStage:
                       ref.samples.size / ref.sample_rate, ref.t_start - time.time())
             aec.add_reference(ref.samples, ref.t_start)
 
-    @staticmethod
-    def _messages(events: Iterable[VadEvent]) -> list[m.Message]:
+    def _messages(self, events: Iterable[VadEvent]) -> list[m.Message]:
         """The endpointer's events that are sent (all but SpeechDiscarded), logged."""
         out: list[m.Message] = []
         for ev in events:
@@ -174,6 +188,9 @@ class VadStage:
             if isinstance(ev, m.SpeechStarted):
                 log.info("turn %d: speech started", ev.turn_id)
             elif ev.final:
-                log.info("turn %d: utterance of %.2f s", ev.turn_id, ev.duration_s)
+                policy = self.vad.endpointer.end_of_turn
+                log.info("turn %d: utterance of %.2f s%s", ev.turn_id, ev.duration_s,
+                         f" (end of turn: {policy.reason}, p={policy.ended_probability})"
+                         if policy is not None else "")
             out.append(ev)
         return out

@@ -83,14 +83,15 @@ class EndOfTurn:
         self.probability: float | None = None
         self.cue = Cue.UNKNOWN
         self._cue_seen = False
+        # Why the last turn ended, and the model's probability then (for the log).
         self.reason = ""
+        self.ended_probability: float | None = None
 
     def voice(self) -> None:
         """The user is speaking again: the pause's verdicts are void."""
         self.probability = None
         self.cue = Cue.UNKNOWN
         self._cue_seen = False
-        self.reason = ""
 
     def transcript(self, text: str) -> None:
         """The speculative transcript of the current pause has arrived."""
@@ -138,4 +139,5 @@ class EndOfTurn:
 
     def _end(self, reason: str) -> bool:
         self.reason = reason
+        self.ended_probability = self.probability
         return True

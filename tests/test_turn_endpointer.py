@@ -1,0 +1,108 @@
+"""The end-of-turn policy inside the Endpointer and the VadStage (scripted probabilities)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline import messages as m
+from pipeline.stages.vad import VadStage, VadStageConfig
+from pipeline.turn.policy import EndOfTurn, PolicyConfig
+from pipeline.vad import EndpointConfig, Endpointer, SpeechStarted, Utterance
+
+FRAME = 512
+FRAME_S = FRAME / 16000
+T0 = 1_700_000_000.0
+SPEC = EndpointConfig(speculate_ms=64)
+POLICY = PolicyConfig(check_ms=256, end_silence_ms=512, max_pause_ms=1984)
+
+# 1 s of speech, a 1.28 s pause ("What is the capital of ... "), 0.6 s of speech, silence.
+HALF, PAUSE, REST = 31, 40, 19
+PROBS = [0.0] * 5 + [0.9] * HALF + [0.0] * PAUSE + [0.9] * REST + [0.0] * 80
+RESUME = 5 + HALF + PAUSE  # index of the first frame of the second half
+
+
+class Scripted:
+    """A turn model that answers from a list, one probability per call."""
+
+    def __init__(self, *answers: float) -> None:
+        self.answers = list(answers)
+        self.audio_sizes: list[int] = []
+
+    def __call__(self, audio: np.ndarray) -> float:
+        self.audio_sizes.append(audio.size)
+        return self.answers.pop(0)
+
+
+def run(ep: Endpointer, transcripts: dict[int, str] | None = None) -> list[tuple[int, object]]:
+    """Feed PROBS; at frame k, hand in transcripts[k] for the current turn."""
+    out: list[tuple[int, object]] = []
+    for k, p in enumerate(PROBS):
+        if transcripts and k in transcripts:
+            ep.transcript(ep.turn_id, transcripts[k])
+        frame = np.full(FRAME, 0.1, dtype=np.float32)
+        out.extend((k, e) for e in ep.process(frame, p, T0 + k * FRAME_S))
+    return out
+
+
+def finals(events: list[tuple[int, object]]) -> list[tuple[int, Utterance]]:
+    return [(k, e) for k, e in events if isinstance(e, Utterance) and e.final]
+
+
+def test_fixed_silence_answers_half_the_question() -> None:
+    events = run(Endpointer(SPEC))
+    assert [k for k, _ in finals(events)][0] < RESUME  # the baseline's premature endpoint
+
+
+def test_an_incomplete_verdict_waits_out_the_pause() -> None:
+    model = Scripted(0.1, 0.9)
+    model_only = PolicyConfig(check_ms=256, end_silence_ms=512, max_pause_ms=1984, use_cues=False)
+    events = run(Endpointer(SPEC, end_of_turn=EndOfTurn(model_only, model)))
+    (k, utt), = finals(events)
+    assert k > RESUME
+    assert utt.duration_s > (HALF + PAUSE + REST) * FRAME_S  # the whole question
+    started = [e for _, e in events if isinstance(e, SpeechStarted)]
+    assert len(started) == 2  # the pause's tentative answer is dropped with its turn
+    assert utt.turn_id == started[1].turn_id
+    # ended at check_ms after the second half: 8 frames of silence
+    assert k == RESUME + REST + 8 - 1
+    assert len(model.audio_sizes) == 2
+
+
+def test_an_incomplete_transcript_outweighs_a_complete_model() -> None:
+    tentative_at = 5 + HALF + 2  # speculate_ms=64: the tentative utterance's frame
+    events = run(Endpointer(SPEC, end_of_turn=EndOfTurn(POLICY, Scripted(0.9, 0.9))),
+                 transcripts={tentative_at + 4: "What is the capital of?"})
+    (k, _), = finals(events)
+    assert k > RESUME
+
+
+def test_a_stale_transcript_is_ignored() -> None:
+    ep = Endpointer(SPEC, end_of_turn=EndOfTurn(POLICY, Scripted(0.9, 0.9)))
+    ep.transcript(m.user_turn(1), "What is the capital of")  # no turn in progress
+    events = run(ep)
+    assert [k for k, _ in finals(events)][0] < RESUME
+
+
+def test_the_stage_feeds_tentative_transcripts_to_the_policy() -> None:
+    class Probs:
+        def __init__(self) -> None:
+            self.k = 0
+
+        def prob(self, frame: np.ndarray) -> float:
+            self.k += 1
+            return PROBS[self.k - 1]
+
+        def reset(self) -> None:
+            self.k = 0
+
+    config = VadStageConfig(endpoint=SPEC, end_of_turn=POLICY)
+    stage = VadStage(config, Probs(), turn_model=Scripted(0.9, 0.9))
+    out: list[m.Message] = []
+    for k in range(len(PROBS)):
+        if k == 5 + HALF + 6:
+            turn = stage.vad.endpointer.turn_id
+            out += stage.handle(m.Transcript(turn_id=turn, text="What is the capital of", final=False))
+        out += stage.handle(m.MicAudio(samples=np.zeros(FRAME, np.float32), sample_rate=16000,
+                                       capture_time=T0 + k * FRAME_S, seq=k))
+    assert [u.duration_s > (HALF + PAUSE) * FRAME_S for u in out
+            if isinstance(u, Utterance) and u.final] == [True]

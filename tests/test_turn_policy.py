@@ -123,3 +123,23 @@ def test_config_order_is_checked() -> None:
         EndOfTurn(PolicyConfig(), None)
     with pytest.raises(SettingsError, match="TURN_CHECK_MS"):
         load({"TURN_CHECK_MS": "800", "VAD_END_SILENCE_MS": "500"})
+
+
+@pytest.mark.parametrize("text", [
+    "Yeah.", "yes", "Mm-hmm.", "Uh-huh", "Okay.", "Right.", "I see.", "Sure.", "Got it.",
+    "yeah yeah", "Okay, okay.", "Yeah, okay.", "Oh, I see.",
+])
+def test_backchannels(text: str) -> None:
+    from pipeline.turn.backchannel import is_backchannel
+
+    assert is_backchannel(text)
+
+
+@pytest.mark.parametrize("text", [
+    "", "Stop.", "Wait.", "No.", "No, I meant Paris.", "Yeah, but why?", "Okay stop.",
+    "What is the capital of Spain?", "yeah yeah yeah yeah", "Right, and the population?",
+])
+def test_not_backchannels(text: str) -> None:
+    from pipeline.turn.backchannel import is_backchannel
+
+    assert not is_backchannel(text)

@@ -278,13 +278,16 @@ def report(name: str, items: list[Item], outcomes: list[Outcome]) -> str:
 
 
 def policies(check_ms: int) -> list[tuple[str, PolicyConfig | None]]:
-    base = PolicyConfig(check_ms=check_ms, end_silence_ms=500, max_pause_ms=2000)
+    base = PolicyConfig(check_ms=check_ms, end_silence_ms=500, max_pause_ms=2000,
+                        disagree_ms=2000)
     return [
         ("fixed 500 ms silence (before)", None),
         (f"model alone, check {check_ms}", replace(base, use_cues=False)),
         (f"cues alone, check {check_ms}", replace(base, use_model=False)),
         (f"model + cues, check {check_ms}", base),
-        (f"model + cues (cue '?' wins) {check_ms}", replace(base, cue_overrides_model=True)),
+        (f"model + cues, disagree {check_ms}", replace(base, disagree_ms=check_ms)),
+        ("model + cues, disagree 700", replace(base, disagree_ms=704)),
+        ("model + cues, disagree 1000", replace(base, disagree_ms=1000)),
     ]
 
 
@@ -305,8 +308,8 @@ def bench(n_voices: int) -> None:
           "to endpoint; 'split med': the whole split questions' endpoints")
     print(header)
     rows: list[tuple[str, PolicyConfig | None]] = policies(256)
-    rows += [(f"model + cues, check {c}", PolicyConfig(check_ms=c, end_silence_ms=500,
-                                                        max_pause_ms=2000))
+    rows += [(f"model + cues, check {c}, disagree 1000",
+              PolicyConfig(check_ms=c, end_silence_ms=500, max_pause_ms=2000, disagree_ms=1000))
              for c in (160, 192, 320)]
     details: dict[str, list[Outcome]] = {}
     for name, policy in rows:

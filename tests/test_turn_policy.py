@@ -54,7 +54,7 @@ def first_end(policy: EndOfTurn, step: int = 32, until: int = 10000,
     return None
 
 
-CFG = PolicyConfig(check_ms=256, end_silence_ms=512, max_pause_ms=1984)
+CFG = PolicyConfig(check_ms=256, end_silence_ms=512, max_pause_ms=1984, disagree_ms=1984)
 
 
 def test_model_complete_ends_at_check_and_asks_once() -> None:
@@ -86,11 +86,13 @@ def test_complete_model_without_transcript_ends_at_end_silence() -> None:
     assert policy.reason == "unsettled"
 
 
-def test_complete_cue_does_not_outweigh_an_incomplete_model_unless_told() -> None:
+def test_a_complete_cue_against_the_model_ends_after_disagree_ms() -> None:
     text = "What is the capital of Spain?"
-    assert first_end(EndOfTurn(CFG, Model(0.1)), transcript_at=224, text=text) == 1984
-    overriding = PolicyConfig(256, 512, 1984, cue_overrides_model=True)
-    assert first_end(EndOfTurn(overriding, Model(0.1)), transcript_at=224, text=text) == 256
+    config = PolicyConfig(256, 512, 1984, disagree_ms=992)
+    policy = EndOfTurn(config, Model(0.1))
+    assert first_end(policy, transcript_at=224, text=text) == 992
+    assert policy.reason == "disagree"
+    assert first_end(EndOfTurn(config, Model(0.1))) == 1984  # no transcript: no disagreement
 
 
 def test_cues_alone() -> None:

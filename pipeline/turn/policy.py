@@ -13,8 +13,10 @@ silence. The policy asks two signals once the user has been silent a little
 A pause judged complete ends the turn at once; one the signals cannot settle yet (the model
 says complete but the transcript has not come) ends at the latest after `end_silence_ms`;
 one judged incomplete waits until `max_pause_ms`, which always ends the turn. A cue that
-says incomplete ("... of") outweighs the model; a cue that says complete does not outweigh
-a model that says incomplete unless `cue_overrides_model`.
+says incomplete ("... of") outweighs the model; when the cue says complete and the model
+does not, the pause ends the turn after `disagree_ms` (Whisper often completes half a
+question in its transcript, "What is the capital on?", and the model often doubts whole
+questions spoken by a synthetic voice: docs/echo-and-turn-taking.md has the figures).
 
 Pure: it sees only what it is told (the silence so far, on the caller's clock, and the
 signals); the model is a callable the caller injects.
@@ -44,12 +46,14 @@ class PolicyConfig:
     threshold: float = DEFAULTS.turn_threshold
     use_model: bool = True
     use_cues: bool = DEFAULTS.turn_cues
-    cue_overrides_model: bool = False
+    disagree_ms: int = DEFAULTS.turn_disagree_ms
 
     @classmethod
     def from_settings(cls, s: Settings, use_model: bool | None = None) -> PolicyConfig:
+        max_pause = max(s.turn_max_pause_ms, s.vad_end_silence_ms)
         return cls(check_ms=s.turn_check_ms, end_silence_ms=s.vad_end_silence_ms,
-                   max_pause_ms=max(s.turn_max_pause_ms, s.vad_end_silence_ms),
+                   max_pause_ms=max_pause,
+                   disagree_ms=min(max(s.turn_disagree_ms, s.turn_check_ms), max_pause),
                    threshold=s.turn_threshold,
                    use_model=s.turn_model if use_model is None else use_model,
                    use_cues=s.turn_cues)
@@ -59,6 +63,9 @@ class PolicyConfig:
             raise ValueError(
                 "need 0 < check_ms <= end_silence_ms <= max_pause_ms, got "
                 f"{self.check_ms}, {self.end_silence_ms}, {self.max_pause_ms}")
+        if not self.check_ms <= self.disagree_ms <= self.max_pause_ms:
+            raise ValueError(f"need check_ms <= disagree_ms <= max_pause_ms, got "
+                             f"{self.check_ms}, {self.disagree_ms}, {self.max_pause_ms}")
 
     @property
     def active(self) -> bool:
@@ -111,6 +118,8 @@ class EndOfTurn:
         verdict = self._verdict(audio)
         if verdict is Cue.COMPLETE:
             return self._end("complete")
+        if self._disagree() and silence_ms >= cfg.disagree_ms:
+            return self._end("disagree")
         if verdict is Cue.UNKNOWN and silence_ms >= cfg.end_silence_ms:
             return self._end("unsettled")
         return False
@@ -133,9 +142,13 @@ class EndOfTurn:
             # The transcript could still reveal half a question: wait for it, up to the
             # end silence (its absence then says nothing either way).
             return Cue.COMPLETE if self._cue_seen else Cue.UNKNOWN
-        if cue is Cue.COMPLETE and cfg.cue_overrides_model:
-            return Cue.COMPLETE
         return Cue.INCOMPLETE
+
+    def _disagree(self) -> bool:
+        """The transcript reads as finished, the model says it is not."""
+        cfg = self.config
+        return (cfg.use_cues and cfg.use_model and self.cue is Cue.COMPLETE
+                and self.probability is not None and self.probability < cfg.threshold)
 
     def _end(self, reason: str) -> bool:
         self.reason = reason

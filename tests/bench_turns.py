@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from pipeline.audio import resample
+from pipeline.settings import DEFAULTS
 from pipeline.turn.policy import EndOfTurn, PolicyConfig
 from pipeline.vad import FRAME_SAMPLES, EndpointConfig, Endpointer, SileroVad, Utterance
 
@@ -308,6 +309,8 @@ def bench(n_voices: int) -> None:
           "to endpoint; 'split med': the whole split questions' endpoints")
     print(header)
     rows: list[tuple[str, PolicyConfig | None]] = policies(256)
+    rows.insert(1, ("defaults (after)", replace(PolicyConfig.from_settings(DEFAULTS),
+                                                end_silence_ms=500)))
     rows += [(f"model + cues, check {c}, disagree 1000",
               PolicyConfig(check_ms=c, end_silence_ms=500, max_pause_ms=2000, disagree_ms=1000))
              for c in (160, 192, 320)]
@@ -316,8 +319,8 @@ def bench(n_voices: int) -> None:
         outcomes = [run_item(it, policy, signals) for it in items]
         details[name] = outcomes
         print(report(name, items, outcomes), flush=True)
-    both = details["model + cues, check 256"]
-    print("\nmodel + cues, check 256, misjudged items:")
+    both = details["defaults (after)"]
+    print("\ndefaults (after), misjudged items:")
     for it, o in zip(items, both, strict=True):
         if o.premature or (it.resume_s is None and o.delay_s is not None and o.delay_s > 0.6):
             print(f"  {it.key:<28} {it.text!r}: {'PREMATURE' if o.premature else 'slow'} "

@@ -106,3 +106,15 @@ def test_the_stage_feeds_tentative_transcripts_to_the_policy() -> None:
                                        capture_time=T0 + k * FRAME_S, seq=k))
     assert [u.duration_s > (HALF + PAUSE) * FRAME_S for u in out
             if isinstance(u, Utterance) and u.final] == [True]
+
+
+def test_settings_choose_the_policy() -> None:
+    from pipeline.settings import load
+
+    config = VadStageConfig.from_settings(load({}))
+    assert config.end_of_turn is not None and config.end_of_turn.use_model
+    off = VadStageConfig.from_settings(load({"TURN_MODEL": "false", "TURN_CUES": "false"}))
+    assert off.end_of_turn is None
+    cues = VadStageConfig.from_settings(load({"TURN_MODEL": "false", "TURN_DISAGREE_MS": "9999"}))
+    assert cues.end_of_turn is not None and not cues.end_of_turn.use_model
+    assert cues.end_of_turn.disagree_ms == cues.end_of_turn.max_pause_ms

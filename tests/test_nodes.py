@@ -58,29 +58,32 @@ def test_tts_node_synthesizes_segments_and_forwards_the_end():
     from pipeline.tts import Synthesizer, TtsConfig
 
     synth = Synthesizer(TtsConfig())
+    one, two = m.user_turn(1), m.user_turn(2)
     node = RecordingNode([
-        ev("segment", m.text_array("Hello there, how are you?"), turn_id=1, segment_index=0, event=m.SEGMENT, t_speech_end=1.0),
-        ev("speech_started", m.int_array(2), turn_id=2),
-        ev("segment", m.text_array("Stale words."), turn_id=1, segment_index=1, event=m.SEGMENT),
-        ev("segment", m.text_array("Fresh words."), turn_id=2, segment_index=0, event=m.SEGMENT),
-        ev("segment", m.text_array(""), turn_id=2, segment_index=1, event=m.END),
+        ev("segment", m.Segment(one, m.SEGMENT, 0, "Hello there, how are you?", times={"t_speech_end": 1.0})),
+        ev("speech_started", m.SpeechStarted(two, t_speech_start=2.0)),
+        ev("segment", m.Segment(one, m.SEGMENT, 1, "Stale words.")),
+        ev("segment", m.Segment(two, m.SEGMENT, 0, "Fresh words.")),
+        ev("segment", m.Segment(two, m.END, 1)),
         closed("segment"),
     ])
     tts_node.run(node, load({}), synth)
-    sent = node.of("audio")
-    segments = [(meta["turn_id"], meta["event"]) for _v, meta in sent if meta.get("end_of_segment", True)]
-    assert segments == [(1, m.SEGMENT), (2, m.SEGMENT), (2, m.END)]
-    hello = [(v, meta) for v, meta in sent if meta["turn_id"] == 1]
+    sent = node.messages("audio", m.TtsAudio)
+    segments = [(a.turn_id, a.event) for a in sent if a.end_of_segment]
+    assert segments == [(one, m.SEGMENT), (two, m.SEGMENT), (two, m.END)]
+    assert "t_tts_done" in sent[-1].times and sent[-1].samples.size == 0
+    hello = [a for a in sent if a.turn_id == one]
     # streamed: the segment comes in chunks, numbered, the last one marked and timed
     assert len(hello) >= 2
-    assert [meta["chunk_index"] for _v, meta in hello] == list(range(len(hello)))
-    assert [meta["end_of_segment"] for _v, meta in hello] == [False] * (len(hello) - 1) + [True]
-    assert "tts_s" in hello[-1][1] and "tts_s" not in hello[0][1]
-    assert hello[-1][1]["tts_audio_s"] == pytest.approx(sum(len(v) for v, _ in hello) / 22050, abs=1e-3)
+    assert [a.chunk_index for a in hello] == list(range(len(hello)))
+    assert [a.end_of_segment for a in hello] == [False] * (len(hello) - 1) + [True]
+    assert "tts_s" in hello[-1].times and "tts_s" not in hello[0].times
+    assert hello[-1].times["tts_audio_s"] == pytest.approx(sum(a.samples.size for a in hello) / 22050, abs=1e-3)
+    assert all(a.times["t_speech_end"] == 1.0 for a in hello)
     first = hello[0]
-    assert first[1]["sample_rate"] == 22050 and len(first[0]) == 32 * 256  # FIRST_CHUNK_FRAMES
-    assert sum(len(v) for v, _ in hello) > 22050 * 0.6
-    assert first[1]["text"] == "Hello there, how are you?" and "t_first_audio" in first[1]
+    assert first.sample_rate == 22050 and first.samples.size == 32 * 256  # FIRST_CHUNK_FRAMES
+    assert sum(a.samples.size for a in hello) > 22050 * 0.6
+    assert first.text == "Hello there, how are you?" and "t_first_audio" in first.times
 
 
 def test_a_segment_piper_makes_no_sound_of_is_still_played_so_backpressure_moves_on(tmp_path):
@@ -94,8 +97,8 @@ def test_a_segment_piper_makes_no_sound_of_is_still_played_so_backpressure_moves
     synth = Synthesizer(TtsConfig())
     assert synth.synthesize_segment("...").size == 0
     tts = RecordingNode([
-        ev("segment", m.text_array("..."), turn_id=1, segment_index=0, event=m.SEGMENT),
-        ev("segment", m.text_array("Hello there, how are you?"), turn_id=1, segment_index=1, event=m.SEGMENT),
+        ev("segment", m.Segment(1, m.SEGMENT, 0, "...")),
+        ev("segment", m.Segment(1, m.SEGMENT, 1, "Hello there, how are you?")),
         closed("segment"),
     ])
     tts_node.run(tts, load({}), synth)

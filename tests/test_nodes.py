@@ -167,16 +167,18 @@ def test_llm_node_streams_and_apologises(tmp_path):
     script = Script(token_delay_s=0.0)
     with ScriptedServer(script) as srv:
         s = load({"OPENAI_BASE_URL": srv.base_url, "LLM_RETRIES": "0"})
+        turn = m.user_turn(1)
         node = RecordingNode([
-            ev("speech_started", m.int_array(1), turn_id=1),
-            ev("transcript", m.text_array("Where is Paris?"), turn_id=1, final=True, t_speech_end=2.0),
+            ev("speech_started", m.SpeechStarted(turn, t_speech_start=1.0)),
+            ev("transcript", m.Transcript(turn, "Where is Paris?", times={"t_speech_end": 2.0})),
             closed("transcript"),
         ])
         llm_node.run(node, s)
-    texts = [(meta["event"], m.text_of(v)) for v, meta in node.of("text")]
-    assert "".join(t for e, t in texts if e == m.DELTA) == script.answer
-    assert texts[-1][0] == m.END
-    assert node.of("ready")  # an external server is ready at once
+    texts = node.messages("text", m.LlmText)
+    assert "".join(x.text for x in texts if x.event == m.DELTA) == script.answer
+    assert texts[-1].event == m.END and texts[-1].reason == m.REASON_STOP
+    assert {x.turn_id for x in texts} == {turn} and all(x.times["t_speech_end"] == 2.0 for x in texts)
+    assert node.messages("ready", m.LlmReady) == [m.LlmReady(srv.base_url)]  # external: ready at once
 
 
 def test_microphone_node_plays_a_file_after_ready(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from pipeline import messages as m
@@ -49,3 +51,66 @@ def test_a_restarted_tts_stage_says_so_when_ready():
     from pipeline.stages.tts import TtsStage
 
     assert TtsStage(ScriptedVoice(), restarted=True).start() == [m.TtsReady(restart=True)]
+
+
+class Collected:
+    """An emit function that records what a stage sends from its threads."""
+
+    def __init__(self) -> None:
+        self.items: list[m.Message] = []
+        self.changed = threading.Condition()
+
+    def __call__(self, msg: m.Message) -> None:
+        with self.changed:
+            self.items.append(msg)
+            self.changed.notify_all()
+
+    def wait_for(self, what, timeout: float = 10.0) -> bool:
+        with self.changed:
+            return self.changed.wait_for(lambda: what(self.items), timeout)
+
+
+def llm_stage(url: str, emit: Collected, embedded: bool):
+    from pipeline.llm import Conversation, LlmClient, LlmConfig
+    from pipeline.stages.llm import LlmStage
+
+    client = LlmClient(LlmConfig(base_url=url, model="scripted", retries=0, embedded=embedded))
+    return LlmStage(client, Conversation("be brief"), "Sorry.", emit)
+
+
+def test_llm_stage_is_ready_after_the_embedded_servers_ready_and_a_warm_up():
+    from tests.scripted_server import Script, ScriptedServer
+
+    emit = Collected()
+    script = Script(answer="Paris.")
+    with ScriptedServer(script) as srv:
+        stage = llm_stage(srv.base_url, emit, embedded=True)
+        stage.start()
+        assert emit.items == [] and not stage.ready.is_set()  # waits for the llm-server
+        stage.handle(m.ServerReady(srv.base_url))
+        assert emit.wait_for(lambda items: items == [m.LlmReady("embedded")])
+        assert [r["max_tokens"] for r in script.requests] == [1]  # warmed up before ready
+        stage.handle(m.Transcript(ONE, "Where is Paris?"))
+        assert emit.wait_for(lambda items: getattr(items[-1], "event", "") == m.END)
+        stage.handle(m.ServerReady(srv.base_url))  # the server was restarted: warmed up again
+        for worker in [t for t in threading.enumerate() if t.name == "warm-up"]:
+            worker.join(10)
+        assert len(script.requests) == 3
+        assert script.requests[-1]["max_tokens"] == 1
+        stage.finish()
+    answer = [x for x in emit.items if isinstance(x, m.LlmText)]
+    assert "".join(x.text for x in answer) == "Paris." and answer[-1].reason == m.REASON_STOP
+    assert emit.items.count(m.LlmReady("embedded")) == 1
+
+
+def test_llm_stage_with_an_external_server_is_ready_at_once_and_ignores_server_ready():
+    from tests.scripted_server import ScriptedServer
+
+    emit = Collected()
+    with ScriptedServer() as srv:
+        stage = llm_stage(srv.base_url, emit, embedded=False)
+        stage.start()
+        assert emit.items == [m.LlmReady(srv.base_url)]
+        stage.handle(m.ServerReady(srv.base_url, embedded=False))
+        stage.finish()
+        assert srv.script.requests == []  # no warm-up of somebody else's server

@@ -38,19 +38,24 @@ def test_asr_node_transcribes_and_drops_stale_turns(question_16k):
 
     s = load({})
     tr = Transcriber(asr_node.asr_config(s))
-    audio = m.audio_array(np.asarray(question_16k))
+    audio = np.asarray(question_16k, dtype=np.float32)
+
+    def utterance(n, samples):
+        return m.Utterance(m.user_turn(n), samples, t_speech_start=1.0, t_speech_end=5.0, t_utterance=5.1)
+
     node = RecordingNode([
-        ev("utterance", audio, turn_id=1, sample_rate=16000, final=True, t_speech_end=5.0),
-        ev("speech_started", m.int_array(3), turn_id=3),
-        ev("utterance", audio, turn_id=2, sample_rate=16000, final=True),  # stale: dropped
-        ev("utterance", m.audio_array(np.zeros(16000, np.float32)), turn_id=3, sample_rate=16000, final=True),
+        ev("utterance", utterance(1, audio)),
+        ev("speech_started", m.SpeechStarted(m.user_turn(3), t_speech_start=9.0)),
+        ev("utterance", utterance(2, audio)),  # stale: dropped
+        ev("utterance", utterance(3, np.zeros(16000, np.float32))),
         closed("utterance"),
     ])
     asr_node.run(node, s, tr)
-    sent = node.of("transcript")
+    sent = node.messages("transcript", m.Transcript)
     assert len(sent) == 1  # silence of turn 3 gives no transcript at all
-    assert "capital" in m.text_of(sent[0][0]).lower()
-    assert sent[0][1]["turn_id"] == 1 and sent[0][1]["t_speech_end"] == 5.0
+    assert "capital" in sent[0].text.lower() and sent[0].final
+    assert sent[0].turn_id == m.user_turn(1) and sent[0].times["t_speech_end"] == 5.0
+    assert {"t_transcript", "asr_s", "asr_audio_s", "t_utterance"} <= set(sent[0].times)
 
 
 def test_tts_node_synthesizes_segments_and_forwards_the_end():

@@ -114,3 +114,42 @@ def test_llm_stage_with_an_external_server_is_ready_at_once_and_ignores_server_r
         stage.handle(m.ServerReady(srv.base_url, embedded=False))
         stage.finish()
         assert srv.script.requests == []  # no warm-up of somebody else's server
+
+
+def _heard(text: str):
+    from pipeline.asr import Transcript
+
+    return Transcript(text=text, audio_s=1.0, elapsed_s=0.1)
+
+
+def test_asr_stage_drops_stale_turns_echo_and_silence_and_reuses_the_tentative_transcript():
+    from pipeline.asr import SpeculativeAsr
+    from pipeline.stages.asr import AsrStage
+
+    said = iter(["What time is it", "Paris is lovely", "", "Stop"])
+    calls: list[int] = []
+
+    def transcribe(audio):
+        calls.append(audio.size)
+        return _heard(next(said))
+
+    stage = AsrStage(SpeculativeAsr(transcribe))
+    audio = np.zeros(16000, np.float32)
+
+    def utt(turn, final=True, same=False, start=1.0, end=2.0, samples=audio, rate=m.ASR_RATE):
+        return m.Utterance(turn, samples, start, end, end + 0.1, final, same, rate)
+
+    tentative = stage.handle(utt(ONE, final=False))
+    final = stage.handle(utt(ONE, same=True))
+    assert [(t.text, t.final) for t in tentative + final] == [("What time is it", False), ("What time is it", True)]
+    assert len(calls) == 1 and final[0].times["t_speech_end"] == 2.0  # the tentative's, reused
+    # the assistant says "Paris is lovely" from t=10 to 12; heard back at 10.5-11.5: echo
+    stage.handle(m.Played(ONE, m.STARTED, 0, t=10.0, text="Paris is lovely."))
+    stage.handle(m.Played(ONE, m.FINISHED, 0, t=12.0, text="Paris is lovely."))
+    assert stage.handle(utt(TWO, start=10.5, end=11.5)) == []
+    assert stage.handle(utt(TWO + 1000, samples=np.zeros(8000, np.float32), rate=8000)) == []  # silence
+    assert calls[-1] == 16000  # resampled to 16 kHz first
+    stage.handle(m.SpeechStarted(TWO + 2000, t_speech_start=20.0))
+    assert stage.handle(utt(TWO + 1000)) == []  # stale: not even transcribed
+    assert len(calls) == 3
+    assert [t.text for t in stage.handle(utt(TWO + 2000, start=11.0, end=11.4))] == ["Stop"]  # the user

@@ -16,10 +16,17 @@ class RecordingNode(MockNode):
     def __init__(self, events: list[dict[str, Any]], **kw: Any) -> None:
         super().__init__(events, **kw)
         self.sent: list[tuple[str, pa.Array, dict[str, Any]]] = []
+        self.taken: list[dict[str, Any]] = []  # the events the node read, in order
 
     def send_output(self, output_id: str, data: Any, metadata: dict[str, Any] | None = None) -> None:
         super().send_output(output_id, data, metadata)
         self.sent.append((output_id, data, dict(metadata or {})))
+
+    def next(self, timeout: float | None = None) -> dict[str, Any] | None:
+        event = super().next(timeout)
+        if event is not None:
+            self.taken.append(event)
+        return event
 
     def of(self, output_id: str) -> list[tuple[pa.Array, dict[str, Any]]]:
         return [(v, meta) for oid, v, meta in self.sent if oid == output_id]

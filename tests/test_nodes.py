@@ -256,3 +256,14 @@ def test_speaker_reopens_a_device_that_died_and_still_plays_that_audio(tmp_path)
     events = [(meta["event"], meta["segment_index"]) for _v, meta in node.of("played")]
     assert sink.reopened == 1
     assert ("finished", 0) in events and events[-1][0] == "turn_end"
+
+
+def test_llm_server_node_with_an_external_server_says_ready_and_ends_with_the_llm_node():
+    from nodes import llm_server as server_node
+
+    s = load({"OPENAI_BASE_URL": "http://example.test/v1"})
+    node = RecordingNode([{"type": "INPUT", "id": "tick", "value": pa.array([0]), "metadata": {}},
+                          closed("llm"), closed("tick")])
+    server_node.run(node, s)
+    assert node.messages("ready", m.ServerReady) == [m.ServerReady("http://example.test/v1", embedded=False)]
+    assert node.taken[-1] == closed("llm")  # the llm node is gone: nothing will call the server

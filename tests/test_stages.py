@@ -153,3 +153,56 @@ def test_asr_stage_drops_stale_turns_echo_and_silence_and_reuses_the_tentative_t
     assert stage.handle(utt(TWO + 1000)) == []  # stale: not even transcribed
     assert len(calls) == 3
     assert [t.text for t in stage.handle(utt(TWO + 2000, start=11.0, end=11.4))] == ["Stop"]  # the user
+
+
+class FakeServer:
+    """A server process the test kills and lets come up again."""
+
+    base_url = "http://127.0.0.1:1/v1"
+
+    def __init__(self) -> None:
+        self.up, self.answers, self.starts = True, True, 0
+
+    def healthy(self):
+        return self.up and self.answers
+
+    def alive(self):
+        return self.up
+
+    def returncode(self):
+        return None if self.up else -9
+
+    def log_tail(self):
+        return ""
+
+    def start(self, port_wait_s=0.0):
+        self.starts += 1
+        self.up, self.answers = True, False  # loading its model
+
+
+def test_llm_server_stage_restarts_a_dead_server_and_says_ready_when_it_answers():
+    from pipeline.runtime import CLOSED, STOP, Control, Tick
+    from pipeline.stages.llm_server import LlmServerStage, Supervisor, ends_the_node
+
+    server = FakeServer()
+    stage = LlmServerStage(server.base_url, Supervisor(server, start_timeout_s=60.0))
+    assert stage.start() == [m.ServerReady(server.base_url, embedded=True)]
+    tick = Tick("tick")
+    assert stage.handle(tick) == [] and server.starts == 0  # alive: nothing to do
+    server.up = False  # killed
+    assert stage.handle(tick) == [] and server.starts == 1
+    assert stage.handle(tick) == []  # still loading
+    server.answers = True
+    assert stage.handle(tick) == [m.ServerReady(server.base_url, embedded=True)]
+    assert stage.handle(tick) == [] and server.starts == 1
+    assert ends_the_node(Control(STOP)) and ends_the_node(Control(CLOSED, "llm"))
+    assert not ends_the_node(Control(CLOSED, "tick")) and not ends_the_node(tick)
+
+
+def test_llm_server_stage_of_an_external_server_only_says_where_it_is():
+    from pipeline.runtime import Tick
+    from pipeline.stages.llm_server import LlmServerStage
+
+    stage = LlmServerStage("http://example.test/v1")
+    assert stage.start() == [m.ServerReady("http://example.test/v1", embedded=False)]
+    assert stage.handle(Tick("tick")) == []

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -187,6 +185,8 @@ def test_llm_node_streams_and_apologises(tmp_path):
 
 
 def test_microphone_node_plays_a_file_after_ready(tmp_path):
+    import threading
+
     from nodes import microphone as mic_node
     from pipeline.audio import write_wav
     from pipeline.audio_io import MicFile
@@ -196,20 +196,23 @@ def test_microphone_node_plays_a_file_after_ready(tmp_path):
     s = load({"MIC_FILE": str(path), "MIC_FILE_REALTIME": "false", "MIC_FILE_TAIL_S": "0.2"})
     source = MicFile(path, realtime=False, tail_s=0.2)
 
-    class SlowNode(RecordingNode):
+    class PlayedThrough(RecordingNode):
+        """Hands out a tick only once the file has been sent (the pump thread is done)."""
+
         def next(self, timeout=None):
-            time.sleep(0.2)  # give the sender thread time, as the real event loop would
+            if self.taken and self.taken[-1]["id"] == "llm_ready":
+                for worker in [t for t in threading.enumerate() if t.name == "mic"]:
+                    worker.join(10)
             return super().next(timeout)
 
-        def __next__(self):
-            time.sleep(0.2)
-            return super().__next__()
-
-    node = SlowNode([ev("llm_ready", pa.array(["x"])), ev("tick", pa.array([0])), ev("tick", pa.array([0]))])
+    tick = {"type": "INPUT", "id": "tick", "value": pa.array([0]), "metadata": {}}
+    node = PlayedThrough([tick, ev("llm_ready", m.LlmReady("embedded")), tick, tick, tick])
     mic_node.run(node, s, source)
-    chunks = node.of("audio")
-    assert sum(len(v) for v, _m in chunks) == 16000 + 3200
-    assert all(meta["sample_rate"] == 16000 for _v, meta in chunks)
+    chunks = node.messages("audio", m.MicAudio)
+    assert sum(c.samples.size for c in chunks) == 16000 + 3200
+    assert [c.seq for c in chunks] == list(range(len(chunks)))
+    assert all(c.sample_rate == 16000 for c in chunks)
+    assert len(node.taken) == 3  # the first tick after the end of the file ended the node
 
 
 @pytest.mark.parametrize("bad", [{"LLM_TEMPERATURE": "hot"}, {"SEGMENTS_AHEAD": "0"}])

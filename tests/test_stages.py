@@ -206,3 +206,30 @@ def test_llm_server_stage_of_an_external_server_only_says_where_it_is():
     stage = LlmServerStage("http://example.test/v1")
     assert stage.start() == [m.ServerReady("http://example.test/v1", embedded=False)]
     assert stage.handle(Tick("tick")) == []
+
+
+def test_microphone_stage_plays_a_file_only_after_ready_then_ends(tmp_path):
+    from pipeline.audio import write_wav
+    from pipeline.audio_io import MicFile
+    from pipeline.runtime import STOP, Control, Tick
+    from pipeline.stages.microphone import MicrophoneStage
+
+    path = tmp_path / "q.wav"
+    write_wav(path, np.full(8000, 0.1, dtype=np.float32), 16000)
+    sent = Collected()
+    stage = MicrophoneStage(MicFile(path, realtime=False, tail_s=0.0), sent, wait_for_ready=True)
+    stage.start()
+    stage.handle(Tick("tick"))
+    assert not stage.worker.is_alive() and sent.items == []  # waits for the assistant
+    stage.handle(m.LlmReady("embedded"))
+    stage.worker.join(10)
+    assert sum(a.samples.size for a in sent.items) == 8000
+    assert not stage.ended
+    stage.handle(Tick("tick"))
+    assert stage.ended  # the file has been played
+    live = MicrophoneStage(MicFile(path, realtime=False), Collected())
+    live.start()  # a live source starts at once
+    assert live.worker.ident is not None
+    live.handle(Control(STOP))
+    assert live.ended
+    live.stop()

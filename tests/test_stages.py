@@ -233,3 +233,40 @@ def test_microphone_stage_plays_a_file_only_after_ready_then_ends(tmp_path):
     live.handle(Control(STOP))
     assert live.ended
     live.stop()
+
+
+def test_drive_runs_start_before_the_first_event_and_finish_only_after_a_clean_end():
+    import pytest
+
+    from pipeline.runtime import drive
+    from tests.nodekit import RecordingNode, closed, ev
+
+    class Recorder:
+        def __init__(self, fail: bool) -> None:
+            self.fail, self.calls = fail, []
+
+        def start(self):
+            self.calls.append("start")
+            return [m.TtsReady()]
+
+        def handle(self, event):
+            self.calls.append(type(event).__name__)
+            if self.fail and isinstance(event, m.Segment):
+                raise RuntimeError("crash")
+            return []
+
+        def idle(self):
+            return True
+
+        def finish(self):
+            self.calls.append("finish")
+
+    events = [ev("segment", m.Segment(ONE, m.END, 0)), closed("segment")]
+    clean, node = Recorder(fail=False), RecordingNode(events)
+    drive(node, clean, {"segment": m.Segment}, primary=frozenset({"segment"}))
+    assert clean.calls == ["start", "Segment", "Control", "Control", "finish"]  # CLOSED, STOP
+    assert node.messages("ready", m.TtsReady) == [m.TtsReady()]
+    crashed = Recorder(fail=True)
+    with pytest.raises(RuntimeError):
+        drive(RecordingNode(events), crashed, {"segment": m.Segment})
+    assert crashed.calls == ["start", "Segment"]  # no finish: a crash journal stays for the restart

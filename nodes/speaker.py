@@ -18,7 +18,7 @@ NAME = "speaker"
 
 def run(node: Any, s: Settings, sink: Sink) -> None:
     out = Outbox(node)
-    stage = SpeakerStage(sink, SpeakerConfig.from_settings(s), out.emit).start()
+    stage = SpeakerStage(sink, SpeakerConfig.from_settings(s), out.emit)
     try:
         drive(node, stage, WIRING, out=out, primary=frozenset({"audio"}))
     finally:

@@ -1,8 +1,8 @@
 """The llm node's logic: one answer per user turn, streamed, cancellable, never blocking.
 
 The dora event loop must keep running while an answer streams (a `speech_started` has to
-cancel it at once), so each answer runs on a worker thread that pushes deltas out through a
-`send` callback. A new turn sets the old worker's cancel flag and closes its HTTP response;
+cancel it at once), so each answer runs on a worker thread that pushes :class:`LlmText`
+messages out through an `emit` callback. A new turn sets the old worker's cancel flag and closes its HTTP response;
 the event loop never waits for a worker (a cancelled request that is still waiting for the
 server's headers ends by itself when its timeout runs out).
 
@@ -20,10 +20,8 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from pipeline import messages as m
 from pipeline.journal import JournalEntry, TurnJournal
@@ -33,7 +31,7 @@ __all__ = ["JournalEntry", "Responder", "TurnJournal"]
 
 log = logging.getLogger("llm")
 
-Send = Callable[[str, str, dict[str, Any]], None]  # (event, text, metadata)
+Emit = Callable[[m.LlmText], None]
 
 SENTENCE_END = ".!?…"
 
@@ -42,7 +40,7 @@ SENTENCE_END = ".!?…"
 class _Turn:
     turn_id: int
     question: str
-    meta: dict[str, Any]
+    times: m.Times
     cancel: threading.Event = field(default_factory=threading.Event)
     generated: list[str] = field(default_factory=list)
     spoken: list[str] = field(default_factory=list)
@@ -57,7 +55,7 @@ class Responder:
         client: LlmClient,
         conversation: Conversation,
         apology: str,
-        send: Send,
+        emit: Emit,
         ready: threading.Event | None = None,
         ready_timeout_s: float = 120.0,
         journal: TurnJournal | None = None,
@@ -65,7 +63,7 @@ class Responder:
         self.client = client
         self.conversation = conversation
         self.apology = apology
-        self.send = send
+        self.emit = emit
         self.ready = ready or threading.Event()
         if ready is None:
             self.ready.set()
@@ -94,9 +92,9 @@ class Responder:
             return
         log.error("turn %d: LLM failed (restart): the llm node died while answering; "
                   "apologising and closing the turn", entry.turn_id)
-        meta = {"turn_id": entry.turn_id, "t_llm_error": time.time()}
-        self.send(m.DELTA, "… " + self.apology, {**meta, "index": 0, "error": "restart"})
-        self.send(m.END, "", {**meta, "index": 1, "reason": "error", "error": "restart"})
+        times = {"t_llm_error": m.now()}
+        self.emit(m.LlmText(entry.turn_id, m.DELTA, 0, "… " + self.apology, error="restart", times=times))
+        self.emit(m.LlmText(entry.turn_id, m.END, 1, reason=m.REASON_ERROR, error="restart", times=times))
         if self.journal is not None:
             self.journal.write(entry.turn_id, is_open=False)
 
@@ -110,8 +108,9 @@ class Responder:
         for turn in running:
             self._cancel(turn)
 
-    def on_transcript(self, turn_id: int, text: str, meta: dict[str, Any]) -> None:
-        text = text.strip()
+    def on_transcript(self, transcript: m.Transcript) -> None:
+        """Answer a transcript (tentative or final) of a turn not answered yet."""
+        turn_id, text = transcript.turn_id, transcript.text.strip()
         if not text or turn_id < self.latest or turn_id in self.turns:
             return
         if turn_id <= self.answered:
@@ -119,7 +118,7 @@ class Responder:
             return
         self.on_speech_started(turn_id)  # also cancels an older answer if its start was missed
         self._finalise_history(before=turn_id)
-        turn = _Turn(turn_id, text, m.times(meta))
+        turn = _Turn(turn_id, text, dict(transcript.times))
         with self._lock:
             self.turns[turn_id] = turn
         if self.journal is not None:
@@ -127,15 +126,16 @@ class Responder:
         turn.thread = threading.Thread(target=self._answer, args=(turn,), name=f"answer-{turn_id}", daemon=True)
         turn.thread.start()
 
-    def on_played(self, turn_id: int, event: str, text: str) -> None:
-        turn = self.turns.get(turn_id)
+    def on_played(self, played: m.Played) -> None:
+        """The speaker's report: what of the answer the user heard, for the history."""
+        turn = self.turns.get(played.turn_id)
         if turn is None:
             return
-        if event == m.FINISHED and text:
-            turn.spoken.append(text)
-        elif event == m.TURN_END:
+        if played.event == m.FINISHED and played.text:
+            turn.spoken.append(played.text)
+        elif played.event == m.TURN_END:
             turn.completed = True
-            self._finalise_now(turn_id)
+            self._finalise_now(played.turn_id)
 
     def _finalise_now(self, turn_id: int) -> None:
         """The answer was heard to its end: it goes into the history now rather than at the
@@ -186,8 +186,7 @@ class Responder:
                 self.journal.write(turn.turn_id, is_open=False)
 
     def _stream_answer(self, turn: _Turn) -> None:
-        meta = dict(turn.meta)
-        meta["turn_id"] = turn.turn_id
+        times = dict(turn.times)
         index = 0
         error: LlmError | None = None
         # Never longer than the first-token budget: the user is waiting for an answer.
@@ -196,35 +195,36 @@ class Responder:
             error = LlmError("not_ready", f"the embedded LLM server is not ready after {wait_s:g} s "
                              "(still starting, or restarting after a crash)")
         else:
-            meta["t_llm_request"] = time.time()
+            times["t_llm_request"] = m.now()
             try:
                 for delta in self.client.stream(self.conversation.messages(turn.question), turn.cancel):
                     if turn.cancel.is_set():
                         break
                     if index == 0:
-                        meta["t_first_token"] = time.time()
+                        times["t_first_token"] = m.now()
                     turn.generated.append(delta)
-                    self.send(m.DELTA, delta, {**meta, "index": index})
+                    self.emit(m.LlmText(turn.turn_id, m.DELTA, index, delta, times=dict(times)))
                     index += 1
             except LlmError as exc:
                 error = exc
             except Exception as exc:  # noqa: BLE001 - never let a worker die silently
                 error = LlmError("internal", f"{type(exc).__name__}: {exc}")
         if turn.cancel.is_set():
-            self.send(m.END, "", {**meta, "index": index, "reason": "cancelled"})
+            self.emit(m.LlmText(turn.turn_id, m.END, index, reason=m.REASON_CANCELLED, times=times))
             return
         if error is not None:
             turn.failed = True
-            meta["t_llm_error"] = time.time()
-            waited = meta["t_llm_error"] - float(meta.get("t_transcript", meta["t_llm_error"]))
+            times["t_llm_error"] = m.now()
+            waited = times["t_llm_error"] - times.get("t_transcript", times["t_llm_error"])
             log.error("turn %d: LLM failed (%s) %.1f s after the transcript: %s; speaking the apology",
                       turn.turn_id, error.kind, waited, error)
-            self.send(m.DELTA, self._apology_after("".join(turn.generated)),
-                      {**meta, "index": index, "error": error.kind})
-            self.send(m.END, "", {**meta, "index": index + 1, "reason": "error", "error": error.kind})
+            self.emit(m.LlmText(turn.turn_id, m.DELTA, index, self._apology_after("".join(turn.generated)),
+                                error=error.kind, times=dict(times)))
+            self.emit(m.LlmText(turn.turn_id, m.END, index + 1, reason=m.REASON_ERROR, error=error.kind,
+                                times=times))
             return
-        meta["t_llm_done"] = time.time()
-        self.send(m.END, "", {**meta, "index": index, "reason": "stop"})
+        times["t_llm_done"] = m.now()
+        self.emit(m.LlmText(turn.turn_id, m.END, index, reason=m.REASON_STOP, times=times))
 
     def _apology_after(self, partial: str) -> str:
         """The apology, as a sentence of its own after whatever part of the answer was sent

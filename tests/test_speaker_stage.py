@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline import messages as m
-from pipeline.asr import EchoGuard
+from pipeline.echo.guard import EchoGuard
 from pipeline.audio_io import DeviceError, Speaker, SpeakerFile
 from pipeline.metrics import TurnMetrics
 from pipeline.playback import PlaybackBuffer
@@ -238,7 +238,8 @@ def stage_with(sink: Speaker, **config: Any) -> tuple[SpeakerStage, list[m.Messa
         with lock:
             sent.append(msg)
 
-    stage = SpeakerStage(sink, SpeakerConfig(**config), emit, TurnMetrics()).start()
+    stage = SpeakerStage(sink, SpeakerConfig(**config), emit, TurnMetrics())
+    stage.start()
     return stage, sent
 
 

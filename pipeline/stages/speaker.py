@@ -141,9 +141,10 @@ class SpeakerStage:
         self.seen = SeenSegments()  # after a tts crash the segmenter sends segments again
         self._thread = threading.Thread(target=self._report_loop, name="played", daemon=True)
 
-    def start(self) -> SpeakerStage:
-        self._thread.start()
-        return self
+    def start(self) -> None:
+        """Start reporting what the sink plays (drive calls it before the first event)."""
+        if not self._thread.is_alive():
+            self._thread.start()
 
     # ------------------------------------------------------------------ event loop
 

@@ -1,0 +1,137 @@
+"""The llm node's processor: transcripts in, streamed answer text out.
+
+The answers themselves are the :class:`~pipeline.responder.Responder`'s (one worker thread
+per answer, cancelled by a new turn, apologised for on a failure). This stage adds when the
+assistant is *ready*: with an external server at once; with the embedded one when the
+llm-server node says `ready`, after a warm-up request, so that the first turn does not pay
+for the server's cold start.
+
+dora may restart the llm node after a crash (`restart_policy` in dataflow.yml). A restarted
+node starts fresh but resynchronises: it closes, with the apology, a turn its previous life
+left open, never answers an old transcript again (the turn journal), and, with the embedded
+server, asks the server itself whether it is up, because the llm-server's `ready` message
+went to the previous process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from pipeline import messages as m
+from pipeline.journal import TurnJournal
+from pipeline.llm import Conversation, LlmClient
+from pipeline.responder import Responder
+from pipeline.runtime import Event
+
+log = logging.getLogger("llm")
+
+PROBE_EVERY_S = 0.5
+
+WIRING: dict[str, type[m.Message] | None] = {
+    "transcript": m.Transcript,
+    "speech_started": m.SpeechStarted,
+    "played": m.Played,
+    "server_ready": m.ServerReady,
+}
+
+
+class LlmStage:
+    """Sends everything through `emit` (answers stream from worker threads); `handle`
+    itself returns nothing."""
+
+    def __init__(
+        self,
+        client: LlmClient,
+        conversation: Conversation,
+        apology: str,
+        emit: Callable[[m.Message], None],
+        ready_timeout_s: float = 120.0,
+        journal: TurnJournal | None = None,
+        restarted: bool = False,
+    ) -> None:
+        self.emit = emit
+        self.ready = threading.Event()
+        self.responder = Responder(client, conversation, apology, emit, self.ready, ready_timeout_s, journal)
+        self.journal = journal
+        self.restarted = restarted
+        self._stop = threading.Event()
+        self._announce_lock = threading.Lock()
+
+    @property
+    def client(self) -> LlmClient:
+        return self.responder.client
+
+    @property
+    def embedded(self) -> bool:
+        return self.client.config.embedded
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.restarted:
+            log.warning("llm node restarted by dora: resynchronising (history of earlier turns is lost)")
+            self.responder.resume(self.journal.read() if self.journal is not None else None)
+        if not self.embedded:
+            self._announce()  # an external server: nothing to wait for
+        elif self.restarted:
+            threading.Thread(target=self._probe_then_ready, name="probe", daemon=True).start()
+
+    def finish(self) -> None:
+        """A clean end: let a running answer finish sending; nothing is left to resume."""
+        self.responder.close()
+        self._stop.set()
+        if self.journal is not None:
+            self.journal.remove()
+
+    def idle(self) -> bool:
+        return self.responder.idle()
+
+    # -- events ------------------------------------------------------------------------------
+    def handle(self, event: Event) -> None:
+        if isinstance(event, m.SpeechStarted):
+            self.responder.on_speech_started(event.turn_id)
+        elif isinstance(event, m.Transcript):
+            self.answer(event)
+        elif isinstance(event, m.Played):
+            self.responder.on_played(event)
+        elif isinstance(event, m.ServerReady) and self.embedded:
+            self._server_ready()
+
+    def answer(self, transcript: m.Transcript) -> None:
+        """The one place where what the user said becomes a request for an answer.
+
+        Tentative transcripts are answered too (the speaker holds the audio until the turn
+        is confirmed); the responder answers each turn once.
+        """
+        self.responder.on_transcript(transcript)
+
+    # -- readiness ---------------------------------------------------------------------------
+    def _server_ready(self) -> None:
+        """The first `ready` makes the assistant ready; a later one is a restarted server,
+        warmed up again so that the next turn does not pay for its cold start."""
+        target = self._warm_up if self.ready.is_set() else self._warm_then_ready
+        threading.Thread(target=target, name="warm-up", daemon=True).start()
+
+    def _warm_up(self) -> None:
+        self.client.warm_up(self.responder.conversation.system_prompt)
+
+    def _warm_then_ready(self) -> None:
+        self._warm_up()
+        self._announce()
+
+    def _probe_then_ready(self) -> None:
+        """A restarted node missed the llm-server's `ready`: poll the server until it answers."""
+        while not self._stop.is_set() and not self.ready.is_set():
+            if self.client.healthy():
+                self._warm_then_ready()
+                return
+            self._stop.wait(PROBE_EVERY_S)
+
+    def _announce(self) -> None:
+        with self._announce_lock:  # the probe and a late `server_ready` may both get here
+            if self.ready.is_set():
+                return
+            self.ready.set()
+        log.info("assistant ready (LLM at %s)", self.client.config.base_url)
+        self.emit(m.LlmReady("embedded" if self.embedded else self.client.config.base_url))

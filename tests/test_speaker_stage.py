@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from pipeline import messages as m
-from pipeline.echo.guard import EchoGuard
 from pipeline.audio_io import DeviceError, Speaker, SpeakerFile
+from pipeline.echo.guard import EchoGuard
 from pipeline.metrics import TurnMetrics
 from pipeline.playback import PlaybackBuffer
 from pipeline.settings import load

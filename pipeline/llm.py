@@ -54,6 +54,8 @@ class LlmConfig:
     token_timeout_s: float = DEFAULTS.llm_token_timeout_s
     retries: int = DEFAULTS.llm_retries
     embedded: bool = False
+    hold_after_s: float = DEFAULTS.llm_hold_after_s
+    hold_phrase: str = DEFAULTS.llm_hold_phrase
 
     @classmethod
     def from_settings(cls, s: Settings) -> LlmConfig:
@@ -71,6 +73,8 @@ class LlmConfig:
             token_timeout_s=s.llm_token_timeout_s,
             retries=s.llm_retries,
             embedded=s.uses_embedded_llm,
+            hold_after_s=s.llm_hold_after_s,
+            hold_phrase=s.llm_hold_phrase,
         )
 
     def __repr__(self) -> str:
@@ -183,6 +187,9 @@ class Exchange:
 
 # Words that point back at the last exchange ("how tall is it?", "and what about Spain?").
 _BACK_WORDS = frozenset(["it", "its", "it's", "that", "this", "these", "those", "they", "them", "their", "he", "she", "him", "her", "his", "there", "then", "also", "too", "else", "more"])
+# What the user said or heard earlier ("what is my name?", "what did I just say?").
+_BACK_PHRASES = ("my name", "did i ", "did you ", "i said", "you said", "i told", "you told",
+                 "remember", "earlier", "before that", "previous", "last answer", "last question")
 _BACK_STARTS = ("and ", "but ", "so ", "what about", "how about", "why", "really", "tell me more",
                 "what else", "or ")
 
@@ -195,7 +202,7 @@ def is_follow_up(question: str) -> bool:
     when the question refers back to it.
     """
     low = question.lower().strip()
-    if low.startswith(_BACK_STARTS):
+    if low.startswith(_BACK_STARTS) or any(p in low for p in _BACK_PHRASES):
         return True
     words = {w.strip(".,!?;:'\"") for w in low.split()}
     return bool(words & _BACK_WORDS)

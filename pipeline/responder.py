@@ -191,24 +191,30 @@ class Responder:
         error: LlmError | None = None
         # Never longer than the first-token budget: the user is waiting for an answer.
         wait_s = min(self.ready_timeout_s, self.client.config.first_token_timeout_s)
+        hold = _Hold(self, turn, times)
         if not self.ready.wait(wait_s):
             error = LlmError("not_ready", f"the embedded LLM server is not ready after {wait_s:g} s "
                              "(still starting, or restarting after a crash)")
+            index = hold.stop()
         else:
             times["t_llm_request"] = m.now()
             try:
                 for delta in self.client.stream(self.conversation.messages(turn.question), turn.cancel):
                     if turn.cancel.is_set():
                         break
-                    if index == 0:
-                        times["t_first_token"] = m.now()
-                    turn.generated.append(delta)
-                    self.emit(m.LlmText(turn.turn_id, m.DELTA, index, delta, times=dict(times)))
-                    index += 1
+                    with hold.lock:
+                        hold.answered = True
+                        if not turn.generated:
+                            times["t_first_token"] = m.now()
+                        turn.generated.append(delta)
+                        self.emit(m.LlmText(turn.turn_id, m.DELTA, hold.index, delta, times=dict(times)))
+                        hold.index += 1
             except LlmError as exc:
                 error = exc
             except Exception as exc:  # noqa: BLE001 - never let a worker die silently
                 error = LlmError("internal", f"{type(exc).__name__}: {exc}")
+            finally:
+                index = hold.stop()
         if turn.cancel.is_set():
             self.emit(m.LlmText(turn.turn_id, m.END, index, reason=m.REASON_CANCELLED, times=times))
             return
@@ -233,3 +239,42 @@ class Responder:
         if not partial:
             return self.apology
         return (" " if partial[-1] in SENTENCE_END else "… ") + self.apology
+
+
+class _Hold:
+    """Says the holding phrase once if the LLM has not sent a word `hold_after_s` after the
+    end of the question (a hung or overloaded server), so the user is not met with silence
+    until the first-token timeout. The phrase and the answer's deltas share one index
+    counter under one lock, so the segmenter sees them in order."""
+
+    def __init__(self, responder: Responder, turn: _Turn, times: dict[str, float]) -> None:
+        self.lock = threading.Lock()
+        self.index = 0
+        self.answered = False
+        self._responder, self._turn, self._times = responder, turn, times
+        config = responder.client.config
+        self._timer: threading.Timer | None = None
+        if config.hold_after_s > 0 and config.hold_phrase:
+            since = times.get("t_speech_end", m.now())
+            delay = max(0.0, since + config.hold_after_s - m.now())
+            self._timer = threading.Timer(delay, self._say)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _say(self) -> None:
+        with self.lock:
+            if self.answered or self._turn.cancel.is_set():
+                return
+            phrase = self._responder.client.config.hold_phrase.strip() + " "
+            log.info("turn %d: no answer yet, saying %r", self._turn.turn_id, phrase.strip())
+            self._responder.emit(m.LlmText(self._turn.turn_id, m.DELTA, self.index, phrase,
+                                           times={**self._times, "t_hold": m.now()}))
+            self.index += 1
+
+    def stop(self) -> int:
+        """No phrase from now on; the next free index."""
+        with self.lock:
+            self.answered = True
+            if self._timer is not None:
+                self._timer.cancel()
+            return self.index

@@ -15,7 +15,7 @@ from tests.scripted_server import Script, ScriptedServer, free_port
 
 
 def client_for(url: str, **kw) -> LlmClient:
-    cfg = dict(base_url=url, model="scripted", retries=0, connect_timeout_s=1.0,
+    cfg = dict(base_url=url, model="scripted", retries=0, connect_timeout_s=1.0, hold_after_s=0.0,
                first_token_timeout_s=2.0, token_timeout_s=1.0)
     cfg.update(kw)
     return LlmClient(LlmConfig(**cfg))
@@ -334,3 +334,42 @@ def test_embedded_server_generates_on_one_thread_and_reads_prompts_on_two():
     assert cmd[cmd.index("--n_ubatch") + 1] == "128"  # compute buffers: -19 MB, no slower
     cmd = EmbeddedServer.from_settings(load({"LLM_SERVER_BATCH_THREADS": "4"})).command()
     assert cmd[cmd.index("--n_threads_batch") + 1] == "4"
+
+
+def test_a_server_slow_to_answer_gets_the_holding_phrase_once_then_the_answer():
+    """No first token 0.3 s after the end of the question: "One moment." once, then the
+    answer as usual; a fast server gets no phrase (the control)."""
+    for delay, expected in ((1.0, "One moment. "), (0.0, "")):
+        sink = Sink()
+        with ScriptedServer(Script(first_token_delay_s=delay, token_delay_s=0.0)) as srv:
+            r = Responder(client_for(srv.base_url, hold_after_s=0.3, hold_phrase="One moment."),
+                          Conversation("be brief"), "Sorry.", sink)
+            r.on_transcript(transcript(1, "hello?", t_speech_end=m.now()))
+            assert sink.ended.wait(10)
+            answer = srv.script.answer
+        assert sink.text(1) == expected + answer
+        assert [x.index for x in sink.items] == list(range(len(sink.items)))
+        assert sink.items[-1].reason == m.REASON_STOP
+
+
+def test_a_hung_server_gets_the_holding_phrase_then_the_apology():
+    sink = Sink()
+    with ScriptedServer(Script(mode="hang")) as srv:
+        r = Responder(client_for(srv.base_url, hold_after_s=0.2, hold_phrase="One moment.",
+                                 first_token_timeout_s=1.0), Conversation("be brief"), "Sorry.", sink)
+        r.on_transcript(transcript(1, "hello?", t_speech_end=m.now()))
+        assert sink.ended.wait(10)
+    assert sink.text(1) == "One moment. Sorry."
+    assert sink.items[-1].reason == m.REASON_ERROR
+
+
+def test_history_goes_with_follow_ups_only():
+    conv = Conversation("be brief", history="follow-ups")
+    conv.record("What is a good dinner?", "Pasta with lemon butter.", False)
+    for q in ("How can I sleep better?", "What is the capital of France?", "Who wrote Hamlet?"):
+        assert [x["content"] for x in conv.messages(q)] == ["be brief", q]  # a new topic
+    for q in ("And what about breakfast?", "How long does it take to cook?", "What is my name?",
+              "What about Spain?", "Why?", "What did I just ask?"):
+        assert "Pasta with lemon butter." in [x["content"] for x in conv.messages(q)]
+    assert len(Conversation("be brief", history="all", exchanges=list(conv.exchanges))
+               .messages("Who wrote Hamlet?")) == 4  # control: `all` keeps it

@@ -2,7 +2,9 @@
 
 Started and stopped with the dataflow; does nothing when OPENAI_BASE_URL points elsewhere.
 
-Self-healing: every `tick` (2 s) it checks that the server process is alive; a dead one is
+Every `tick` (2 s) it also sends `alive`, the server side's beat for the board's speaker.
+
+Self-healing: every `tick` it checks that the server process is alive; a dead one is
 started again and `ready` is sent once it answers. The restart never blocks the event loop
 (STOP must still be seen at once): the node only polls the new server on the following ticks.
 Meanwhile the llm node's requests are refused and each turn gets the apology. If the node
@@ -63,6 +65,12 @@ class Supervisor:
         self.restarting_since = time.monotonic()
 
 
+def beat(out: Outbox) -> None:
+    """Say the server side is there: the board's speaker watches for this beat, since dora
+    1.1 tells the board nothing when the server's daemon dies (docs/distributed.md)."""
+    out.emit(m.ServerAlive(t=time.time()))
+
+
 def run(node: Any, s: Settings) -> None:
     out = Outbox(node)
     if not s.uses_embedded_llm:
@@ -71,6 +79,8 @@ def run(node: Any, s: Settings) -> None:
         for input_id, _value, meta in inputs(node):
             if input_id == STOP or (input_id == CLOSED and meta.get("id") == "llm"):
                 break
+            if input_id == "tick":
+                beat(out)
         return
     server = EmbeddedServer.from_settings(s)
     try:
@@ -88,6 +98,7 @@ def run(node: Any, s: Settings) -> None:
             if input_id == STOP or (input_id == CLOSED and meta.get("id") == "llm"):
                 break  # the llm node is gone: nothing will call the server any more
             if input_id == "tick":
+                beat(out)
                 supervisor.tick()
     finally:
         server.stop()

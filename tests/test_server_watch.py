@@ -171,3 +171,17 @@ def test_speaker_node_reads_the_watch_inputs(tmp_path):
 
     assert WIRING["alive"] is m.ServerAlive and WIRING["utterance"] is m.Utterance
     assert WIRING["tick"] is None
+
+
+def test_llm_server_node_beats_on_every_tick():
+    """The server side's beat: one `alive` per tick (here with an external LLM server)."""
+    from nodes import llm_server
+    from pipeline.settings import load
+    from tests.nodekit import RecordingNode
+
+    s = load({"OPENAI_BASE_URL": "http://127.0.0.1:9/v1"})
+    tick = {"type": "INPUT", "id": "tick", "value": m.text_array(""), "metadata": {}}
+    node = RecordingNode([tick, tick, {"type": "STOP"}])
+    llm_server.run(node, s)
+    beats = [m.ServerAlive.from_dora(v, meta) for v, meta in node.of("alive")]
+    assert len(beats) == 2 and all(b.t > 0 for b in beats)

@@ -59,7 +59,7 @@ bench-sound: setup sound
 	$(PY) -m tests.bench --sound
 
 bench-distributed: setup sound
-	PYTHONPATH=$${PYTHONPATH:-$(CURDIR)} $(PY) -m tests.bench --sound --turns 4 --distributed 2
+	PYTHONPATH=$${PYTHONPATH:-$(CURDIR)} $(PY) -m tests.bench --sound --turns 4 --distributed 2 --env VIEW_PORT=0
 
 bench-streaming: setup
 	$(PY) -m tests.bench_streaming

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pipeline import deploy
-from pipeline.cluster import Cluster, Ports, descendants, settings_env
+from pipeline.cluster import Cluster, Ports, descendants, service_port, settings_env
 from pipeline.filemode import BUNDLED_QUESTION, dora_env
 from tests.conftest import overlap, transcribe_file
 
@@ -39,7 +39,7 @@ def test_board_and_server_daemons_answer_a_spoken_question(tmp_path):
     settings = {**settings_env(), **env, "MIC_FILE": str(BUNDLED_QUESTION),
                 "SPEAKER_FILE": str(tmp_path / "answer.wav"),
                 "METRICS_FILE": str(tmp_path / "metrics.jsonl"),
-                "LLM_SERVER_PORT": str(Ports.free().coordinator)}
+                "LLM_SERVER_PORT": str(service_port())}
     placed: dict[str, dict[str, int]] = {}
     with Cluster(ports=Ports.free(), env=env, log_dir=tmp_path / "logs") as cluster:
         log = open(tmp_path / "attach.log", "w")  # noqa: SIM115
@@ -79,7 +79,7 @@ def test_the_board_says_so_when_the_server_daemon_dies_mid_question(tmp_path):
     settings = {**settings_env(), **env, "MIC_FILE": str(BUNDLED_QUESTION),
                 "SPEAKER_FILE": str(tmp_path / "answer.wav"),
                 "SERVER_REPLY_TIMEOUT_S": str(timeout_s),
-                "LLM_SERVER_PORT": str(Ports.free().coordinator)}
+                "LLM_SERVER_PORT": str(service_port())}
     log_path = tmp_path / "attach.log"
     with Cluster(ports=Ports.free(), env=env, log_dir=tmp_path / "logs") as cluster:
         log = open(log_path, "w")  # noqa: SIM115

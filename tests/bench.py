@@ -179,7 +179,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     wav, spans = questions_wav(work, args.turns)
-    env = {"MIC_FILE_TAIL_S": str(GAP_S)}
+    env = {"MIC_FILE_TAIL_S": f"{GAP_S:g}"}  # "7.0" is refused by `dora start --env`
     env.update(dict(item.split("=", 1) for item in args.env))
     if args.distributed:
         side_by_side(wav, spans, work, env, args.distributed)

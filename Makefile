@@ -11,7 +11,7 @@ export RUST_BACKTRACE := 0
 APT_PKGS := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox chromium
 PYTEST_ARGS ?=
 
-.PHONY: setup apt run run-distributed demo test lint bench bench-sound bench-streaming clean sound
+.PHONY: setup apt run run-distributed demo test lint bench bench-sound bench-distributed bench-streaming clean sound
 
 setup: apt $(VENV)/.installed
 
@@ -57,6 +57,9 @@ bench: setup
 
 bench-sound: setup sound
 	$(PY) -m tests.bench --sound
+
+bench-distributed: setup sound
+	PYTHONPATH=$${PYTHONPATH:-$(CURDIR)} $(PY) -m tests.bench --sound --turns 4 --distributed 2 --env VIEW_PORT=0
 
 bench-streaming: setup
 	$(PY) -m tests.bench_streaming

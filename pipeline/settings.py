@@ -123,6 +123,7 @@ class Settings:
     # audio out
     speaker_device: str = setting("", "Output device: index or part of its name; empty = system default.")
     speaker_file: str = setting("", "WAV file to write the assistant's voice to instead of a speaker (file mode).")
+    server_reply_timeout_s: float = setting(20.0, "Seconds after the end of a question with no word from the server side (llm-server/alive, the voice) and nothing playing before the speaker logs one line and plays a short tone; above LLM_FIRST_TOKEN_TIMEOUT_S so the LLM's own apology comes first.", minimum=1, maximum=600)
     # vad
     vad_threshold: float = setting(0.5, "Silero speech probability above which a 32 ms frame counts as speech.", minimum=0.05, maximum=0.99)
     vad_threshold_playing: float = setting(0.7, "Speech threshold while the assistant is audible (with AEC): its residual echo must not start a turn.", minimum=0.05, maximum=0.99)

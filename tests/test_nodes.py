@@ -78,7 +78,8 @@ def test_llm_node_streams_and_apologises(tmp_path):
 
     script = Script(token_delay_s=0.0)
     with ScriptedServer(script) as srv:
-        s = load({"OPENAI_BASE_URL": srv.base_url, "LLM_RETRIES": "0"})
+        s = load({"OPENAI_BASE_URL": srv.base_url, "LLM_RETRIES": "0",
+                  "LLM_HOLD_AFTER_S": "0"})  # its timestamps are not today's
         turn = m.user_turn(1)
         node = RecordingNode([
             ev("speech_started", m.SpeechStarted(turn, t_speech_start=1.0)),

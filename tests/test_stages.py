@@ -180,6 +180,13 @@ class FakeServer:
         self.up, self.answers = True, False  # loading its model
 
 
+
+def ready(sent: list[m.Message]) -> list[m.Message]:
+    """What a tick of the llm-server stage said besides its beat (`alive`, every tick)."""
+    assert isinstance(sent[0], m.ServerAlive)
+    return sent[1:]
+
+
 def test_llm_server_stage_restarts_a_dead_server_and_says_ready_when_it_answers():
     from pipeline.runtime import CLOSED, STOP, Control, Tick
     from pipeline.stages.llm_server import LlmServerStage, Supervisor, ends_the_node
@@ -188,13 +195,13 @@ def test_llm_server_stage_restarts_a_dead_server_and_says_ready_when_it_answers(
     stage = LlmServerStage(server.base_url, Supervisor(server, start_timeout_s=60.0))
     assert stage.start() == [m.ServerReady(server.base_url, embedded=True)]
     tick = Tick("tick")
-    assert stage.handle(tick) == [] and server.starts == 0  # alive: nothing to do
+    assert ready(stage.handle(tick)) == [] and server.starts == 0  # alive: nothing to do
     server.up = False  # killed
-    assert stage.handle(tick) == [] and server.starts == 1
-    assert stage.handle(tick) == []  # still loading
+    assert ready(stage.handle(tick)) == [] and server.starts == 1
+    assert ready(stage.handle(tick)) == []  # still loading
     server.answers = True
-    assert stage.handle(tick) == [m.ServerReady(server.base_url, embedded=True)]
-    assert stage.handle(tick) == [] and server.starts == 1
+    assert ready(stage.handle(tick)) == [m.ServerReady(server.base_url, embedded=True)]
+    assert ready(stage.handle(tick)) == [] and server.starts == 1
     assert ends_the_node(Control(STOP)) and ends_the_node(Control(CLOSED, "llm"))
     assert not ends_the_node(Control(CLOSED, "tick")) and not ends_the_node(tick)
 
@@ -205,7 +212,7 @@ def test_llm_server_stage_of_an_external_server_only_says_where_it_is():
 
     stage = LlmServerStage("http://example.test/v1")
     assert stage.start() == [m.ServerReady("http://example.test/v1", embedded=False)]
-    assert stage.handle(Tick("tick")) == []
+    assert ready(stage.handle(Tick("tick"))) == []
 
 
 def test_microphone_stage_plays_a_file_only_after_ready_then_ends(tmp_path):

@@ -5,7 +5,7 @@ Self-healing: on every `tick` the :class:`Supervisor` checks that the server pro
 alive; a dead one is started again and `ready` is sent once it answers. The restart never
 blocks the event loop (STOP must still be seen at once): the new server is only polled on
 the following ticks. Meanwhile the llm node's requests are refused and each turn gets the
-apology.
+apology. Every tick also says `alive`, the server side's beat for the board's speaker.
 """
 
 from __future__ import annotations
@@ -91,10 +91,18 @@ class LlmServerStage:
     def start(self) -> list[m.ServerReady]:
         return [m.ServerReady(self.base_url, embedded=self.supervisor is not None)]
 
-    def handle(self, event: Event) -> list[m.ServerReady]:
-        if isinstance(event, Tick) and self.supervisor is not None:
-            return self.supervisor.tick()
-        return []
+    def handle(self, event: Event) -> list[m.Message]:
+        """On every tick: the beat (`alive`), then what supervision has to say.
+
+        The beat is for the board's speaker: dora 1.1 tells the board nothing when the
+        server's daemon dies (docs/distributed.md), so it watches for this message.
+        """
+        if not isinstance(event, Tick):
+            return []
+        out: list[m.Message] = [m.ServerAlive(t=m.now())]
+        if self.supervisor is not None:
+            out.extend(self.supervisor.tick())
+        return out
 
     def idle(self) -> bool:
         return True

@@ -517,32 +517,6 @@ class Reference(Message):
     sample_rate: int = ASR_RATE
 
 
-# --- to be removed once every node speaks the classes above (the redesign in progress) -----
-MIC_AUDIO = "audio"
-VAD_SPEECH_STARTED = "speech_started"
-VAD_UTTERANCE = "utterance"
-ASR_TRANSCRIPT = "transcript"
-LLM_TEXT = "text"
-SEGMENTER_SEGMENT = "segment"
-TTS_AUDIO = "audio"
-TTS_READY = "ready"
-SPEAKER_PLAYED = "played"
-SPEAKER_REFERENCE = "reference"
-
-
-def times(meta: Mapping[str, Any]) -> Meta:
-    """The `t_*` timestamps (and durations) of a metadata dict."""
-    return {k: v for k, v in meta.items() if is_stamp(k)}
-
-
-def turn_of(meta: Mapping[str, Any]) -> int:
-    value = meta.get("turn_id", NO_TURN)
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return NO_TURN
-
-
 ALL: tuple[type[Message], ...] = (
     MicAudio, SpeechStarted, Utterance, Transcript, LlmText, LlmReady, ServerReady,
     ServerAlive, Segment, TtsAudio, TtsReady, Played, Reference,

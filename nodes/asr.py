@@ -6,8 +6,7 @@ import logging
 from typing import Any
 
 from pipeline.asr import AsrConfig, SpeculativeAsr, Transcriber
-from pipeline.models import ModelNotFound
-from pipeline.runtime import drive, fail, start
+from pipeline.runtime import drive, load_model, start
 from pipeline.settings import Settings
 from pipeline.stages.asr import WIRING, AsrStage
 
@@ -24,11 +23,7 @@ def main() -> None:
     from dora import Node
 
     s = start(NAME)
-    try:
-        transcriber = Transcriber(AsrConfig.from_settings(s))
-    except ModelNotFound as exc:
-        fail(NAME, str(exc))
-    transcriber.warm_up()
+    transcriber = load_model(NAME, lambda: Transcriber(AsrConfig.from_settings(s)))
     log.info("Whisper %s ready", s.asr_model)
     run(Node(), s, transcriber)
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pipeline.models import ModelNotFound
-from pipeline.runtime import drive, fail, is_restart, release_memory, start
+from pipeline.runtime import drive, is_restart, load_model, release_memory, start
 from pipeline.settings import Settings
 from pipeline.stages.tts import WIRING, TtsStage, Voice
 from pipeline.tts import Synthesizer, TtsConfig
@@ -27,11 +26,7 @@ def main() -> None:
     from dora import Node
 
     s = start(NAME)
-    try:
-        synth = Synthesizer(TtsConfig.from_settings(s))
-    except ModelNotFound as exc:
-        fail(NAME, str(exc))
-    synth.warm_up()
+    synth = load_model(NAME, lambda: Synthesizer(TtsConfig.from_settings(s)))
     release_memory()
     log.info("Piper voice ready (%d Hz)", synth.sample_rate)
     run(Node(), s, synth)

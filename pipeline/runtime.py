@@ -20,7 +20,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 
@@ -28,6 +28,8 @@ from pipeline import settings as settings_mod
 from pipeline.journal import TurnJournal
 from pipeline.messages import ContractError, Message
 from pipeline.settings import Settings, SettingsError
+
+M = TypeVar("M")
 
 
 def start(name: str) -> Settings:
@@ -47,6 +49,19 @@ def start(name: str) -> Settings:
     for noisy in ("httpx", "httpx2", "openai", "faster_whisper", "piper"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return settings
+
+
+def load_model(name: str, factory: Callable[[], M]) -> M:
+    """A node's model, loaded and warmed up once at start (so the first turn does not pay
+    for it); a missing model ends the node with one clear line instead of a traceback."""
+    from pipeline.models import ModelNotFound
+
+    try:
+        model = factory()
+    except ModelNotFound as exc:
+        fail(name, str(exc))
+    model.warm_up()
+    return model
 
 
 def fail(name: str, message: str, code: int = 1) -> None:

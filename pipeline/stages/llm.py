@@ -24,6 +24,7 @@ from pipeline.journal import TurnJournal
 from pipeline.llm import Conversation, LlmClient
 from pipeline.responder import Responder
 from pipeline.runtime import Event
+from pipeline.skills import ReplyKind, SkillReply, Skills
 
 log = logging.getLogger("llm")
 
@@ -50,10 +51,13 @@ class LlmStage:
         ready_timeout_s: float = 120.0,
         journal: TurnJournal | None = None,
         restarted: bool = False,
+        skills: Skills | None = None,
     ) -> None:
         self.emit = emit
         self.ready = threading.Event()
-        self.responder = Responder(client, conversation, apology, emit, self.ready, ready_timeout_s, journal)
+        self.skills = skills if skills is not None else Skills()
+        self.responder = Responder(client, conversation, apology, emit, self.ready, ready_timeout_s, journal,
+                                   heard=self.skills.remember_answer)
         self.journal = journal
         self.restarted = restarted
         self._stop = threading.Event()
@@ -101,10 +105,32 @@ class LlmStage:
     def answer(self, transcript: m.Transcript) -> None:
         """The one place where what the user said becomes a request for an answer.
 
-        Tentative transcripts are answered too (the speaker holds the audio until the turn
-        is confirmed); the responder answers each turn once.
+        Skills come first and answer without the LLM. They are decided on the final
+        transcript only (a skill acts: it sets a timer, stops an answer), so a tentative
+        transcript that would be one is not sent to the LLM either. Other tentative
+        transcripts are answered at once (the speaker holds the audio until the turn is
+        confirmed); the responder answers each turn once.
         """
+        text = transcript.text.strip()
+        if not transcript.final:
+            if not self.skills.claims(text):
+                self.responder.on_transcript(transcript)
+            return
+        if text and self.responder.is_new(transcript.turn_id):
+            reply = self.skills.handle(text)
+            if reply is not None:
+                self._reply(transcript, reply)
+                return
         self.responder.on_transcript(transcript)
+
+    def _reply(self, transcript: m.Transcript, reply: SkillReply) -> None:
+        """A skill's reply, spoken like an answer; "stop" ends the turn with nothing said
+        (the speaker already cut the answer at `speech_started`, and a new turn cancels
+        its generation)."""
+        log.info("turn %d: answered by the %s skill, no LLM request", transcript.turn_id, reply.skill)
+        text = "" if reply.kind is ReplyKind.STOP else reply.text
+        self.responder.say(transcript.turn_id, transcript.text.strip(), text, transcript.times,
+                           record=reply.kind is not ReplyKind.STOP)
 
     # -- readiness ---------------------------------------------------------------------------
     def _server_ready(self) -> None:

@@ -1,0 +1,117 @@
+"""Skills in the llm stage: answered without the LLM, spoken like any answer."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pytest
+
+from pipeline import messages as m
+from pipeline.llm import Conversation, LlmClient, LlmConfig
+from pipeline.skills import Skills
+from pipeline.stages.llm import LlmStage
+from tests.scripted_server import Script, ScriptedServer
+from tests.test_stages import Collected
+
+ONE, TWO, THREE = m.user_turn(1), m.user_turn(2), m.user_turn(3)
+NOON = datetime(2026, 3, 5, 22, 42)
+
+
+@pytest.fixture
+def server():
+    with ScriptedServer(Script(answer="Paris is the capital.", token_delay_s=0.0)) as srv:
+        yield srv
+
+
+def make_stage(srv: ScriptedServer, emit: Collected, skills: Skills | None = None) -> LlmStage:
+    client = LlmClient(LlmConfig(base_url=srv.base_url, model="scripted", retries=0, embedded=False))
+    stage = LlmStage(client, Conversation("be brief"), "Sorry.", emit,
+                     skills=skills or Skills(clock=lambda: NOON))
+    stage.start()
+    return stage
+
+
+def texts(emit: Collected, turn: int) -> list[m.LlmText]:
+    return [x for x in emit.items if isinstance(x, m.LlmText) and x.turn_id == turn]
+
+
+def ended(turn: int):
+    return lambda items: any(isinstance(x, m.LlmText) and x.turn_id == turn and x.event == m.END for x in items)
+
+
+def said(emit: Collected, turn: int) -> str:
+    return "".join(x.text for x in texts(emit, turn) if x.event == m.DELTA)
+
+
+def heard(stage: LlmStage, turn: int, text: str) -> None:
+    """The speaker's report of an answer played to its end."""
+    for event, said_ in ((m.STARTED, ""), (m.FINISHED, text), (m.TURN_END, "")):
+        stage.handle(m.Played(turn, event, 0, 1.0, text=said_))
+
+
+def test_the_time_is_told_without_the_llm_and_a_question_still_reaches_it(server):
+    emit = Collected()
+    stage = make_stage(server, emit)
+    stage.handle(m.Transcript(ONE, "What time is it?", times={"t_transcript": 1.0}))
+    assert emit.wait_for(ended(ONE))
+    answer = texts(emit, ONE)
+    assert said(emit, ONE) == "It's 10:42 PM."
+    assert [x.event for x in answer] == [m.DELTA, m.END] and answer[-1].reason == m.REASON_STOP
+    assert all(x.times["t_transcript"] == 1.0 and "t_first_token" in x.times for x in answer)
+    assert server.script.requests == []
+    heard(stage, ONE, "It's 10:42 PM.")
+    stage.handle(m.Transcript(TWO, "What is the capital of France?"))  # the positive control
+    assert emit.wait_for(ended(TWO))
+    assert said(emit, TWO) == "Paris is the capital." and len(server.script.requests) == 1
+    # the skill's answer is in the history like any other
+    assert {"role": "assistant", "content": "It's 10:42 PM."} in server.script.requests[0]["messages"]
+    stage.finish()
+
+
+def test_arithmetic_is_exact(server):
+    emit = Collected()
+    stage = make_stage(server, emit)
+    stage.handle(m.Transcript(ONE, "What is 14 times 12?"))
+    assert emit.wait_for(ended(ONE))
+    assert "168" in said(emit, ONE) and server.script.requests == []
+    stage.finish()
+
+
+def test_a_tentative_transcript_that_is_a_skill_is_not_sent_to_the_llm(server):
+    emit = Collected()
+    skills = Skills(clock=lambda: NOON)
+    stage = make_stage(server, emit, skills)
+    stage.handle(m.Transcript(ONE, "set a timer for 5 minutes", final=False))
+    assert emit.items == [m.LlmReady(server.base_url)] and not skills.timers.timers()  # nothing acted on
+    stage.handle(m.Transcript(ONE, "Set a timer for 5 minutes.", final=True))
+    assert emit.wait_for(ended(ONE))
+    assert said(emit, ONE) == "Timer set for 5 minutes." and len(skills.timers.timers()) == 1
+    assert server.script.requests == []
+    stage.finish()
+
+
+def test_stop_says_nothing_and_asks_nothing(server):
+    emit = Collected()
+    stage = make_stage(server, emit)
+    stage.handle(m.SpeechStarted(ONE, t_speech_start=0.0))
+    stage.handle(m.Transcript(ONE, "Stop."))
+    assert emit.wait_for(ended(ONE))
+    assert [(x.event, x.reason, x.text) for x in texts(emit, ONE)] == [(m.END, m.REASON_CANCELLED, "")]
+    assert server.script.requests == []
+    stage.finish()
+
+
+def test_say_that_again_repeats_the_answer_as_it_was_heard(server):
+    emit = Collected()
+    stage = make_stage(server, emit)
+    stage.handle(m.Transcript(ONE, "What is the capital of France?"))
+    assert emit.wait_for(ended(ONE))
+    heard(stage, ONE, "Paris is the capital.")
+    stage.handle(m.Transcript(TWO, "Say that again."))
+    assert emit.wait_for(ended(TWO))
+    assert said(emit, TWO) == "Paris is the capital." and len(server.script.requests) == 1
+    stage.handle(m.Transcript(THREE, "What is 12 divided by 4?"))
+    stage.handle(m.Transcript(THREE + 1000, "Repeat that."))
+    assert emit.wait_for(ended(THREE + 1000))
+    assert said(emit, THREE + 1000) == said(emit, THREE) and "3" in said(emit, THREE)
+    stage.finish()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 
 import pytest
 
 from pipeline import messages as m
 from pipeline.llm import Conversation, LlmClient, LlmConfig
-from pipeline.skills import Skills
+from pipeline.skills import Skills, TimerBook
 from pipeline.stages.llm import LlmStage
 from tests.scripted_server import Script, ScriptedServer
 from tests.test_stages import Collected
@@ -115,3 +116,33 @@ def test_say_that_again_repeats_the_answer_as_it_was_heard(server):
     assert emit.wait_for(ended(THREE + 1000))
     assert said(emit, THREE + 1000) == said(emit, THREE) and "3" in said(emit, THREE)
     stage.finish()
+
+
+def test_a_timer_rings_by_itself_in_an_assistant_turn_once_the_floor_is_free(server):
+    emit = Collected()
+    book = TimerBook()
+    stage = make_stage(server, emit, Skills(clock=lambda: NOON, timers=book))
+    stage.handle(m.SpeechStarted(ONE, t_speech_start=0.0))
+    stage.handle(m.Transcript(ONE, "Set a timer for 5 minutes."))
+    assert emit.wait_for(ended(ONE))
+    heard(stage, ONE, "Timer set for 5 minutes.")
+    stage.handle(m.SpeechStarted(TWO, t_speech_start=1.0))  # the user speaks: the floor is theirs
+    held = threading.Event()
+    stage.floor.on_wait = held.set
+    book.set(1, "tea", now=book.now() - 0.8)  # a 0.2 s timer
+    assert held.wait(10)  # due, but waiting for the user's turn to end
+    assert [x.turn_id for x in emit.items if isinstance(x, m.LlmText)] == [ONE, ONE]
+    stage.handle(m.Transcript(TWO, "What is 2 plus 2?"))
+    assert emit.wait_for(ended(TWO))
+    heard(stage, TWO, "4.")
+    ring = m.assistant_turn(TWO)
+    assert emit.wait_for(ended(ring))
+    assert TWO < ring < THREE and not m.is_user_turn(ring)
+    assert said(emit, ring) == "Your tea timer is done."
+    assert server.script.requests == []
+    stage.handle(m.Transcript(THREE, "Say that again."))  # the announcement is the last answer
+    assert emit.wait_for(ended(THREE))
+    assert said(emit, THREE) == "Your tea timer is done."
+    stage.finish()
+    stage._timers.join(10)
+    assert not stage._timers.is_alive()  # finish wakes the timer thread for good

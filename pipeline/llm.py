@@ -54,6 +54,7 @@ class LlmConfig:
     token_timeout_s: float = DEFAULTS.llm_token_timeout_s
     retries: int = DEFAULTS.llm_retries
     embedded: bool = False
+    tools: bool = False  # offer the skills as function-calling tools (LLM_TOOLS)
 
     @classmethod
     def from_settings(cls, s: Settings) -> LlmConfig:
@@ -71,6 +72,7 @@ class LlmConfig:
             token_timeout_s=s.llm_token_timeout_s,
             retries=s.llm_retries,
             embedded=s.uses_embedded_llm,
+            tools=s.uses_llm_tools,
         )
 
     def __repr__(self) -> str:

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from pipeline import messages as m
 from pipeline.journal import JournalEntry, TurnJournal
 from pipeline.llm import Conversation, LlmClient, LlmError
+from pipeline.skills.tools import SkillTools, ToolCall, ToolResult, assistant_message, tool_message
 
 __all__ = ["JournalEntry", "Responder", "TurnJournal"]
 
@@ -35,6 +37,7 @@ Emit = Callable[[m.LlmText], None]
 Heard = Callable[[str], None]
 
 SENTENCE_END = ".!?…"
+TOOL_ROUNDS = 2  # requests that may call tools before one must answer in words
 
 
 @dataclass
@@ -62,9 +65,11 @@ class Responder:
         ready_timeout_s: float = 120.0,
         journal: TurnJournal | None = None,
         heard: Heard | None = None,
+        tools: SkillTools | None = None,
     ) -> None:
         self.client = client
         self.heard = heard  # told each answer the user heard (for "say that again")
+        self.tools = tools  # the skills offered to the model as function-calling tools
         self.conversation = conversation
         self.apology = apology
         self.emit = emit
@@ -239,7 +244,7 @@ class Responder:
         else:
             times["t_llm_request"] = m.now()
             try:
-                for delta in self.client.stream(self.conversation.messages(turn.question), turn.cancel):
+                for delta in self._deltas(turn):
                     if turn.cancel.is_set():
                         break
                     if index == 0:
@@ -267,6 +272,31 @@ class Responder:
             return
         times["t_llm_done"] = m.now()
         self.emit(m.LlmText(turn.turn_id, m.END, index, reason=m.REASON_STOP, times=times))
+
+    def _deltas(self, turn: _Turn) -> Iterator[str]:
+        """The answer's text. With tools offered, a round of tool calls is run and its
+        results go back to the model, which then answers; if it still says nothing, the
+        results themselves are spoken (a malformed call gets its short error, never silence).
+        """
+        messages: list[dict[str, Any]] = list(self.conversation.messages(turn.question))
+        results: list[ToolResult] = []
+        for round_ in range(TOOL_ROUNDS + 1):
+            offered = self.tools.definitions if self.tools is not None and round_ < TOOL_ROUNDS else None
+            calls: list[ToolCall] = []
+            said = False
+            for delta in self.client.stream(messages, turn.cancel, tools=offered, calls=calls):
+                said = True
+                yield delta
+            if said or turn.cancel.is_set():
+                return
+            if not calls or self.tools is None:
+                break
+            results = [self.tools.call_tool(call.name, call.arguments) for call in calls]
+            log.info("turn %d: tool calls %s", turn.turn_id,
+                     ", ".join(f"{c.name}({'ok' if r.ok else 'failed'})" for c, r in zip(calls, results, strict=True)))
+            messages += [assistant_message(calls)] + [tool_message(c, r) for c, r in zip(calls, results, strict=True)]
+        if results:
+            yield " ".join(r.spoken for r in results)
 
     def _apology_after(self, partial: str) -> str:
         """The apology, as a sentence of its own after whatever part of the answer was sent

@@ -146,3 +146,65 @@ def test_a_timer_rings_by_itself_in_an_assistant_turn_once_the_floor_is_free(ser
     stage.finish()
     stage._timers.join(10)
     assert not stage._timers.is_alive()  # finish wakes the timer thread for good
+
+
+def tool_stage(srv: ScriptedServer, emit: Collected) -> LlmStage:
+    config = LlmConfig(base_url=srv.base_url, model="scripted", retries=0, embedded=False, tools=True)
+    stage = LlmStage(LlmClient(config), Conversation("be brief"), "Sorry.", emit, skills=Skills(clock=lambda: NOON))
+    stage.start()
+    return stage
+
+
+def calls_once(*fragments: str):
+    """A server that answers the first request with a `calculate` call whose arguments
+    arrive cut across chunks, and the follow-up (which carries the result) in text."""
+    head = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "calculate", "arguments": ""}}
+    rest = [{"index": 0, "function": {"arguments": f}} for f in fragments]
+
+    def tool_calls(request):
+        if any(msg["role"] == "tool" for msg in request["messages"]):
+            return None
+        return [head, *rest]
+    return tool_calls
+
+
+def tool_result(messages) -> str:
+    return next(msg["content"] for msg in messages if msg["role"] == "tool")
+
+
+def test_a_tool_call_split_across_chunks_runs_the_skill_and_the_answer_streams():
+    script = Script(token_delay_s=0.0, tool_calls_fn=calls_once('{"operation": "mul', 'tiply", "a": 1', '4, "b": 12}'),
+                    answer_fn=lambda messages: "So: " + tool_result(messages))
+    emit = Collected()
+    with ScriptedServer(script) as srv:
+        stage = tool_stage(srv, emit)
+        stage.handle(m.Transcript(ONE, "Help me with my homework please."))
+        assert emit.wait_for(ended(ONE))
+        stage.finish()
+    assert len(script.requests) == 2 and "calculate" in str(script.requests[0]["tools"])
+    assert "168" in tool_result(script.requests[1]["messages"])
+    assert said(emit, ONE).startswith("So: ") and "168" in said(emit, ONE)
+    assert texts(emit, ONE)[-1].reason == m.REASON_STOP
+
+
+def test_a_tool_call_with_malformed_arguments_gets_a_short_spoken_error():
+    script = Script(token_delay_s=0.0, tool_calls_fn=calls_once('{"operation": "multiply", "a": '),
+                    answer="")
+    emit = Collected()
+    with ScriptedServer(script) as srv:
+        stage = tool_stage(srv, emit)
+        stage.handle(m.Transcript(ONE, "Help me with my homework please."))
+        assert emit.wait_for(ended(ONE))
+        stage.finish()
+    assert "Error" in tool_result(script.requests[1]["messages"])  # the model was told
+    assert said(emit, ONE) == "Sorry, that request went wrong."  # and the user was not left in silence
+    assert texts(emit, ONE)[-1].reason == m.REASON_STOP
+
+
+def test_without_llm_tools_none_are_offered(server):
+    emit = Collected()
+    stage = make_stage(server, emit)
+    stage.handle(m.Transcript(ONE, "Help me with my homework please."))
+    assert emit.wait_for(ended(ONE))
+    stage.finish()
+    assert "tools" not in server.script.requests[0]

@@ -25,6 +25,7 @@ from pipeline.llm import Conversation, LlmClient
 from pipeline.responder import Responder
 from pipeline.runtime import Event
 from pipeline.skills import ReplyKind, SkillReply, Skills
+from pipeline.skills.tools import SkillTools
 from pipeline.turns import Floor
 
 log = logging.getLogger("llm")
@@ -59,8 +60,9 @@ class LlmStage:
         self.skills = skills if skills is not None else Skills()
         self.floor = Floor()
         self._timers = threading.Thread(target=self._ring_timers, name="timers", daemon=True)
+        tools = SkillTools(self.skills) if client.config.tools else None
         self.responder = Responder(client, conversation, apology, emit, self.ready, ready_timeout_s, journal,
-                                   heard=self.skills.remember_answer)
+                                   heard=self.skills.remember_answer, tools=tools)
         self.journal = journal
         self.restarted = restarted
         self._stop = threading.Event()

@@ -44,6 +44,12 @@ def said(emit: Collected, turn: int) -> str:
     return "".join(x.text for x in texts(emit, turn) if x.event == m.DELTA)
 
 
+def ask(stage: LlmStage, emit: Collected, turn: int, text: str) -> None:
+    """The final transcript of `turn`, and the answer's end."""
+    stage.handle(m.Transcript(turn, text))
+    assert emit.wait_for(ended(turn))
+
+
 def heard(stage: LlmStage, turn: int, text: str) -> None:
     """The speaker's report of an answer played to its end."""
     for event, said_ in ((m.STARTED, ""), (m.FINISHED, text), (m.TURN_END, "")):
@@ -72,8 +78,7 @@ def test_the_time_is_told_without_the_llm_and_a_question_still_reaches_it(server
 def test_arithmetic_is_exact(server):
     emit = Collected()
     stage = make_stage(server, emit)
-    stage.handle(m.Transcript(ONE, "What is 14 times 12?"))
-    assert emit.wait_for(ended(ONE))
+    ask(stage, emit, ONE, "What is 14 times 12?")
     assert "168" in said(emit, ONE) and server.script.requests == []
     stage.finish()
 
@@ -95,8 +100,7 @@ def test_stop_says_nothing_and_asks_nothing(server):
     emit = Collected()
     stage = make_stage(server, emit)
     stage.handle(m.SpeechStarted(ONE, t_speech_start=0.0))
-    stage.handle(m.Transcript(ONE, "Stop."))
-    assert emit.wait_for(ended(ONE))
+    ask(stage, emit, ONE, "Stop.")
     assert [(x.event, x.reason, x.text) for x in texts(emit, ONE)] == [(m.END, m.REASON_CANCELLED, "")]
     assert server.script.requests == []
     stage.finish()
@@ -105,15 +109,12 @@ def test_stop_says_nothing_and_asks_nothing(server):
 def test_say_that_again_repeats_the_answer_as_it_was_heard(server):
     emit = Collected()
     stage = make_stage(server, emit)
-    stage.handle(m.Transcript(ONE, "What is the capital of France?"))
-    assert emit.wait_for(ended(ONE))
+    ask(stage, emit, ONE, "What is the capital of France?")
     heard(stage, ONE, "Paris is the capital.")
-    stage.handle(m.Transcript(TWO, "Say that again."))
-    assert emit.wait_for(ended(TWO))
+    ask(stage, emit, TWO, "Say that again.")
     assert said(emit, TWO) == "Paris is the capital." and len(server.script.requests) == 1
     stage.handle(m.Transcript(THREE, "What is 12 divided by 4?"))
-    stage.handle(m.Transcript(THREE + 1000, "Repeat that."))
-    assert emit.wait_for(ended(THREE + 1000))
+    ask(stage, emit, THREE + 1000, "Repeat that.")
     assert said(emit, THREE + 1000) == said(emit, THREE) and "3" in said(emit, THREE)
     stage.finish()
 
@@ -123,8 +124,7 @@ def test_a_timer_rings_by_itself_in_an_assistant_turn_once_the_floor_is_free(ser
     book = TimerBook()
     stage = make_stage(server, emit, Skills(clock=lambda: NOON, timers=book))
     stage.handle(m.SpeechStarted(ONE, t_speech_start=0.0))
-    stage.handle(m.Transcript(ONE, "Set a timer for 5 minutes."))
-    assert emit.wait_for(ended(ONE))
+    ask(stage, emit, ONE, "Set a timer for 5 minutes.")
     heard(stage, ONE, "Timer set for 5 minutes.")
     stage.handle(m.SpeechStarted(TWO, t_speech_start=1.0))  # the user speaks: the floor is theirs
     held = threading.Event()
@@ -132,8 +132,7 @@ def test_a_timer_rings_by_itself_in_an_assistant_turn_once_the_floor_is_free(ser
     book.set(1, "tea", now=book.now() - 0.8)  # a 0.2 s timer
     assert held.wait(10)  # due, but waiting for the user's turn to end
     assert [x.turn_id for x in emit.items if isinstance(x, m.LlmText)] == [ONE, ONE]
-    stage.handle(m.Transcript(TWO, "What is 2 plus 2?"))
-    assert emit.wait_for(ended(TWO))
+    ask(stage, emit, TWO, "What is 2 plus 2?")
     heard(stage, TWO, "4.")
     ring = m.assistant_turn(TWO)
     assert emit.wait_for(ended(ring))
@@ -168,6 +167,16 @@ def calls_once(*fragments: str):
     return tool_calls
 
 
+def ask_with_tools(script: Script) -> Collected:
+    """One question not a skill, to a stage that offers the tools; what it sent."""
+    emit = Collected()
+    with ScriptedServer(script) as srv:
+        stage = tool_stage(srv, emit)
+        ask(stage, emit, ONE, "Help me with my homework please.")
+        stage.finish()
+    return emit
+
+
 def tool_result(messages) -> str:
     return next(msg["content"] for msg in messages if msg["role"] == "tool")
 
@@ -175,12 +184,7 @@ def tool_result(messages) -> str:
 def test_a_tool_call_split_across_chunks_runs_the_skill_and_the_answer_streams():
     script = Script(token_delay_s=0.0, tool_calls_fn=calls_once('{"operation": "mul', 'tiply", "a": 1', '4, "b": 12}'),
                     answer_fn=lambda messages: "So: " + tool_result(messages))
-    emit = Collected()
-    with ScriptedServer(script) as srv:
-        stage = tool_stage(srv, emit)
-        stage.handle(m.Transcript(ONE, "Help me with my homework please."))
-        assert emit.wait_for(ended(ONE))
-        stage.finish()
+    emit = ask_with_tools(script)
     assert len(script.requests) == 2 and "calculate" in str(script.requests[0]["tools"])
     assert "168" in tool_result(script.requests[1]["messages"])
     assert said(emit, ONE).startswith("So: ") and "168" in said(emit, ONE)
@@ -190,12 +194,7 @@ def test_a_tool_call_split_across_chunks_runs_the_skill_and_the_answer_streams()
 def test_a_tool_call_with_malformed_arguments_gets_a_short_spoken_error():
     script = Script(token_delay_s=0.0, tool_calls_fn=calls_once('{"operation": "multiply", "a": '),
                     answer="")
-    emit = Collected()
-    with ScriptedServer(script) as srv:
-        stage = tool_stage(srv, emit)
-        stage.handle(m.Transcript(ONE, "Help me with my homework please."))
-        assert emit.wait_for(ended(ONE))
-        stage.finish()
+    emit = ask_with_tools(script)
     assert "Error" in tool_result(script.requests[1]["messages"])  # the model was told
     assert said(emit, ONE) == "Sorry, that request went wrong."  # and the user was not left in silence
     assert texts(emit, ONE)[-1].reason == m.REASON_STOP
@@ -204,7 +203,6 @@ def test_a_tool_call_with_malformed_arguments_gets_a_short_spoken_error():
 def test_without_llm_tools_none_are_offered(server):
     emit = Collected()
     stage = make_stage(server, emit)
-    stage.handle(m.Transcript(ONE, "Help me with my homework please."))
-    assert emit.wait_for(ended(ONE))
+    ask(stage, emit, ONE, "Help me with my homework please.")
     stage.finish()
     assert "tools" not in server.script.requests[0]

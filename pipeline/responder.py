@@ -20,20 +20,24 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from pipeline import messages as m
 from pipeline.journal import JournalEntry, TurnJournal
 from pipeline.llm import Conversation, LlmClient, LlmError
+from pipeline.skills.tools import SkillTools, ToolCall, ToolResult, assistant_message, tool_message
 
 __all__ = ["JournalEntry", "Responder", "TurnJournal"]
 
 log = logging.getLogger("llm")
 
 Emit = Callable[[m.LlmText], None]
+Heard = Callable[[str], None]
 
 SENTENCE_END = ".!?…"
+TOOL_ROUNDS = 2  # requests that may call tools before one must answer in words
 
 
 @dataclass
@@ -45,6 +49,7 @@ class _Turn:
     generated: list[str] = field(default_factory=list)
     spoken: list[str] = field(default_factory=list)
     completed: bool = False  # the speaker played the whole answer
+    record: bool = True  # goes into the history (a timer's announcement answers no question)
     failed: bool = False
     thread: threading.Thread | None = None
 
@@ -59,8 +64,12 @@ class Responder:
         ready: threading.Event | None = None,
         ready_timeout_s: float = 120.0,
         journal: TurnJournal | None = None,
+        heard: Heard | None = None,
+        tools: SkillTools | None = None,
     ) -> None:
         self.client = client
+        self.heard = heard  # told each answer the user heard (for "say that again")
+        self.tools = tools  # the skills offered to the model as function-calling tools
         self.conversation = conversation
         self.apology = apology
         self.emit = emit
@@ -108,23 +117,45 @@ class Responder:
         for turn in running:
             self._cancel(turn)
 
+    def is_new(self, turn_id: int) -> bool:
+        """The turn is neither stale nor answered already (by this process or a previous one)."""
+        if turn_id < self.latest or turn_id in self.turns:
+            return False
+        if turn_id <= self.answered:
+            log.info("turn %d: transcript already answered before the restart, ignored", turn_id)
+            return False
+        return True
+
     def on_transcript(self, transcript: m.Transcript) -> None:
         """Answer a transcript (tentative or final) of a turn not answered yet."""
         turn_id, text = transcript.turn_id, transcript.text.strip()
-        if not text or turn_id < self.latest or turn_id in self.turns:
+        if not text or not self.is_new(turn_id):
             return
-        if turn_id <= self.answered:
-            log.info("turn %d: transcript already answered before the restart, ignored", turn_id)
-            return
-        self.on_speech_started(turn_id)  # also cancels an older answer if its start was missed
-        self._finalise_history(before=turn_id)
-        turn = _Turn(turn_id, text, dict(transcript.times))
-        with self._lock:
-            self.turns[turn_id] = turn
+        turn = self._open(_Turn(turn_id, text, dict(transcript.times)))
         if self.journal is not None:
             self.journal.write(turn_id, is_open=True)
         turn.thread = threading.Thread(target=self._answer, args=(turn,), name=f"answer-{turn_id}", daemon=True)
         turn.thread.start()
+
+    def say(self, turn_id: int, question: str, text: str, times: m.Times, record: bool = True) -> None:
+        """Answer a turn without the LLM: a skill's answer, a timer's announcement, or with
+        ``text`` empty nothing at all ("stop": the turn only ends, cancelled).
+
+        The text goes out as one delta and an end, like a streamed answer, with the same
+        stamps, so the rest of the dataflow (and its metrics) treats it the same.
+        """
+        turn = self._open(_Turn(turn_id, question, dict(times), record=record))
+        stamps = dict(times)
+        stamps["t_llm_request"] = stamps["t_first_token"] = m.now()
+        if not text:
+            self.emit(m.LlmText(turn_id, m.END, 0, reason=m.REASON_CANCELLED, times=stamps))
+        else:
+            turn.generated.append(text)
+            self.emit(m.LlmText(turn_id, m.DELTA, 0, text, times=dict(stamps)))
+            stamps["t_llm_done"] = m.now()
+            self.emit(m.LlmText(turn_id, m.END, 1, reason=m.REASON_STOP, times=stamps))
+        if self.journal is not None:
+            self.journal.write(turn_id, is_open=False)
 
     def on_played(self, played: m.Played) -> None:
         """The speaker's report: what of the answer the user heard, for the history."""
@@ -135,7 +166,15 @@ class Responder:
             turn.spoken.append(played.text)
         elif played.event == m.TURN_END:
             turn.completed = True
+            self._tell_heard(" ".join(turn.spoken) or "".join(turn.generated))
             self._finalise_now(played.turn_id)
+        elif played.event == m.INTERRUPTED:
+            # cut off ("stop"): "say that again" gives the whole answer, not its first words
+            self._tell_heard("".join(turn.generated))
+
+    def _tell_heard(self, text: str) -> None:
+        if self.heard is not None and text.strip():
+            self.heard(text)
 
     def _finalise_now(self, turn_id: int) -> None:
         """The answer was heard to its end: it goes into the history now rather than at the
@@ -156,6 +195,14 @@ class Responder:
                 turn.thread.join(timeout)
 
     # -- internals ---------------------------------------------------------------------
+    def _open(self, turn: _Turn) -> _Turn:
+        """Start answering `turn`: older answers are cancelled and go into the history."""
+        self.on_speech_started(turn.turn_id)  # also cancels an older answer if its start was missed
+        self._finalise_history(before=turn.turn_id)
+        with self._lock:
+            self.turns[turn.turn_id] = turn
+        return turn
+
     def _cancel(self, turn: _Turn) -> None:
         turn.cancel.set()
         self.client.close_current()
@@ -170,7 +217,7 @@ class Responder:
             old = [self.turns.pop(t) for t in done]
         trimmed = False
         for turn in old:
-            if turn.failed or not turn.generated:
+            if turn.failed or not turn.generated or not turn.record:
                 continue
             if turn.completed:
                 trimmed |= self.conversation.record(turn.question, "".join(turn.generated), cut_off=False)
@@ -199,7 +246,7 @@ class Responder:
         else:
             times["t_llm_request"] = m.now()
             try:
-                for delta in self.client.stream(self.conversation.messages(turn.question), turn.cancel):
+                for delta in self._deltas(turn):
                     if turn.cancel.is_set():
                         break
                     with hold.lock:
@@ -231,6 +278,31 @@ class Responder:
             return
         times["t_llm_done"] = m.now()
         self.emit(m.LlmText(turn.turn_id, m.END, index, reason=m.REASON_STOP, times=times))
+
+    def _deltas(self, turn: _Turn) -> Iterator[str]:
+        """The answer's text. With tools offered, a round of tool calls is run and its
+        results go back to the model, which then answers; if it still says nothing, the
+        results themselves are spoken (a malformed call gets its short error, never silence).
+        """
+        messages: list[dict[str, Any]] = list(self.conversation.messages(turn.question))
+        results: list[ToolResult] = []
+        for round_ in range(TOOL_ROUNDS + 1):
+            offered = self.tools.definitions if self.tools is not None and round_ < TOOL_ROUNDS else None
+            calls: list[ToolCall] = []
+            said = False
+            for delta in self.client.stream(messages, turn.cancel, tools=offered, calls=calls):
+                said = True
+                yield delta
+            if said or turn.cancel.is_set():
+                return
+            if not calls or self.tools is None:
+                break
+            results = [self.tools.call_tool(call.name, call.arguments) for call in calls]
+            log.info("turn %d: tool calls %s", turn.turn_id,
+                     ", ".join(f"{c.name}({'ok' if r.ok else 'failed'})" for c, r in zip(calls, results, strict=True)))
+            messages += [assistant_message(calls)] + [tool_message(c, r) for c, r in zip(calls, results, strict=True)]
+        if results:
+            yield " ".join(r.spoken for r in results)
 
     def _apology_after(self, partial: str) -> str:
         """The apology, as a sentence of its own after whatever part of the answer was sent

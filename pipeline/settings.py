@@ -160,6 +160,7 @@ class Settings:
     llm_first_token_timeout_s: float = setting(15.0, "Seconds from the request to the first token, retries and their waits included (then the apology).", minimum=0.1, maximum=600)
     llm_token_timeout_s: float = setting(10.0, "Seconds to wait between two tokens.", minimum=0.1, maximum=600)
     llm_retries: int = setting(2, "Retries of a failed request (HTTP 429/5xx, refused) while nothing has been spoken yet.", minimum=0, maximum=10)
+    llm_tools: str = setting("auto", "Offer the skills (time, timers, arithmetic) to the LLM as OpenAI function-calling tools; `auto` = on for an external server (OPENAI_BASE_URL), off for the embedded 135M model, which cannot call tools reliably.", choices=("auto", "on", "off"))
     llm_apology: str = setting("Sorry, I can't answer right now.", "What the assistant says when the LLM fails.")
     llm_server_port: int = setting(18080, "Port of the embedded server on 127.0.0.1.", minimum=1024, maximum=65535)
     llm_server_model: str = setting("", "GGUF file for the embedded server (a path or a name in MODELS_DIR); empty = the bundled SmolLM2-135M-Instruct, served as a Q8_0 copy made once in MODELS_DIR because llama.cpp reads the prompt faster in Q8_0 than in its Q4_1.")
@@ -201,6 +202,11 @@ class Settings:
     @property
     def uses_embedded_llm(self) -> bool:
         return not self.openai_base_url
+
+    @property
+    def uses_llm_tools(self) -> bool:
+        """LLM_TOOLS resolved: `auto` is on for an external server only."""
+        return self.llm_tools == "on" or (self.llm_tools == "auto" and not self.uses_embedded_llm)
 
 
 def _spec(f: Any) -> Spec:

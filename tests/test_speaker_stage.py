@@ -86,6 +86,16 @@ def test_speaker_holds_a_speculative_answer_until_the_turn_is_confirmed(tmp_path
     assert [p.text for p in played(node) if p.event == m.STARTED] == ["New."]
 
 
+def test_a_turn_the_assistant_started_plays_at_once_without_a_transcript(tmp_path):
+    """A timer's announcement has no transcript to confirm it: it must not be held."""
+    ring = m.assistant_turn(1000)
+    node = run_speaker(tmp_path, [final(1000), audio(1000, 0, "Set."), audio(1000, 1, event=m.END),
+                                  audio(ring, 0, "Your timer is done."), audio(ring, 1, event=m.END)])
+    assert [(p.turn_id, p.text) for p in played(node) if p.event == m.STARTED and p.text] == [
+        (1000, "Set."), (ring, "Your timer is done.")]
+    assert (ring, m.TURN_END) in [(p.turn_id, p.event) for p in played(node)]
+
+
 def test_a_segment_piper_makes_no_sound_of_is_still_played_so_backpressure_moves_on(tmp_path):
     """Piper returns no audio for some texts ("..."); without a `played` event for such a
     segment the segmenter's window would never free its place and the answer would stall."""

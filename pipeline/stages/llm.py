@@ -24,6 +24,9 @@ from pipeline.journal import TurnJournal
 from pipeline.llm import Conversation, LlmClient
 from pipeline.responder import Responder
 from pipeline.runtime import Event
+from pipeline.skills import ReplyKind, SkillReply, Skills
+from pipeline.skills.tools import SkillTools
+from pipeline.turns import Floor
 
 log = logging.getLogger("llm")
 
@@ -50,10 +53,16 @@ class LlmStage:
         ready_timeout_s: float = 120.0,
         journal: TurnJournal | None = None,
         restarted: bool = False,
+        skills: Skills | None = None,
     ) -> None:
         self.emit = emit
         self.ready = threading.Event()
-        self.responder = Responder(client, conversation, apology, emit, self.ready, ready_timeout_s, journal)
+        self.skills = skills if skills is not None else Skills()
+        self.floor = Floor()
+        self._timers = threading.Thread(target=self._ring_timers, name="timers", daemon=True)
+        tools = SkillTools(self.skills) if client.config.tools else None
+        self.responder = Responder(client, conversation, apology, emit, self.ready, ready_timeout_s, journal,
+                                   heard=self.skills.remember_answer, tools=tools)
         self.journal = journal
         self.restarted = restarted
         self._stop = threading.Event()
@@ -69,6 +78,7 @@ class LlmStage:
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
+        self._timers.start()
         if self.restarted:
             log.warning("llm node restarted by dora: resynchronising (history of earlier turns is lost)")
             self.responder.resume(self.journal.read() if self.journal is not None else None)
@@ -81,6 +91,8 @@ class LlmStage:
         """A clean end: let a running answer finish sending; nothing is left to resume."""
         self.responder.close()
         self._stop.set()
+        self.skills.timers.close()
+        self.floor.close()
         if self.journal is not None:
             self.journal.remove()
 
@@ -90,10 +102,16 @@ class LlmStage:
     # -- events ------------------------------------------------------------------------------
     def handle(self, event: Event) -> None:
         if isinstance(event, m.SpeechStarted):
+            self.floor.busy(event.turn_id)
             self.responder.on_speech_started(event.turn_id)
         elif isinstance(event, m.Transcript):
+            self.floor.busy(event.turn_id)
             self.answer(event)
         elif isinstance(event, m.Played):
+            if event.event in (m.TURN_END, m.INTERRUPTED):
+                self.floor.done(event.turn_id)
+            else:
+                self.floor.busy(event.turn_id)
             self.responder.on_played(event)
         elif isinstance(event, m.ServerReady) and self.embedded:
             self._server_ready()
@@ -101,10 +119,57 @@ class LlmStage:
     def answer(self, transcript: m.Transcript) -> None:
         """The one place where what the user said becomes a request for an answer.
 
-        Tentative transcripts are answered too (the speaker holds the audio until the turn
-        is confirmed); the responder answers each turn once.
+        Skills come first and answer without the LLM. They are decided on the final
+        transcript only (a skill acts: it sets a timer, stops an answer), so a tentative
+        transcript that would be one is not sent to the LLM either. Other tentative
+        transcripts are answered at once (the speaker holds the audio until the turn is
+        confirmed); the responder answers each turn once.
         """
+        text = transcript.text.strip()
+        if not transcript.final:
+            if not self.skills.claims(text):
+                self.responder.on_transcript(transcript)
+            return
+        if text and self.responder.is_new(transcript.turn_id):
+            reply = self.skills.handle(text)
+            if reply is not None:
+                self._reply(transcript, reply)
+                return
         self.responder.on_transcript(transcript)
+
+    def _reply(self, transcript: m.Transcript, reply: SkillReply) -> None:
+        """A skill's reply, spoken like an answer; "stop" ends the turn with nothing said
+        (the speaker already cut the answer at `speech_started`, and a new turn cancels
+        its generation)."""
+        log.info("turn %d: answered by the %s skill, no LLM request", transcript.turn_id, reply.skill)
+        text = "" if reply.kind is ReplyKind.STOP else reply.text
+        self.responder.say(transcript.turn_id, transcript.text.strip(), text, transcript.times,
+                           record=reply.kind is not ReplyKind.STOP)
+        if not text:
+            self.floor.done(transcript.turn_id)  # nothing will be played
+
+    # -- timers ----------------------------------------------------------------------------
+    def _ring_timers(self) -> None:
+        """Announce each timer when it ends, in a turn of the assistant's own, once the
+        floor is free. Sleeps until the next deadline or a change of the timers."""
+        book = self.skills.timers
+        version = book.version
+        while not book.closed:
+            deadline = book.next_deadline()
+            left = None if deadline is None else deadline - book.now()
+            if left is None or left > 0:
+                version = book.wait_for_change(version, left)
+                continue
+            turn = self.floor.take()
+            if turn is None:
+                return
+            said = " ".join(book.due())
+            if not said:  # cancelled meanwhile
+                self.floor.done(turn)
+                continue
+            log.info("turn %d: a timer ended, announced by the assistant", turn)
+            self.skills.remember_answer(said)
+            self.responder.say(turn, "", said, {"t_timer_due": m.now()}, record=False)
 
     # -- readiness ---------------------------------------------------------------------------
     def _server_ready(self) -> None:

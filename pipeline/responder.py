@@ -146,7 +146,8 @@ class Responder:
         """
         turn = self._open(_Turn(turn_id, question, dict(times), record=record))
         stamps = dict(times)
-        stamps["t_llm_request"] = stamps["t_first_token"] = m.now()
+        # t_skill marks an answer made without the LLM (`make bench` reports those apart)
+        stamps["t_llm_request"] = stamps["t_first_token"] = stamps["t_skill"] = m.now()
         if not text:
             self.emit(m.LlmText(turn_id, m.END, 0, reason=m.REASON_CANCELLED, times=stamps))
         else:

@@ -38,6 +38,7 @@ QUESTIONS = [
     "Name a fruit that is yellow.",
     "What is the largest ocean?",
     "How do I boil an egg?",
+    "What time is it?",
 ]
 GAP_S = 7.0
 
@@ -197,6 +198,12 @@ def main() -> None:
         vals = [t["durations"][name] for t in turns if name in t["durations"]]
         if vals:
             print(f"| {name} | {statistics.median(vals) * 1000:.0f} ms | {pct(vals, 0.95) * 1000:.0f} ms |")
+    for label, skill in (("skills", True), ("the LLM", False)):
+        vals = [t["durations"]["voice_to_voice"] for t in turns
+                if "voice_to_voice" in t["durations"] and ("t_skill" in t["times"]) == skill]
+        if vals:
+            print(f"| voice_to_voice, answered by {label} ({len(vals)} turns) | "
+                  f"{statistics.median(vals) * 1000:.0f} ms | {pct(vals, 0.95) * 1000:.0f} ms |")
     if measured:
         print(f"| voice_to_voice on the recording | {statistics.median(measured) * 1000:.0f} ms | "
               f"{pct(measured, 0.95) * 1000:.0f} ms |")

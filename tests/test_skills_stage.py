@@ -64,12 +64,14 @@ def test_the_time_is_told_without_the_llm_and_a_question_still_reaches_it(server
     answer = texts(emit, ONE)
     assert said(emit, ONE) == "It's 10:42 PM."
     assert [x.event for x in answer] == [m.DELTA, m.END] and answer[-1].reason == m.REASON_STOP
-    assert all(x.times["t_transcript"] == 1.0 and "t_first_token" in x.times for x in answer)
+    assert all(x.times["t_transcript"] == 1.0 and "t_first_token" in x.times and "t_skill" in x.times
+               for x in answer)
     assert server.script.requests == []
     heard(stage, ONE, "It's 10:42 PM.")
     stage.handle(m.Transcript(TWO, "What is the capital of France?"))  # the positive control
     assert emit.wait_for(ended(TWO))
     assert said(emit, TWO) == "Paris is the capital." and len(server.script.requests) == 1
+    assert not any("t_skill" in x.times for x in texts(emit, TWO))  # an LLM answer: not marked
     # the skill's answer is in the history like any other
     assert {"role": "assistant", "content": "It's 10:42 PM."} in server.script.requests[0]["messages"]
     stage.finish()
@@ -113,6 +115,7 @@ def test_say_that_again_repeats_the_answer_as_it_was_heard(server):
     heard(stage, ONE, "Paris is the capital.")
     ask(stage, emit, TWO, "Say that again.")
     assert said(emit, TWO) == "Paris is the capital." and len(server.script.requests) == 1
+    assert not any("t_skill" in x.times for x in texts(emit, TWO))  # an LLM answer: not marked
     stage.handle(m.Transcript(THREE, "What is 12 divided by 4?"))
     ask(stage, emit, THREE + 1000, "Repeat that.")
     assert said(emit, THREE + 1000) == said(emit, THREE) and "3" in said(emit, THREE)

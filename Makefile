@@ -2,6 +2,7 @@
 # make test  : set everything up and run the tests (what CI runs)
 # make run-distributed : the same split over a `board` and a `server` dora daemon (docs/distributed.md)
 # make demo  : a bundled spoken question through the whole chain, WAV in and WAV out
+# make eval  : how often the answers are right on the dev set (tests/data/eval_questions.json)
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -11,7 +12,7 @@ export RUST_BACKTRACE := 0
 APT_PKGS := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox chromium
 PYTEST_ARGS ?=
 
-.PHONY: setup apt run run-distributed demo test lint bench bench-sound bench-streaming clean sound
+.PHONY: setup apt run run-distributed demo test lint bench bench-sound bench-distributed bench-streaming eval eval-voice clean sound
 
 setup: apt $(VENV)/.installed $(VENV)/.smart-turn
 
@@ -64,6 +65,15 @@ bench: setup
 
 bench-sound: setup sound
 	$(PY) -m tests.bench --sound
+
+bench-distributed: setup sound
+	PYTHONPATH=$${PYTHONPATH:-$(CURDIR)} $(PY) -m tests.bench --sound --turns 4 --distributed 2 --env VIEW_PORT=0
+
+eval: setup
+	$(PY) -m tests.eval_answers $(EVAL_ARGS)
+
+eval-voice: setup
+	$(PY) -m tests.eval_answers --voice --limit 20 $(EVAL_ARGS)
 
 bench-streaming: setup
 	$(PY) -m tests.bench_streaming

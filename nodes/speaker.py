@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from pipeline.audio_io import DeviceError, Sink, SpeakerFile, SpeakerStream
-from pipeline.runtime import Outbox, drive, fail, start
+from pipeline.runtime import STOP, Control, Outbox, drive, fail, start
 from pipeline.settings import Settings
 from pipeline.stages.speaker import WIRING, SpeakerConfig, SpeakerStage
 
@@ -18,9 +18,11 @@ NAME = "speaker"
 
 def run(node: Any, s: Settings, sink: Sink) -> None:
     out = Outbox(node)
-    stage = SpeakerStage(sink, SpeakerConfig.from_settings(s), out.emit).start()
+    stage = SpeakerStage(sink, SpeakerConfig.from_settings(s), out.emit)
     try:
-        drive(node, stage, WIRING, out=out, primary=frozenset({"audio"}))
+        # STOP ends it at once: inputs from a server whose daemon died never close (dora 1.1)
+        drive(node, stage, WIRING, out=out, primary=frozenset({"audio"}),
+              stop_on=lambda e: isinstance(e, Control) and e.kind == STOP)
     finally:
         stage.close()
 

@@ -31,6 +31,22 @@ PathArg = str | PathLike[str]
 _QUALITY = "HQ"
 
 
+
+class Closes:
+    """`with x:` closes `x` at the end, however the block ends (devices, files, writers)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 class AudioFormatError(ValueError):
     """A file is not audio this module can read; the message names the file and the problem."""
 
@@ -289,7 +305,7 @@ def write_wav(path: PathArg, samples: np.ndarray, rate: int) -> None:
         writer.write(samples)
 
 
-class WavWriter:
+class WavWriter(Closes):
     """Append float32 chunks to a mono int16 WAV file as they come (the speaker's file mode).
 
     The stdlib `wave` writer rewrites the header sizes after each write and the file is
@@ -336,10 +352,3 @@ class WavWriter:
     def __enter__(self) -> WavWriter:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -56,6 +57,34 @@ class Ports:
         finally:
             for s in socks:
                 s.close()
+
+
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def service_port(low: int = 20000, rng: random.Random | None = None) -> int:
+    """A free port for a server that binds it only later (the embedded LLM, after loading).
+
+    Not one the kernel hands out (``bind(0)``): those come from the ephemeral range, where
+    any outgoing connection meanwhile (zenoh links between the daemons) may take it. That
+    race left the llm-server of a split run failing "port already in use" at every restart
+    (each one loads the model first, 11 s, so dora's crash-loop limit was never hit and the
+    dataflow never ended: the "int16 run did not end" of docs/distributed.md).
+    """
+    rng = rng or random.Random()
+    try:
+        ephemeral = int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768
+    for _ in range(100):
+        port = rng.randrange(low, max(low + 1, ephemeral))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between {low} and {ephemeral}")
 
 
 def descendants(pid: int) -> list[int]:

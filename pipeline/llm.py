@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.settings import DEFAULTS, Settings
+from pipeline.skills.tools import ToolCall, ToolCallAssembler
 
 EMBEDDED_MODEL_ALIAS = "smollm2"
 EMBEDDED_HOST = "127.0.0.1"  # the embedded server listens on this machine only
@@ -54,6 +55,9 @@ class LlmConfig:
     token_timeout_s: float = DEFAULTS.llm_token_timeout_s
     retries: int = DEFAULTS.llm_retries
     embedded: bool = False
+    hold_after_s: float = DEFAULTS.llm_hold_after_s
+    hold_phrase: str = DEFAULTS.llm_hold_phrase
+    tools: bool = False  # offer the skills as function-calling tools (LLM_TOOLS)
 
     @classmethod
     def from_settings(cls, s: Settings) -> LlmConfig:
@@ -71,6 +75,9 @@ class LlmConfig:
             token_timeout_s=s.llm_token_timeout_s,
             retries=s.llm_retries,
             embedded=s.uses_embedded_llm,
+            hold_after_s=s.llm_hold_after_s,
+            hold_phrase=s.llm_hold_phrase,
+            tools=s.uses_llm_tools,
         )
 
     def __repr__(self) -> str:
@@ -183,6 +190,9 @@ class Exchange:
 
 # Words that point back at the last exchange ("how tall is it?", "and what about Spain?").
 _BACK_WORDS = frozenset(["it", "its", "it's", "that", "this", "these", "those", "they", "them", "their", "he", "she", "him", "her", "his", "there", "then", "also", "too", "else", "more"])
+# What the user said or heard earlier ("what is my name?", "what did I just say?").
+_BACK_PHRASES = ("my name", "did i ", "did you ", "i said", "you said", "i told", "you told",
+                 "remember", "earlier", "before that", "previous", "last answer", "last question")
 _BACK_STARTS = ("and ", "but ", "so ", "what about", "how about", "why", "really", "tell me more",
                 "what else", "or ")
 
@@ -195,7 +205,7 @@ def is_follow_up(question: str) -> bool:
     when the question refers back to it.
     """
     low = question.lower().strip()
-    if low.startswith(_BACK_STARTS):
+    if low.startswith(_BACK_STARTS) or any(p in low for p in _BACK_PHRASES):
         return True
     words = {w.strip(".,!?;:'\"") for w in low.split()}
     return bool(words & _BACK_WORDS)
@@ -408,20 +418,25 @@ class LlmClient:
             return False
         return True
 
-    def stream(self, messages: list[dict[str, str]], cancel: threading.Event) -> Iterator[str]:
+    def stream(self, messages: list[dict[str, Any]], cancel: threading.Event,
+               tools: list[dict] | None = None, calls: list[ToolCall] | None = None) -> Iterator[str]:
         """Yield text deltas as the SDK yields them; raise LlmError on any failure.
 
         Setting `cancel` (from another thread) and calling `close_current()` stops the
-        stream at once; the generator then just ends.
+        stream at once; the generator then just ends. With `tools` offered, the tool calls
+        the model made (assembled from the stream's deltas) are appended to `calls`.
         """
         deadline = time.monotonic() + self.config.first_token_timeout_s
         retry = 0
         while True:
             spoke = False
+            assembler = ToolCallAssembler()  # a fresh one per attempt: a failed one's fragments go
             try:
-                for delta in self._attempt(messages, cancel, deadline, retry + 1):
+                for delta in self._attempt(messages, cancel, deadline, retry + 1, tools, assembler):
                     spoke = True
                     yield delta
+                if calls is not None:
+                    calls.extend(assembler.calls())
                 return
             except LlmError as err:
                 if cancel.is_set():
@@ -444,7 +459,8 @@ class LlmClient:
                     return
 
     def _attempt(
-        self, messages: list[dict[str, str]], cancel: threading.Event, deadline: float, attempt: int
+        self, messages: list[dict[str, Any]], cancel: threading.Event, deadline: float, attempt: int,
+        tools: list[dict] | None = None, calls: ToolCallAssembler | None = None,
     ) -> Iterator[str]:
         """One request; raises LlmError (with the attempt number in its message)."""
         left = deadline - time.monotonic()
@@ -462,6 +478,7 @@ class LlmClient:
                 temperature=self.config.temperature,
                 stream=self.config.streaming,
                 timeout=timeout,
+                **({"tools": tools} if tools else {}),
             )
         except Exception as exc:  # noqa: BLE001
             if cancel.is_set():
@@ -471,13 +488,16 @@ class LlmClient:
             # buffered baseline: the whole answer at once
             if cancel.is_set() or not response.choices:  # type: ignore[union-attr]
                 return
-            text = response.choices[0].message.content or ""  # type: ignore[union-attr]
-            if text:
-                yield text
+            message = response.choices[0].message  # type: ignore[union-attr]
+            if calls is not None:
+                calls.add(message.tool_calls)
+            if message.content:
+                yield message.content
             return
-        yield from self._read(response, cancel, deadline, attempt)
+        yield from self._read(response, cancel, deadline, attempt, calls)
 
-    def _read(self, stream: Any, cancel: threading.Event, deadline: float, attempt: int) -> Iterator[str]:
+    def _read(self, stream: Any, cancel: threading.Event, deadline: float, attempt: int,
+              calls: ToolCallAssembler | None = None) -> Iterator[str]:
         key = id(stream)
         with self._lock:
             self._open[key] = (stream, cancel)
@@ -493,6 +513,9 @@ class LlmClient:
                     continue
                 if chunk.choices[0].finish_reason:
                     finished = True
+                if calls is not None and chunk.choices[0].delta.tool_calls:
+                    watchdog.kick()  # a tool call streams in too: the server is alive
+                    calls.add(chunk.choices[0].delta.tool_calls)
                 delta = chunk.choices[0].delta.content
                 if delta:
                     watchdog.kick()

@@ -14,6 +14,7 @@ float and str). Nodes never build or read metadata: they send ``msg.to_dora()`` 
 | llm/text             | `LlmText`      | utf8[1]                | an answer's text delta, or its end          |
 | llm/ready            | `LlmReady`     | utf8[1]                | the assistant can answer (file mode starts) |
 | llm-server/ready     | `ServerReady`  | utf8[1] = base URL     | the embedded server answers (again)         |
+| llm-server/alive     | `ServerAlive`  | utf8[1] = "server"     | the server side is there (every tick, 2 s)  |
 | segmenter/segment    | `Segment`      | utf8[1]                | a speakable piece of the answer, or its end |
 | tts/audio            | `TtsAudio`     | float32[n]             | a chunk of a segment's voice, or the end    |
 | tts/ready            | `TtsReady`     | utf8[1] = "tts"        | the voice is loaded (after a crash: resend) |
@@ -402,6 +403,22 @@ class ServerReady(Message):
 
 @_register
 @dataclass
+class ServerAlive(Message):
+    """llm-server/alive: the server side of the dataflow is still there (sent every tick).
+
+    dora 1.1 tells the board's nodes nothing when the server's daemon dies (their inputs
+    just go quiet), so the speaker watches this beat (pipeline/stages/server_watch.py).
+    """
+
+    OUTPUT: ClassVar[str] = "alive"
+    PAYLOAD: ClassVar[str] = "side"
+
+    side: str = "server"
+    t: float = 0.0  # UNIX time it was sent
+
+
+@_register
+@dataclass
 class Segment(Message):
     """segmenter/segment: a speakable piece of the answer (`event` = segment) or its end.
 
@@ -500,33 +517,7 @@ class Reference(Message):
     sample_rate: int = ASR_RATE
 
 
-# --- to be removed once every node speaks the classes above (the redesign in progress) -----
-MIC_AUDIO = "audio"
-VAD_SPEECH_STARTED = "speech_started"
-VAD_UTTERANCE = "utterance"
-ASR_TRANSCRIPT = "transcript"
-LLM_TEXT = "text"
-SEGMENTER_SEGMENT = "segment"
-TTS_AUDIO = "audio"
-TTS_READY = "ready"
-SPEAKER_PLAYED = "played"
-SPEAKER_REFERENCE = "reference"
-
-
-def times(meta: Mapping[str, Any]) -> Meta:
-    """The `t_*` timestamps (and durations) of a metadata dict."""
-    return {k: v for k, v in meta.items() if is_stamp(k)}
-
-
-def turn_of(meta: Mapping[str, Any]) -> int:
-    value = meta.get("turn_id", NO_TURN)
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return NO_TURN
-
-
 ALL: tuple[type[Message], ...] = (
     MicAudio, SpeechStarted, Utterance, Transcript, LlmText, LlmReady, ServerReady,
-    Segment, TtsAudio, TtsReady, Played, Reference,
+    ServerAlive, Segment, TtsAudio, TtsReady, Played, Reference,
 )

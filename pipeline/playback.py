@@ -98,7 +98,22 @@ class _Current:
     played: int = 0
 
 
-class PlaybackBuffer:
+class EventLog:
+    """Playback events in the order they happened, for one reader (the speaker's report
+    thread), which blocks on :attr:`events`; owners set `_events`."""
+
+    _events: queue.SimpleQueue[PlaybackEvent]
+
+    @property
+    def events(self) -> queue.SimpleQueue[PlaybackEvent]:
+        return self._events
+
+    def drain_events(self) -> list[PlaybackEvent]:
+        """Every event recorded so far (non-blocking)."""
+        return drain(self._events)
+
+
+class PlaybackBuffer(EventLog):
     """Thread-safe queue of mono float32 audio at `sample_rate`, drained by :meth:`fill`.
 
     `latency` is only used when the caller of :meth:`fill` cannot say when its block will
@@ -253,15 +268,6 @@ class PlaybackBuffer:
         return out
 
     # ------------------------------------------------------------------ state
-
-    @property
-    def events(self) -> queue.SimpleQueue[PlaybackEvent]:
-        """Every event (see :class:`PlaybackEvent`), in the order it happened."""
-        return self._events
-
-    def drain_events(self) -> list[PlaybackEvent]:
-        """Every event recorded so far (non-blocking)."""
-        return drain(self._events)
 
     @property
     def frames_queued(self) -> int:

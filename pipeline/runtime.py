@@ -20,7 +20,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 
@@ -28,6 +28,8 @@ from pipeline import settings as settings_mod
 from pipeline.journal import TurnJournal
 from pipeline.messages import ContractError, Message
 from pipeline.settings import Settings, SettingsError
+
+M = TypeVar("M")
 
 
 def start(name: str) -> Settings:
@@ -47,6 +49,19 @@ def start(name: str) -> Settings:
     for noisy in ("httpx", "httpx2", "openai", "faster_whisper", "piper"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     return settings
+
+
+def load_model(name: str, factory: Callable[[], M]) -> M:
+    """A node's model, loaded and warmed up once at start (so the first turn does not pay
+    for it); a missing model ends the node with one clear line instead of a traceback."""
+    from pipeline.models import ModelNotFound
+
+    try:
+        model = factory()
+    except ModelNotFound as exc:
+        fail(name, str(exc))
+    model.warm_up()
+    return model
 
 
 def fail(name: str, message: str, code: int = 1) -> None:
@@ -205,11 +220,27 @@ class Processor(Protocol):
     :class:`Outbox`.
     """
 
-    def handle(self, event: Event) -> Iterable[Message] | None: ...
+    def handle(self, event: Event) -> Iterable[Message] | None:
+        """May be a generator: each message is sent as soon as it is yielded (streaming)."""
+        ...
 
     def idle(self) -> bool:
         """Nothing of its own is still in progress (see :func:`inputs`, `done`)."""
         ...
+
+
+class Lifecycle(Protocol):
+    """Optional hooks of a processor, called by :func:`drive` when it has them.
+
+    ``start()`` runs before the first event (what a node says when it comes up, or resends
+    after a restart); ``finish()`` runs after the loop ended cleanly (wait for workers, remove
+    a crash journal). A loop that raised skips ``finish``: a node that crashed must leave its
+    journal for the process dora starts next. Devices are closed by the node file itself.
+    """
+
+    def start(self) -> Iterable[Message] | None: ...
+
+    def finish(self) -> Iterable[Message] | None: ...
 
 
 def decode(wiring: Mapping[str, type[Message] | None], input_id: str, value: Any,
@@ -235,10 +266,14 @@ def drive(node: Any, processor: Processor, wiring: Mapping[str, type[Message] | 
     is sent. `wiring` maps each input id to the message class it carries (None: a timer).
 
     The loop ends as :func:`inputs` says (all `primary` inputs closed and
-    ``processor.idle()``), or at the first event for which `stop_on` is true.
+    ``processor.idle()``), or at the first event for which `stop_on` is true. The
+    processor's optional :class:`Lifecycle` hooks run before and after the loop.
     """
     out = out or Outbox(node)
     log = logging.getLogger("runtime")
+    start_hook = getattr(processor, "start", None)
+    if start_hook is not None:
+        out.emit_all(start_hook())
     for input_id, value, meta in inputs(node, primary, processor.idle):
         try:
             event = decode(wiring, input_id, value, meta)
@@ -250,4 +285,7 @@ def drive(node: Any, processor: Processor, wiring: Mapping[str, type[Message] | 
         out.emit_all(processor.handle(event))
         if stop_on(event):
             break
+    finish_hook = getattr(processor, "finish", None)
+    if finish_hook is not None:
+        out.emit_all(finish_hook())
     return out

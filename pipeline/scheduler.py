@@ -29,11 +29,10 @@ was sent to a node until its new process is up, and tells only the nodes downstr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 from pipeline import messages as m
 from pipeline.journal import JournalEntry, TurnJournal
@@ -46,25 +45,18 @@ MAX_SENDS = 2  # a segment is sent at most twice: once more after a crash of the
 
 
 @dataclass
-class Outgoing:
-    event: str  # m.SEGMENT or m.END
-    text: str
-    metadata: dict[str, Any]
-
-
-@dataclass
 class _Answer:
     turn_id: int
-    meta: dict[str, Any]
+    times: m.Times
     segmenter: StreamSegmenter
     pending: deque[str] = field(default_factory=deque)
     next_index: int = 0
     in_flight: set[int] = field(default_factory=set)
     ended: bool = False
     end_sent: bool = False
-    sent: dict[int, Outgoing] = field(default_factory=dict)  # the in-flight segments themselves
+    sent: dict[int, m.Segment] = field(default_factory=dict)  # the in-flight segments themselves
     sends: dict[int, int] = field(default_factory=dict)  # how often each was sent
-    end: Outgoing | None = None
+    end: m.Segment | None = None
     turn_ended: bool = False  # the speaker reported turn_end: nothing of it can be lost now
     closed: bool = False  # its text is no longer taken (apologised for, or resumed)
 
@@ -88,9 +80,9 @@ class SegmentScheduler:
         self.answer: _Answer | None = None
         self.tts_up = True
 
-    def _new_answer(self, turn_id: int, meta: dict[str, Any]) -> _Answer:
+    def _new_answer(self, turn_id: int, times: m.Times) -> _Answer:
         seg = StreamSegmenter(first_min_words=self.first_min_words, max_words=self.max_words)
-        return _Answer(turn_id, m.times(meta), seg)
+        return _Answer(turn_id, dict(times), seg)
 
     def on_speech_started(self, turn_id: int) -> None:
         """A new user turn: everything of older turns is dropped at once."""
@@ -100,22 +92,25 @@ class SegmentScheduler:
             self._note_closed(self.answer.turn_id)
             self.answer = None
 
-    def on_text(self, turn_id: int, event: str, text: str, meta: dict[str, Any]) -> list[Outgoing]:
+    def on_text(self, msg: m.LlmText) -> list[m.Segment]:
+        """A delta or the end of the LLM's answer: the segments it completes, if released."""
+        turn_id = msg.turn_id
         if turn_id < self.latest or turn_id <= self.closed_upto:
             return []
         self.latest = turn_id
         new = self.answer is None or self.answer.turn_id != turn_id
         if new:
-            self.answer = self._new_answer(turn_id, meta)
+            self.answer = self._new_answer(turn_id, msg.times)
         answer = self.answer
         assert answer is not None
         if answer.closed:
             return []
-        answer.meta.update(m.times(meta))
+        answer.times.update(msg.times)
+        event = msg.event
         if event == m.DELTA:
-            answer.pending.extend(answer.segmenter.push(text))
+            answer.pending.extend(answer.segmenter.push(msg.text))
         elif event == m.END:
-            if meta.get("reason") == "cancelled":
+            if msg.reason == m.REASON_CANCELLED:
                 self._note_closed(turn_id)
                 self.answer = None
                 return []
@@ -126,16 +121,17 @@ class SegmentScheduler:
             self._note(answer, out)
         return out
 
-    def on_played(self, turn_id: int, event: str, segment_index: int) -> list[Outgoing]:
+    def on_played(self, msg: m.Played) -> list[m.Segment]:
+        """The speaker's report: a finished segment frees its place in the window."""
         answer = self.answer
-        if answer is None or answer.turn_id != turn_id:
+        if answer is None or answer.turn_id != msg.turn_id:
             return []
-        if event in (m.FINISHED, m.INTERRUPTED):
-            answer.in_flight.discard(segment_index)
-            answer.sent.pop(segment_index, None)
-        elif event == m.TURN_END:
+        if msg.event in (m.FINISHED, m.INTERRUPTED):
+            answer.in_flight.discard(msg.segment_index)
+            answer.sent.pop(msg.segment_index, None)
+        elif msg.event == m.TURN_END:
             answer.turn_ended = True
-            self._note_closed(turn_id)
+            self._note_closed(msg.turn_id)
         out = self._release()
         if out:
             self._note(answer, out)
@@ -150,14 +146,14 @@ class SegmentScheduler:
         """dora gave up on the tts node: nothing to wait for (nothing will be heard either)."""
         self.tts_up = True
 
-    def on_tts_ready(self, restarted: bool) -> list[Outgoing]:
+    def on_tts_ready(self, restarted: bool) -> list[m.Segment]:
         """The tts node is (back) up. After a restart, what it had is sent to it again."""
         self.tts_up = True
         answer = self.answer
         if not restarted or answer is None or answer.turn_ended:
             return self._release()
         lost = sorted(answer.in_flight)
-        out: list[Outgoing] = []
+        out: list[m.Segment] = []
         if any(answer.sends.get(i, 1) >= MAX_SENDS for i in lost):
             log.error("turn %d: the tts node crashed again on segment(s) %s; apologising instead "
                       "of the rest of the answer", answer.turn_id, lost)
@@ -165,8 +161,7 @@ class SegmentScheduler:
         else:
             for i in lost:
                 answer.sends[i] = answer.sends.get(i, 1) + 1
-                again = answer.sent[i]
-                out.append(Outgoing(again.event, again.text, {**again.metadata, "resent": True}))
+                out.append(dataclasses.replace(answer.sent[i], resent=True))
             if answer.end_sent and answer.end is not None:
                 out.append(answer.end)
             log.warning("turn %d: the tts node was restarted; sending it again %d unplayed "
@@ -176,7 +171,7 @@ class SegmentScheduler:
         self._note(answer, out)
         return out
 
-    def resume(self, entry: JournalEntry | None) -> list[Outgoing]:
+    def resume(self, entry: JournalEntry | None) -> list[m.Segment]:
         """A restarted segmenter: finish the answer its previous life left open (see the
         module docstring); the text of that turn and older ones is ignored from now on."""
         if entry is None:
@@ -191,15 +186,13 @@ class SegmentScheduler:
         answer = self._new_answer(entry.turn_id, {})
         answer.next_index = int(extra.get("next_index", 0))
         answer.closed = True
-        out: list[Outgoing] = []
+        out: list[m.Segment] = []
         if extra.get("ended"):
             recent = [(int(i), str(t)) for i, t in extra.get("recent", [])]
             pending = [str(t) for t in extra.get("pending", [])]
             log.warning("turn %d: the segmenter was restarted while the answer was spoken; sending "
                         "the rest of it (%d segment(s))", entry.turn_id, len(pending))
-            for index, text in recent:
-                meta = {"turn_id": entry.turn_id, "segment_index": index, "last": False, "resent": True}
-                out.append(Outgoing(m.SEGMENT, text, meta))
+            out += [m.Segment(entry.turn_id, m.SEGMENT, index, text, resent=True) for index, text in recent]
             answer.pending.extend(pending)
         else:
             log.error("turn %d: the segmenter was restarted in the middle of the answer (the LLM "
@@ -229,11 +222,11 @@ class SegmentScheduler:
         answer.ended = True
         answer.end_sent = False
 
-    def _note(self, answer: _Answer, batch: list[Outgoing]) -> None:
+    def _note(self, answer: _Answer, batch: list[m.Segment]) -> None:
         """Journal the answer before `batch` is sent (its indices are already reserved)."""
         if self.journal is None:
             return
-        recent = [[o.metadata["segment_index"], o.text] for o in batch if o.event == m.SEGMENT]
+        recent = [[o.segment_index, o.text] for o in batch if o.event == m.SEGMENT]
         self.journal.write(answer.turn_id, is_open=not answer.turn_ended, next_index=answer.next_index,
                            ended=answer.ended, pending=list(answer.pending), recent=recent)
 
@@ -241,28 +234,26 @@ class SegmentScheduler:
         if self.journal is not None:
             self.journal.write(turn_id, is_open=False)
 
-    def _release(self) -> list[Outgoing]:
+    def _release(self) -> list[m.Segment]:
         answer = self.answer
         if answer is None or not self.tts_up:
             return []
-        out: list[Outgoing] = []
+        out: list[m.Segment] = []
         while answer.pending and len(answer.in_flight) < self.ahead:
             text = answer.pending.popleft()
             index = answer.next_index
             answer.next_index += 1
             answer.in_flight.add(index)
-            meta = {**answer.meta, "turn_id": answer.turn_id, "segment_index": index}
+            times = dict(answer.times)
             if index == 0:
-                meta["t_first_segment"] = time.time()
-            meta["last"] = answer.ended and not answer.pending
-            item = Outgoing(m.SEGMENT, text, meta)
+                times["t_first_segment"] = m.now()
+            item = m.Segment(answer.turn_id, m.SEGMENT, index, text, times=times)
             answer.sent[index] = item
             answer.sends[index] = 1
             out.append(item)
         if answer.ended and not answer.pending and not answer.end_sent:
             answer.end_sent = True
-            meta = {**answer.meta, "turn_id": answer.turn_id, "segment_index": answer.next_index,
-                    "segments": answer.next_index}
-            answer.end = Outgoing(m.END, "", meta)
+            # its index is the number of segments of the answer
+            answer.end = m.Segment(answer.turn_id, m.END, answer.next_index, times=dict(answer.times))
             out.append(answer.end)
         return out

@@ -123,6 +123,7 @@ class Settings:
     # audio out
     speaker_device: str = setting("", "Output device: index or part of its name; empty = system default.")
     speaker_file: str = setting("", "WAV file to write the assistant's voice to instead of a speaker (file mode).")
+    server_reply_timeout_s: float = setting(20.0, "Seconds after the end of a question with no word from the server side (llm-server/alive, the voice) and nothing playing before the speaker logs one line and plays a short tone; above LLM_FIRST_TOKEN_TIMEOUT_S so the LLM's own apology comes first.", minimum=1, maximum=600)
     # vad
     vad_threshold: float = setting(0.5, "Silero speech probability above which a 32 ms frame counts as speech.", minimum=0.05, maximum=0.99)
     vad_threshold_playing: float = setting(0.7, "Speech threshold while the assistant is audible (with AEC): its residual echo must not start a turn.", minimum=0.05, maximum=0.99)
@@ -154,15 +155,19 @@ class Settings:
     openai_base_url: str = setting("", "OpenAI-compatible server, e.g. `https://api.openai.com/v1` or `http://localhost:11434/v1` (Ollama); empty = the embedded server.")
     openai_api_key: str = setting("", "API key for OPENAI_BASE_URL; never logged.", secret=True)
     llm_model: str = setting("", "Model name; empty = `gpt-4o-mini` for api.openai.com, the embedded model otherwise, or the server's first model.")
-    llm_system_prompt: str = setting("You are a helpful voice assistant. Answer briefly in plain English.", "System prompt.")
+    llm_system_prompt: str = setting("You are a helpful voice assistant. Answer the question in one short, correct sentence.", "System prompt (measured against others with `make eval`, docs/answers.md).")
     llm_max_tokens: int = setting(120, "Maximum tokens of one answer.", minimum=1, maximum=8192)
-    llm_temperature: float = setting(0.3, "Sampling temperature.", minimum=0, maximum=2)
+    llm_temperature: float = setting(0.0, "Sampling temperature; 0 = always the likeliest word (fewest made-up answers from a small model).", minimum=0, maximum=2)
+    llm_history: str = setting("follow-ups", "Which past exchanges go with a question: `follow-ups` (only when it refers back: \"and what about Spain?\", \"how tall is it?\"), so an earlier topic cannot leak into a new one, or `all`.", choices=("follow-ups", "all"))
+    llm_hold_after_s: float = setting(3.0, "Seconds after the end of the question without a first word from the LLM after which the assistant says LLM_HOLD_PHRASE once; 0 = never.", minimum=0, maximum=600)
+    llm_hold_phrase: str = setting("One moment.", "What the assistant says while a slow LLM has not answered yet.")
     llm_history_turns: int = setting(6, "At most this many past question/answer pairs go with each request; past it the oldest half is dropped at once, so the server's prompt cache keeps matching.", minimum=0, maximum=100)
     enable_streaming: bool = setting(True, "Forward each text delta as it arrives; false waits for the whole answer (a baseline for measurements).")
     llm_connect_timeout_s: float = setting(5.0, "Seconds to connect to the LLM server.", minimum=0.1, maximum=300)
     llm_first_token_timeout_s: float = setting(15.0, "Seconds from the request to the first token, retries and their waits included (then the apology).", minimum=0.1, maximum=600)
     llm_token_timeout_s: float = setting(10.0, "Seconds to wait between two tokens.", minimum=0.1, maximum=600)
     llm_retries: int = setting(2, "Retries of a failed request (HTTP 429/5xx, refused) while nothing has been spoken yet.", minimum=0, maximum=10)
+    llm_tools: str = setting("auto", "Offer the skills (time, timers, arithmetic) to the LLM as OpenAI function-calling tools; `auto` = on for an external server (OPENAI_BASE_URL), off for the embedded 135M model, which cannot call tools reliably.", choices=("auto", "on", "off"))
     llm_apology: str = setting("Sorry, I can't answer right now.", "What the assistant says when the LLM fails.")
     llm_server_port: int = setting(18080, "Port of the embedded server on 127.0.0.1.", minimum=1024, maximum=65535)
     llm_server_model: str = setting("", "GGUF file for the embedded server (a path or a name in MODELS_DIR); empty = the bundled SmolLM2-135M-Instruct, served as a Q8_0 copy made once in MODELS_DIR because llama.cpp reads the prompt faster in Q8_0 than in its Q4_1.")
@@ -204,6 +209,11 @@ class Settings:
     @property
     def uses_embedded_llm(self) -> bool:
         return not self.openai_base_url
+
+    @property
+    def uses_llm_tools(self) -> bool:
+        """LLM_TOOLS resolved: `auto` is on for an external server only."""
+        return self.llm_tools == "on" or (self.llm_tools == "auto" and not self.uses_embedded_llm)
 
 
 def _spec(f: Any) -> Spec:

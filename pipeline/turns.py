@@ -6,8 +6,13 @@ Nodes never need to coordinate beyond that: each keeps a `TurnGate` and drops st
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from pipeline import messages as m
 
 
 @dataclass
@@ -60,11 +65,13 @@ class CommitGate:
         return self.held.pop(turn_id, [])
 
     def is_committed(self, turn_id: int) -> bool:
-        return turn_id in self.committed
+        """Confirmed by its final transcript; a turn the assistant started (a timer's
+        announcement) has no transcript and is confirmed from the start."""
+        return turn_id in self.committed or not m.is_user_turn(turn_id)
 
     def offer(self, turn_id: int, item: Any) -> bool:
         """True if the item may go out now; otherwise it is held."""
-        if turn_id in self.committed:
+        if self.is_committed(turn_id):
             return True
         self.held.setdefault(turn_id, []).append(item)
         return False
@@ -72,6 +79,64 @@ class CommitGate:
     def drop_before(self, turn_id: int) -> None:
         for t in [t for t in self.held if t < turn_id]:
             del self.held[t]
+
+
+@dataclass
+class Floor:
+    """Whether the assistant may start a turn of its own (a timer's announcement): not while
+    the user speaks (speech started, no transcript yet) nor while an answer is on its way or
+    playing (transcript .. `turn_end` / `interrupted`).
+
+    An announcement with a newer turn id would make the rest of the current answer stale
+    everywhere, so it must wait. A busy floor that hears nothing for `hold_max_s` is free
+    again: a turn whose transcript never came (echo, silence) must not hold timers forever.
+    Thread-safe: the event loop reports, the timer thread waits.
+    """
+
+    hold_max_s: float = 30.0
+    clock: Callable[[], float] = time.monotonic
+    last_turn: int = 0
+    _busy: int | None = None
+    _until: float = 0.0
+    _closed: bool = False
+    _changed: threading.Condition = field(default_factory=threading.Condition)
+    on_wait: Callable[[], None] | None = None  # told when `take` has to wait (for tests)
+
+    def busy(self, turn_id: int) -> None:
+        """Turn `turn_id` is under way (speech, transcript, playback)."""
+        with self._changed:
+            self.last_turn = max(self.last_turn, turn_id)
+            if self._busy is None or turn_id >= self._busy:
+                self._busy, self._until = turn_id, self.clock() + self.hold_max_s
+            self._changed.notify_all()
+
+    def done(self, turn_id: int) -> None:
+        """Turn `turn_id` is over (played to its end, cut, or ended with nothing to say)."""
+        with self._changed:
+            if self._busy is not None and turn_id >= self._busy:
+                self._busy = None
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def take(self) -> int | None:
+        """Wait until the floor is free, then take it for a new assistant turn: its id
+        (after every turn seen so far), or None once closed."""
+        with self._changed:
+            while not self._closed:
+                left = self._until - self.clock()
+                if self._busy is None or left <= 0:
+                    turn = m.assistant_turn(self.last_turn)
+                    self._busy, self._until = turn, self.clock() + self.hold_max_s
+                    self.last_turn = turn
+                    return turn
+                if self.on_wait is not None:
+                    self.on_wait()
+                self._changed.wait(left)
+            return None
 
 
 @dataclass

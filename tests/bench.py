@@ -38,6 +38,7 @@ QUESTIONS = [
     "Name a fruit that is yellow.",
     "What is the largest ocean?",
     "How do I boil an egg?",
+    "What time is it?",
 ]
 GAP_S = 7.0
 
@@ -138,12 +139,14 @@ def run_file(wav: Path, work: Path, env: dict[str, str]) -> tuple[list[dict], Rs
     return result.turns, rss
 
 
-def run_sound(wav: Path, spans: list[tuple[float, float]], work: Path, env: dict[str, str]):
-    from tests.live import LiveAssistant, Recorder
+def run_sound(wav: Path, spans: list[tuple[float, float]], work: Path, env: dict[str, str],
+              distributed: bool = False):
+    from tests.live import DistributedAssistant, LiveAssistant, Recorder
 
     subprocess.run(["bash", str(Path(__file__).parent.parent / ".ci" / "pulse-setup.sh")], check=True)
     measured: list[float] = []
-    with RssSampler(marker=str(work / "metrics.jsonl")) as rss, LiveAssistant(work, env) as assistant:
+    kind = DistributedAssistant if distributed else LiveAssistant
+    with RssSampler(marker=str(work / "metrics.jsonl")) as rss, kind(work, env) as assistant:
         assistant.wait_ready()
         rec = Recorder()
         time.sleep(0.5)
@@ -171,11 +174,17 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=8)
     ap.add_argument("--sound", action="store_true", help="through the PulseAudio virtual sound card")
     ap.add_argument("--env", action="append", default=[], help="a setting for the run, NAME=value")
+    ap.add_argument("--distributed", type=int, default=0, metavar="ROUNDS",
+                    help="with --sound: ROUNDS x (`make run`, then `make run-distributed`), "
+                         "interleaved; prints both voice-to-voice medians")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     wav, spans = questions_wav(work, args.turns)
-    env = {"MIC_FILE_TAIL_S": str(GAP_S)}
+    env = {"MIC_FILE_TAIL_S": f"{GAP_S:g}"}  # "7.0" is refused by `dora start --env`
     env.update(dict(item.split("=", 1) for item in args.env))
+    if args.distributed:
+        side_by_side(wav, spans, work, env, args.distributed)
+        return
     measured: list[float] = []
     if args.sound:
         turns, rss, measured = run_sound(wav, spans, work, env)
@@ -189,6 +198,12 @@ def main() -> None:
         vals = [t["durations"][name] for t in turns if name in t["durations"]]
         if vals:
             print(f"| {name} | {statistics.median(vals) * 1000:.0f} ms | {pct(vals, 0.95) * 1000:.0f} ms |")
+    for label, skill in (("skills", True), ("the LLM", False)):
+        vals = [t["durations"]["voice_to_voice"] for t in turns
+                if "voice_to_voice" in t["durations"] and ("t_skill" in t["times"]) == skill]
+        if vals:
+            print(f"| voice_to_voice, answered by {label} ({len(vals)} turns) | "
+                  f"{statistics.median(vals) * 1000:.0f} ms | {pct(vals, 0.95) * 1000:.0f} ms |")
     if measured:
         print(f"| voice_to_voice on the recording | {statistics.median(measured) * 1000:.0f} ms | "
               f"{pct(measured, 0.95) * 1000:.0f} ms |")
@@ -203,6 +218,32 @@ def main() -> None:
         print(f"| {name} | {kb / 1024:.0f} MB | {rss.peak_pss.get(name, 0) / 1024:.0f} MB |")
     print(f"| **whole dataflow (peak of the sum)** | {rss.peak_total / 1024:.0f} MB | "
           f"**{rss.peak_pss_total / 1024:.0f} MB** |")
+
+
+def side_by_side(wav: Path, spans: list[tuple[float, float]], work: Path, env: dict[str, str],
+                 rounds: int) -> None:
+    """End of speech -> first sound on the virtual card, one machine vs board + server daemons,
+    run after run in turn (so a busy moment of the machine weighs on both)."""
+    found: dict[str, list[float]] = {"make run": [], "make run-distributed": []}
+    for r in range(rounds):
+        for name, distributed in (("make run", False), ("make run-distributed", True)):
+            run_dir = work / f"{r}-{'dist' if distributed else 'one'}"
+            run_dir.mkdir()
+            turns, _rss, measured = run_sound(wav, spans, run_dir, env, distributed=distributed)
+            found[name] += measured
+            print(f"round {r + 1} {name}: {len(turns)} turns, voice-to-voice "
+                  + ", ".join(f"{x * 1000:.0f}" for x in measured) + " ms", flush=True)
+    print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores; {rounds} rounds of "
+          f"{len(spans)} questions each; end of speech -> first sound on the recording")
+    print("\n| deployment | median | p95 | turns |\n|---|---|---|---|")
+    for name, vals in found.items():
+        if vals:
+            print(f"| {name} | {statistics.median(vals) * 1000:.0f} ms | "
+                  f"{pct(vals, 0.95) * 1000:.0f} ms | {len(vals)} |")
+    one, dist = found["make run"], found["make run-distributed"]
+    if one and dist:
+        print(f"\ndistributed - one machine (medians): "
+              f"{(statistics.median(dist) - statistics.median(one)) * 1000:+.0f} ms")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.llm import Conversation, LlmClient, LlmConfig
 from pipeline.llm_server import EmbeddedServer
 from pipeline.settings import load
@@ -124,6 +126,37 @@ def make_client(base_url: str, v: dict, history_turns: int) -> tuple[LlmClient, 
     return LlmClient(config), conv
 
 
+def voice_mode(items: list[Item], gap_s: float, workdir: Path) -> None:
+    """The questions spoken by Piper, one after the other, through the whole dataflow in file
+    mode (embedded models); each answer is what the speaker played for that turn."""
+    from pipeline.audio import write_wav
+    from pipeline.filemode import run_file_mode
+    from tests.conftest import VAD_RATE, _speech_16k
+
+    parts = [np.zeros(int(0.3 * VAD_RATE), np.float32)]
+    for item in items:
+        parts += [np.asarray(_speech_16k(item.question)), np.zeros(int(gap_s * VAD_RATE), np.float32)]
+    workdir.mkdir(parents=True, exist_ok=True)
+    wav = workdir / "questions.wav"
+    write_wav(wav, np.concatenate(parts), VAD_RATE)
+    run = run_file_mode(wav, workdir=workdir, timeout_s=60 + len(items) * (gap_s + 10))
+    turns = [t for t in run.turns if t.get("transcript")]
+    res = Result()
+    for k, (item, turn) in enumerate(zip(items, turns, strict=False)):
+        answer = str(turn.get("answer", ""))
+        res.answers.append(answer)
+        res.right.append(is_right(answer, item.expect))
+        res.drifted.append(drifted(answer, item, items[:k]))
+        durations = turn.get("durations", {})
+        res.first_token_s.append(float(durations.get("voice_to_voice", 0.0)))
+        res.total_s.append(float(durations.get("answer_total", 0.0)))
+    print(f"voice mode: {len(turns)} turns heard for {len(items)} questions "
+          f"(latency columns: end of speech to first sound, and to the answer's end)")
+    print(report("voice", res), flush=True)
+    for item, turn in zip(items, turns, strict=False):
+        print(f"    heard {turn.get('transcript')!r} for {item.question!r}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=1)
@@ -132,6 +165,8 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
                     help="another variant: the current one with these fields changed")
     ap.add_argument("--port", type=int, default=18391, help="port of the embedded server")
+    ap.add_argument("--voice", action="store_true", help="voice mode: spoken through the whole chain")
+    ap.add_argument("--gap", type=float, default=9.0, help="voice mode: seconds between questions")
     ap.add_argument("--only", default="", help="comma-separated variant names to run")
     args = ap.parse_args()
     table = variants()
@@ -143,6 +178,9 @@ def main() -> None:
     items = load_dev_set()
     if args.limit:
         items = items[: args.limit]
+    if args.voice:
+        voice_mode(items, args.gap, Path("out") / "eval-voice")
+        return
     s = load()
     server = dataclasses.replace(EmbeddedServer.from_settings(s), port=args.port)
     server.start()

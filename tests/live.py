@@ -148,3 +148,32 @@ class LiveAssistant:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class DistributedAssistant(LiveAssistant):
+    """`make run-distributed` on this machine: a board and a server daemon (pipeline/cluster.py)
+    on free ports, `dora start dataflow.distributed.yml --attach` on the virtual sound card."""
+
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None) -> None:
+        from pipeline import deploy
+        from pipeline.cluster import Cluster, Ports, settings_env
+
+        self.workdir = workdir
+        self.metrics = workdir / "metrics.jsonl"
+        self.log_path = workdir / "dora.log"
+        deploy.write()
+        base = {"PYTHONPATH": os.environ.get("PYTHONPATH", str(REPO_ROOT))}
+        settings = {**settings_env(), **base, "METRICS_FILE": str(self.metrics), "MIC_FILE": "",
+                    "SPEAKER_FILE": "", **(env or {})}
+        self.cluster = Cluster(ports=Ports.free(), env=base, log_dir=workdir / "cluster").__enter__()
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            self.cluster.start_args(deploy.TARGET, settings), env=dora_env(base),
+            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+
+    def stop(self) -> int:
+        try:
+            return super().stop()
+        finally:
+            self.cluster.close()

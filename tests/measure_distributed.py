@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from pipeline import deploy
-from pipeline.cluster import Cluster, Ports, descendants, settings_env
+from pipeline.cluster import Cluster, Ports, descendants, service_port, settings_env
 from pipeline.filemode import BUNDLED_QUESTION, dora_env
 
 _SOCK = re.compile(r"127\.0\.0\.1:(\d+)\s+127\.0\.0\.1:(\d+).*?pid=(\d+)", re.S)
@@ -92,7 +92,7 @@ def main() -> None:
     env = {k: v for k, v in settings_env().items() if k in ("PYTHONPATH", "MODELS_DIR")}
     settings = {**settings_env(), "MIC_FILE": str(args.question.resolve()),
                 "SPEAKER_FILE": str(work / "answer.wav"), "METRICS_FILE": str(work / "metrics.jsonl"),
-                "LLM_SERVER_PORT": str(Ports.free().coordinator)}
+                "LLM_SERVER_PORT": str(service_port())}
     samples: list[dict] = []
     dataflow = deploy.TARGET
     if args.float32:

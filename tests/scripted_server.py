@@ -49,6 +49,9 @@ class Script:
     requests: list[dict[str, Any]] = field(default_factory=list)
     tokens_sent: int = 0  # streamed tokens written so far, all requests together
     answer_fn: Any = None  # optional callable(messages) -> answer text
+    # optional callable(request) -> tool-call delta items, each streamed as a chunk of its
+    # own (finish_reason tool_calls), or None to answer in text
+    tool_calls_fn: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def take(self, request: dict[str, Any]) -> tuple[int, str]:
@@ -121,6 +124,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.server.hung.wait(120)
             self.close_connection = True
             return None
+        tool_deltas = script.tool_calls_fn(request) if script.tool_calls_fn else None
+        if tool_deltas is not None and request.get("stream"):
+            return self._stream_tool_calls(tool_deltas)
         answer = script.answer_fn(request.get("messages", [])) if script.answer_fn else script.answer
         if not request.get("stream"):
             time.sleep(script.first_token_delay_s + script.token_delay_s * len(tokens_of(answer, script.words_per_token)))
@@ -167,6 +173,23 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         return None
 
+
+    def _stream_tool_calls(self, deltas: list[dict[str, Any]]) -> None:
+        """Stream tool calls as a server does: one delta item per chunk, then the finish."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        finish = [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]
+        choices = [[{"index": 0, "delta": {"tool_calls": [d]}, "finish_reason": None}] for d in deltas]
+        for chunk_choices in [*choices, finish]:
+            chunk = {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "scripted",
+                     "choices": chunk_choices}
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+            self.wfile.flush()
+        self.wfile.write(b"data: [DONE]\n\n")
+        self.wfile.flush()
+        self.close_connection = True
 
     def _stall(self) -> None:
         """Send nothing more; return when the client closed the connection (counted in

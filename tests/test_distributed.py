@@ -61,3 +61,21 @@ def test_audio_that_crosses_machines_is_sent_as_int16():
     assert deploy.crossing_audio_senders(text) == {"vad", "tts"}
     # all on one machine: nothing crosses
     assert deploy.crossing_audio_senders(text, {k: deploy.BOARD for k in deploy.PLACEMENT}) == set()
+
+
+def test_service_port_is_free_and_outside_the_ephemeral_range(tmp_path, monkeypatch):
+    """A port bound only after the model loads must not be one outgoing connections may take
+    meanwhile; a taken one is skipped."""
+    import random
+    import socket
+
+    from pipeline import cluster
+
+    (tmp_path / "range").write_text("32768\t60999\n")
+    monkeypatch.setattr(cluster, "EPHEMERAL_RANGE", tmp_path / "range")
+    first = cluster.service_port(rng=random.Random(7))
+    assert 20000 <= first < 32768
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", first))
+        again = cluster.service_port(rng=random.Random(7))  # same first pick, now taken
+    assert again != first and 20000 <= again < 32768

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline import deploy
-from pipeline.cluster import Cluster, Ports, descendants, settings_env
+from pipeline.cluster import Cluster, Ports, descendants, service_port, settings_env
 from pipeline.filemode import BUNDLED_QUESTION, dora_env
 from tests.conftest import overlap, transcribe_file
 
@@ -37,7 +39,7 @@ def test_board_and_server_daemons_answer_a_spoken_question(tmp_path):
     settings = {**settings_env(), **env, "MIC_FILE": str(BUNDLED_QUESTION),
                 "SPEAKER_FILE": str(tmp_path / "answer.wav"),
                 "METRICS_FILE": str(tmp_path / "metrics.jsonl"),
-                "LLM_SERVER_PORT": str(Ports.free().coordinator)}
+                "LLM_SERVER_PORT": str(service_port())}
     placed: dict[str, dict[str, int]] = {}
     with Cluster(ports=Ports.free(), env=env, log_dir=tmp_path / "logs") as cluster:
         log = open(tmp_path / "attach.log", "w")  # noqa: SIM115
@@ -61,3 +63,54 @@ def test_board_and_server_daemons_answer_a_spoken_question(tmp_path):
     assert overlap("what is the capital of france", turns[0]["transcript"]) >= 0.8
     heard = transcribe_file(tmp_path / "answer.wav")
     assert overlap(turns[0]["answer"], heard) >= 0.6, (turns[0]["answer"], heard)
+
+
+def test_the_board_says_so_when_the_server_daemon_dies_mid_question(tmp_path):
+    """The server's daemon (and its nodes) die while the user asks: dora tells the board
+    nothing, so the speaker's watch logs one line and plays the earcon into SPEAKER_FILE;
+    Ctrl-C then stops the dataflow."""
+    from pipeline.audio import read_wav
+    from pipeline.stages.server_watch import earcon
+
+    deploy.write()
+    env = {k: v for k, v in settings_env().items() if k in ("PYTHONPATH", "MODELS_DIR")}
+    env.setdefault("PYTHONPATH", str(deploy.REPO_ROOT))
+    timeout_s = 4
+    settings = {**settings_env(), **env, "MIC_FILE": str(BUNDLED_QUESTION),
+                "SPEAKER_FILE": str(tmp_path / "answer.wav"),
+                "SERVER_REPLY_TIMEOUT_S": str(timeout_s),
+                "LLM_SERVER_PORT": str(service_port())}
+    log_path = tmp_path / "attach.log"
+    with Cluster(ports=Ports.free(), env=env, log_dir=tmp_path / "logs") as cluster:
+        log = open(log_path, "w")  # noqa: SIM115
+        attach = subprocess.Popen(cluster.start_args(deploy.TARGET, settings), env=dora_env(env),
+                                  stdout=log, stderr=subprocess.STDOUT)
+        try:
+            assert wait_for_line(log_path, "speech started", attach, 300), log_path.read_text()[-3000:]
+            cluster.stop(deploy.SERVER)  # the daemon and every node it started
+            assert wait_for_line(log_path, "no answer from the server for", attach, 120), \
+                log_path.read_text()[-3000:]
+            attach.send_signal(signal.SIGINT)  # Ctrl-C
+            attach.wait(60)
+        finally:
+            if attach.poll() is None:
+                attach.kill()
+            log.close()
+    text = log_path.read_text()
+    lines = [x for x in text.splitlines() if "no answer from the server for" in x]
+    assert len(lines) == 1 and "is the server daemon running?" in lines[0], text[-3000:]
+    wav, rate = read_wav(tmp_path / "answer.wav")
+    tone = earcon(rate)
+    assert wav.size == tone.size and np.allclose(wav, tone, atol=2e-4), (wav.size, tone.size)
+
+
+def wait_for_line(path: Path, needle: str, proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Wait until `needle` is in the log at `path` (False if `proc` ended or time is up)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if needle in path.read_text(errors="replace"):
+            return True
+        if proc.poll() is not None:
+            return needle in path.read_text(errors="replace")
+        time.sleep(0.2)
+    return False

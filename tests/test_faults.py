@@ -169,17 +169,16 @@ def test_restarted_llm_node_closes_the_open_turn_and_never_replays_it(tmp_path, 
     with ScriptedServer(Script(answer=ANSWER)) as srv:
         s = load({"OPENAI_BASE_URL": srv.base_url, "LLM_MODEL": "scripted"})
         node = RecordingNode([
-            ev("transcript", m.text_array("old question, queued before the crash"), turn_id=3),
-            ev("speech_started", m.int_array(4), turn_id=4),
-            ev("transcript", m.text_array("new question"), turn_id=4),
+            ev("transcript", m.Transcript(3, "old question, queued before the crash")),
+            ev("speech_started", m.SpeechStarted(4, t_speech_start=1.0)),
+            ev("transcript", m.Transcript(4, "new question")),
         ], is_restart=True, dataflow_id="df-restart-test")
         llm_node.run(node, s)
         requests = list(srv.script.requests)
-    sent = [(m.turn_of(meta), meta.get("event"), v[0].as_py()) for v, meta in node.of("text")]
-    turn3 = [x for x in sent if x[0] == 3]
-    assert turn3 == [(3, "delta", "… " + APOLOGY), (3, "end", "")]
-    assert [meta.get("reason") for _v, meta in node.of("text") if m.turn_of(meta) == 3][-1] == "error"
-    assert "".join(t for turn, e, t in sent if turn == 4 and e == "delta") == ANSWER
+    texts = node.messages("text", m.LlmText)
+    turn3 = [(x.event, x.text, x.reason, x.error) for x in texts if x.turn_id == 3]
+    assert turn3 == [("delta", "… " + APOLOGY, "", "restart"), ("end", "", "error", "restart")]
+    assert "".join(x.text for x in texts if x.turn_id == 4 and x.event == "delta") == ANSWER
     assert len(requests) == 1 and requests[0]["messages"][-1]["content"] == "new question"
     assert not journal.path.exists()  # a clean end removes it
 
@@ -191,12 +190,12 @@ def test_restarted_llm_node_finds_the_embedded_server_by_itself(tmp_path, monkey
 
     with ScriptedServer(Script(answer=ANSWER), port=free_port_in_range()) as srv:
         s = load({"LLM_SERVER_PORT": str(srv.port)})  # no OPENAI_BASE_URL: the embedded server
-        node = RecordingNode([ev("transcript", m.text_array("a question"), turn_id=1)],
+        node = RecordingNode([ev("transcript", m.Transcript(1, "a question"))],
                              is_restart=True, dataflow_id="df-probe-test")
         llm_node.run(node, s)
         requests = list(srv.script.requests)
-    assert node.of("ready"), "the restarted node never became ready"
-    assert "".join(v[0].as_py() for v, meta in node.of("text") if meta["event"] == "delta") == ANSWER
+    assert node.messages("ready", m.LlmReady) == [m.LlmReady("embedded")], "the restarted node never became ready"
+    assert "".join(x.text for x in node.messages("text", m.LlmText) if x.event == "delta") == ANSWER
     assert requests[0]["max_tokens"] == 1  # warmed up first
 
 

@@ -15,7 +15,7 @@ from tests.scripted_server import Script, ScriptedServer, free_port
 
 
 def client_for(url: str, **kw) -> LlmClient:
-    cfg = dict(base_url=url, model="scripted", retries=0, connect_timeout_s=1.0,
+    cfg = dict(base_url=url, model="scripted", retries=0, connect_timeout_s=1.0, hold_after_s=0.0,
                first_token_timeout_s=2.0, token_timeout_s=1.0)
     cfg.update(kw)
     return LlmClient(LlmConfig(**cfg))
@@ -150,16 +150,24 @@ def test_default_model_is_asked_from_the_server():
 
 class Sink:
     def __init__(self) -> None:
-        self.items: list[tuple[str, str, dict]] = []
+        self.items: list[m.LlmText] = []
         self.ended = threading.Event()
 
-    def __call__(self, event: str, text: str, meta: dict) -> None:
-        self.items.append((event, text, meta))
-        if event == m.END:
+    def __call__(self, msg: m.LlmText) -> None:
+        self.items.append(msg)
+        if msg.event == m.END:
             self.ended.set()
 
     def text(self, turn: int) -> str:
-        return "".join(t for e, t, meta in self.items if e == m.DELTA and meta["turn_id"] == turn)
+        return "".join(x.text for x in self.items if x.event == m.DELTA and x.turn_id == turn)
+
+
+def transcript(turn: int, text: str, **times: float) -> m.Transcript:
+    return m.Transcript(turn, text, times=times)
+
+
+def played(turn: int, event: str, text: str) -> m.Played:
+    return m.Played(turn, event, 0, t=0.0, text=text)
 
 
 def responder(url: str, sink: Sink, **kw) -> Responder:
@@ -172,12 +180,13 @@ def test_responder_streams_deltas_with_turn_and_timestamps():
     with ScriptedServer() as srv:
         r = responder(srv.base_url, sink)
         r.on_speech_started(1)
-        r.on_transcript(1, "What is the capital of France?", {"turn_id": 1, "t_speech_end": 1.0})
+        r.on_transcript(transcript(1, "What is the capital of France?", t_speech_end=1.0))
         assert sink.ended.wait(5)
-    deltas = [meta for e, _t, meta in sink.items if e == m.DELTA]
-    assert [d["index"] for d in deltas] == list(range(len(deltas)))
-    assert all(d["turn_id"] == 1 and d["t_speech_end"] == 1.0 and "t_first_token" in d for d in deltas)
-    assert sink.items[-1][2]["reason"] == "stop"
+    deltas = [x for x in sink.items if x.event == m.DELTA]
+    assert [d.index for d in deltas] == list(range(len(deltas)))
+    assert all(d.turn_id == 1 and d.times["t_speech_end"] == 1.0 and "t_first_token" in d.times for d in deltas)
+    assert "t_llm_done" in sink.items[-1].times and "t_llm_done" not in deltas[-1].times
+    assert sink.items[-1].reason == "stop"
     assert sink.text(1) == Script().answer
 
 
@@ -186,13 +195,13 @@ def test_responder_speaks_an_apology_on_failure_and_recovers():
     script = Script(mode="http500")
     with ScriptedServer(script) as srv:
         r = responder(srv.base_url, sink)
-        r.on_transcript(1, "hello?", {"turn_id": 1})
+        r.on_transcript(transcript(1, "hello?"))
         assert sink.ended.wait(5)
         assert sink.text(1) == "Sorry, I can't answer right now."
-        assert sink.items[-1][2]["error"] == "http"
+        assert sink.items[-1].error == "http"
         script.mode = "ok"
         sink.ended.clear()
-        r.on_transcript(2, "hello again", {"turn_id": 2})
+        r.on_transcript(transcript(2, "hello again"))
         assert sink.ended.wait(5)
     assert sink.text(2) == script.answer
 
@@ -204,7 +213,7 @@ def test_new_turn_cancels_the_running_answer():
     script = Script(mode="stall", stall_after=5)
     with ScriptedServer(script) as srv:
         r = responder(srv.base_url, sink, first_token_timeout_s=60.0, token_timeout_s=60.0)
-        r.on_transcript(1, "tell me a long story", {"turn_id": 1})
+        r.on_transcript(transcript(1, "tell me a long story"))
         assert srv.stalled.wait(10)
         wait_until(lambda: len(sink.items) == 5, 10, "the five deltas before the stall")
         assert not sink.ended.is_set()  # control: the stall holds turn 1 open
@@ -212,8 +221,8 @@ def test_new_turn_cancels_the_running_answer():
         assert sink.ended.wait(10), "turn 1 did not end when turn 2 started"
         wait_until(r.idle, 10, "the answer's worker to end")
         wait_until(lambda: srv.cancelled == 1, 10, "the server to see the stream closed")
-    assert [e for e, _t, _m in sink.items] == [m.DELTA] * 5 + [m.END]
-    assert sink.items[-1][2]["reason"] == "cancelled"
+    assert [x.event for x in sink.items] == [m.DELTA] * 5 + [m.END]
+    assert sink.items[-1].reason == "cancelled"
 
 
 def test_history_keeps_what_was_spoken_of_an_interrupted_answer():
@@ -221,17 +230,17 @@ def test_history_keeps_what_was_spoken_of_an_interrupted_answer():
     script = Script(answer="First part, second part. Third part that was never heard.")
     with ScriptedServer(script) as srv:
         r = responder(srv.base_url, sink)
-        r.on_transcript(1, "question one", {"turn_id": 1})
+        r.on_transcript(transcript(1, "question one"))
         assert sink.ended.wait(5)
-        r.on_played(1, m.FINISHED, "First part,")  # the user interrupted after this
+        r.on_played(played(1, m.FINISHED, "First part,"))  # the user interrupted after this
         sink.ended.clear()
         r.on_speech_started(2)
-        r.on_transcript(2, "question two", {"turn_id": 2})
+        r.on_transcript(transcript(2, "question two"))
         assert sink.ended.wait(5)
-        r.on_played(2, m.FINISHED, script.answer)
-        r.on_played(2, m.TURN_END, "")
+        r.on_played(played(2, m.FINISHED, script.answer))
+        r.on_played(played(2, m.TURN_END, ""))
         sink.ended.clear()
-        r.on_transcript(3, "question three", {"turn_id": 3})
+        r.on_transcript(transcript(3, "question three"))
         assert sink.ended.wait(5)
     sent = script.requests[-1]["messages"]
     assert sent[1] == {"role": "user", "content": "question one"}
@@ -275,16 +284,16 @@ def test_after_a_trim_the_embedded_server_reads_the_new_history_before_the_user_
         r = responder(srv.base_url, sink, max_turns=2, embedded=embedded)
         for turn in (1, 2, 3):
             sink.ended.clear()
-            r.on_transcript(turn, f"q{turn}", {"turn_id": turn})
+            r.on_transcript(transcript(turn, f"q{turn}"))
             assert sink.ended.wait(5)
-            r.on_played(turn, m.FINISHED, "Fine.")
-            r.on_played(turn, m.TURN_END, "")
+            r.on_played(played(turn, m.FINISHED, "Fine."))
+            r.on_played(played(turn, m.TURN_END, ""))
         # every prefill the turn ends started has been answered (there is none when remote)
         wait_until(lambda: not [t for t in threading.enumerate() if t.name == "prefill"], 10,
                    "the prefill requests to end")
         before_turn_4 = list(script.requests)
         sink.ended.clear()
-        r.on_transcript(4, "q4", {"turn_id": 4})
+        r.on_transcript(transcript(4, "q4"))
         assert sink.ended.wait(5)
     answers = [req for req in before_turn_4 if req.get("max_tokens") != 1]
     prefills = [req for req in before_turn_4 if req.get("max_tokens") == 1]
@@ -303,14 +312,14 @@ def test_empty_transcript_never_reaches_the_llm():
     sink = Sink()
     with ScriptedServer() as srv:
         r = responder(srv.base_url, sink)
-        r.on_transcript(1, "   ", {"turn_id": 1})
+        r.on_transcript(transcript(1, "   "))
         assert r.turns == {} and r.idle()  # no answer was started for it
         # control: the same responder does ask the server for a transcript with words
-        r.on_transcript(2, "hello", {"turn_id": 2})
+        r.on_transcript(transcript(2, "hello"))
         assert sink.ended.wait(5)
         asked = [req["messages"][-1]["content"] for req in srv.script.requests]
     assert asked == ["hello"]
-    assert {meta["turn_id"] for _e, _t, meta in sink.items} == {2}
+    assert {x.turn_id for x in sink.items} == {2}
 
 
 def test_embedded_server_generates_on_one_thread_and_reads_prompts_on_two():
@@ -325,3 +334,42 @@ def test_embedded_server_generates_on_one_thread_and_reads_prompts_on_two():
     assert cmd[cmd.index("--n_ubatch") + 1] == "128"  # compute buffers: -19 MB, no slower
     cmd = EmbeddedServer.from_settings(load({"LLM_SERVER_BATCH_THREADS": "4"})).command()
     assert cmd[cmd.index("--n_threads_batch") + 1] == "4"
+
+
+def test_a_server_slow_to_answer_gets_the_holding_phrase_once_then_the_answer():
+    """No first token 0.3 s after the end of the question: "One moment." once, then the
+    answer as usual; a fast server gets no phrase (the control)."""
+    for delay, expected in ((1.0, "One moment. "), (0.0, "")):
+        sink = Sink()
+        with ScriptedServer(Script(first_token_delay_s=delay, token_delay_s=0.0)) as srv:
+            r = Responder(client_for(srv.base_url, hold_after_s=0.3, hold_phrase="One moment."),
+                          Conversation("be brief"), "Sorry.", sink)
+            r.on_transcript(transcript(1, "hello?", t_speech_end=m.now()))
+            assert sink.ended.wait(10)
+            answer = srv.script.answer
+        assert sink.text(1) == expected + answer
+        assert [x.index for x in sink.items] == list(range(len(sink.items)))
+        assert sink.items[-1].reason == m.REASON_STOP
+
+
+def test_a_hung_server_gets_the_holding_phrase_then_the_apology():
+    sink = Sink()
+    with ScriptedServer(Script(mode="hang")) as srv:
+        r = Responder(client_for(srv.base_url, hold_after_s=0.2, hold_phrase="One moment.",
+                                 first_token_timeout_s=1.0), Conversation("be brief"), "Sorry.", sink)
+        r.on_transcript(transcript(1, "hello?", t_speech_end=m.now()))
+        assert sink.ended.wait(10)
+    assert sink.text(1) == "One moment. Sorry."
+    assert sink.items[-1].reason == m.REASON_ERROR
+
+
+def test_history_goes_with_follow_ups_only():
+    conv = Conversation("be brief", history="follow-ups")
+    conv.record("What is a good dinner?", "Pasta with lemon butter.", False)
+    for q in ("How can I sleep better?", "What is the capital of France?", "Who wrote Hamlet?"):
+        assert [x["content"] for x in conv.messages(q)] == ["be brief", q]  # a new topic
+    for q in ("And what about breakfast?", "How long does it take to cook?", "What is my name?",
+              "What about Spain?", "Why?", "What did I just ask?"):
+        assert "Pasta with lemon butter." in [x["content"] for x in conv.messages(q)]
+    assert len(Conversation("be brief", history="all", exchanges=list(conv.exchanges))
+               .messages("Who wrote Hamlet?")) == 4  # control: `all` keeps it

@@ -23,6 +23,7 @@ EXAMPLES: list[m.Message] = [
     m.LlmText(turn_id=2000, event=m.END, index=4, reason=m.REASON_ERROR, error="timeout"),
     m.LlmReady(endpoint="embedded"),
     m.ServerReady(base_url="http://127.0.0.1:18080/v1", embedded=True),
+    m.ServerAlive(t=7.5),
     m.Segment(turn_id=2000, event=m.SEGMENT, segment_index=1, text="Sure.", resent=True),
     m.TtsAudio(turn_id=2000, event=m.SEGMENT, segment_index=0, sample_rate=22050, samples=TONE,
                chunk_index=2, end_of_segment=False, text="Sure.", times={"tts_s": 0.05}),

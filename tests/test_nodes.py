@@ -10,7 +10,6 @@ import pytest
 
 from pipeline import messages as m
 from pipeline.settings import load
-from tests.conftest import wait_until
 from tests.nodekit import RecordingNode, closed, ev
 
 
@@ -20,19 +19,24 @@ def test_asr_node_transcribes_and_drops_stale_turns(question_16k):
 
     s = load({})
     tr = Transcriber(AsrConfig.from_settings(s))
-    audio = m.audio_array(np.asarray(question_16k))
+    audio = np.asarray(question_16k, dtype=np.float32)
+
+    def utterance(n, samples):
+        return m.Utterance(m.user_turn(n), samples, t_speech_start=1.0, t_speech_end=5.0, t_utterance=5.1)
+
     node = RecordingNode([
-        ev("utterance", audio, turn_id=1, sample_rate=16000, final=True, t_speech_end=5.0),
-        ev("speech_started", m.int_array(3), turn_id=3),
-        ev("utterance", audio, turn_id=2, sample_rate=16000, final=True),  # stale: dropped
-        ev("utterance", m.audio_array(np.zeros(16000, np.float32)), turn_id=3, sample_rate=16000, final=True),
+        ev("utterance", utterance(1, audio)),
+        ev("speech_started", m.SpeechStarted(m.user_turn(3), t_speech_start=9.0)),
+        ev("utterance", utterance(2, audio)),  # stale: dropped
+        ev("utterance", utterance(3, np.zeros(16000, np.float32))),
         closed("utterance"),
     ])
     asr_node.run(node, s, tr)
-    sent = node.of("transcript")
+    sent = node.messages("transcript", m.Transcript)
     assert len(sent) == 1  # silence of turn 3 gives no transcript at all
-    assert "capital" in m.text_of(sent[0][0]).lower()
-    assert sent[0][1]["turn_id"] == 1 and sent[0][1]["t_speech_end"] == 5.0
+    assert "capital" in sent[0].text.lower() and sent[0].final
+    assert sent[0].turn_id == m.user_turn(1) and sent[0].times["t_speech_end"] == 5.0
+    assert {"t_transcript", "asr_s", "asr_audio_s", "t_utterance"} <= set(sent[0].times)
 
 
 def test_tts_node_synthesizes_segments_and_forwards_the_end():
@@ -40,29 +44,32 @@ def test_tts_node_synthesizes_segments_and_forwards_the_end():
     from pipeline.tts import Synthesizer, TtsConfig
 
     synth = Synthesizer(TtsConfig())
+    one, two = m.user_turn(1), m.user_turn(2)
     node = RecordingNode([
-        ev("segment", m.text_array("Hello there, how are you?"), turn_id=1, segment_index=0, event=m.SEGMENT, t_speech_end=1.0),
-        ev("speech_started", m.int_array(2), turn_id=2),
-        ev("segment", m.text_array("Stale words."), turn_id=1, segment_index=1, event=m.SEGMENT),
-        ev("segment", m.text_array("Fresh words."), turn_id=2, segment_index=0, event=m.SEGMENT),
-        ev("segment", m.text_array(""), turn_id=2, segment_index=1, event=m.END),
+        ev("segment", m.Segment(one, m.SEGMENT, 0, "Hello there, how are you?", times={"t_speech_end": 1.0})),
+        ev("speech_started", m.SpeechStarted(two, t_speech_start=2.0)),
+        ev("segment", m.Segment(one, m.SEGMENT, 1, "Stale words.")),
+        ev("segment", m.Segment(two, m.SEGMENT, 0, "Fresh words.")),
+        ev("segment", m.Segment(two, m.END, 1)),
         closed("segment"),
     ])
     tts_node.run(node, load({}), synth)
-    sent = node.of("audio")
-    segments = [(meta["turn_id"], meta["event"]) for _v, meta in sent if meta.get("end_of_segment", True)]
-    assert segments == [(1, m.SEGMENT), (2, m.SEGMENT), (2, m.END)]
-    hello = [(v, meta) for v, meta in sent if meta["turn_id"] == 1]
+    sent = node.messages("audio", m.TtsAudio)
+    segments = [(a.turn_id, a.event) for a in sent if a.end_of_segment]
+    assert segments == [(one, m.SEGMENT), (two, m.SEGMENT), (two, m.END)]
+    assert "t_tts_done" in sent[-1].times and sent[-1].samples.size == 0
+    hello = [a for a in sent if a.turn_id == one]
     # streamed: the segment comes in chunks, numbered, the last one marked and timed
     assert len(hello) >= 2
-    assert [meta["chunk_index"] for _v, meta in hello] == list(range(len(hello)))
-    assert [meta["end_of_segment"] for _v, meta in hello] == [False] * (len(hello) - 1) + [True]
-    assert "tts_s" in hello[-1][1] and "tts_s" not in hello[0][1]
-    assert hello[-1][1]["tts_audio_s"] == pytest.approx(sum(len(v) for v, _ in hello) / 22050, abs=1e-3)
+    assert [a.chunk_index for a in hello] == list(range(len(hello)))
+    assert [a.end_of_segment for a in hello] == [False] * (len(hello) - 1) + [True]
+    assert "tts_s" in hello[-1].times and "tts_s" not in hello[0].times
+    assert hello[-1].times["tts_audio_s"] == pytest.approx(sum(a.samples.size for a in hello) / 22050, abs=1e-3)
+    assert all(a.times["t_speech_end"] == 1.0 for a in hello)
     first = hello[0]
-    assert first[1]["sample_rate"] == 22050 and len(first[0]) == 32 * 256  # FIRST_CHUNK_FRAMES
-    assert sum(len(v) for v, _ in hello) > 22050 * 0.6
-    assert first[1]["text"] == "Hello there, how are you?" and "t_first_audio" in first[1]
+    assert first.sample_rate == 22050 and first.samples.size == 32 * 256  # FIRST_CHUNK_FRAMES
+    assert sum(a.samples.size for a in hello) > 22050 * 0.6
+    assert first.text == "Hello there, how are you?" and "t_first_audio" in first.times
 
 
 def test_llm_node_streams_and_apologises(tmp_path):
@@ -71,20 +78,24 @@ def test_llm_node_streams_and_apologises(tmp_path):
 
     script = Script(token_delay_s=0.0)
     with ScriptedServer(script) as srv:
-        s = load({"OPENAI_BASE_URL": srv.base_url, "LLM_RETRIES": "0"})
+        s = load({"OPENAI_BASE_URL": srv.base_url, "LLM_RETRIES": "0",
+                  "LLM_HOLD_AFTER_S": "0"})  # its timestamps are not today's
+        turn = m.user_turn(1)
         node = RecordingNode([
-            ev("speech_started", m.int_array(1), turn_id=1),
-            ev("transcript", m.text_array("Where is Paris?"), turn_id=1, final=True, t_speech_end=2.0),
+            ev("speech_started", m.SpeechStarted(turn, t_speech_start=1.0)),
+            ev("transcript", m.Transcript(turn, "Where is Paris?", times={"t_speech_end": 2.0})),
             closed("transcript"),
         ])
         llm_node.run(node, s)
-    texts = [(meta["event"], m.text_of(v)) for v, meta in node.of("text")]
-    assert "".join(t for e, t in texts if e == m.DELTA) == script.answer
-    assert texts[-1][0] == m.END
-    assert node.of("ready")  # an external server is ready at once
+    texts = node.messages("text", m.LlmText)
+    assert "".join(x.text for x in texts if x.event == m.DELTA) == script.answer
+    assert texts[-1].event == m.END and texts[-1].reason == m.REASON_STOP
+    assert {x.turn_id for x in texts} == {turn} and all(x.times["t_speech_end"] == 2.0 for x in texts)
+    assert node.messages("ready", m.LlmReady) == [m.LlmReady(srv.base_url)]  # external: ready at once
 
 
 def test_microphone_node_plays_a_file_after_ready(tmp_path):
+
     from nodes import microphone as mic_node
     from pipeline.audio import write_wav
     from pipeline.audio_io import MicFile
@@ -94,35 +105,23 @@ def test_microphone_node_plays_a_file_after_ready(tmp_path):
     s = load({"MIC_FILE": str(path), "MIC_FILE_REALTIME": "false", "MIC_FILE_TAIL_S": "0.2"})
     source = MicFile(path, realtime=False, tail_s=0.2)
 
-    before = set(threading.enumerate())
-
-    def file_played() -> bool:
-        """The node's sender thread ("mic") has sent the whole file and ended."""
-        return not [t for t in threading.enumerate() if t.name == "mic" and t not in before]
-
-    class WaitingNode(RecordingNode):
-        """Hands out its events after the first (llm_ready) only once the file was played:
-        the real event loop keeps running meanwhile; MockNode would run out of events."""
-
-        handed = 0
+    class PlayedThrough(RecordingNode):
+        """Hands out a tick only once the file has been sent (the pump thread is done)."""
 
         def next(self, timeout=None):
-            return self._after_wait(lambda: super(WaitingNode, self).next(timeout))
+            if self.taken and self.taken[-1]["id"] == "llm_ready":
+                for worker in [t for t in threading.enumerate() if t.name == "mic"]:
+                    worker.join(10)
+            return super().next(timeout)
 
-        def __next__(self):
-            return self._after_wait(lambda: super(WaitingNode, self).__next__())
-
-        def _after_wait(self, get):
-            if self.handed:
-                wait_until(file_played, 10, "the microphone node to send the whole file")
-            self.handed += 1
-            return get()
-
-    node = WaitingNode([ev("llm_ready", pa.array(["x"])), ev("tick", pa.array([0])), ev("tick", pa.array([0]))])
+    tick = {"type": "INPUT", "id": "tick", "value": pa.array([0]), "metadata": {}}
+    node = PlayedThrough([tick, ev("llm_ready", m.LlmReady("embedded")), tick, tick, tick])
     mic_node.run(node, s, source)
-    chunks = node.of("audio")
-    assert sum(len(v) for v, _m in chunks) == 16000 + 3200
-    assert all(meta["sample_rate"] == 16000 for _v, meta in chunks)
+    chunks = node.messages("audio", m.MicAudio)
+    assert sum(c.samples.size for c in chunks) == 16000 + 3200
+    assert [c.seq for c in chunks] == list(range(len(chunks)))
+    assert all(c.sample_rate == 16000 for c in chunks)
+    assert len(node.taken) == 3  # the first tick after the end of the file ended the node
 
 
 @pytest.mark.parametrize("bad", [{"LLM_TEMPERATURE": "hot"}, {"SEGMENTS_AHEAD": "0"}])
@@ -133,3 +132,14 @@ def test_every_node_refuses_bad_settings(bad, monkeypatch):
         monkeypatch.setenv(k, v)
     with pytest.raises(SystemExit):
         start("any")
+
+
+def test_llm_server_node_with_an_external_server_says_ready_and_ends_with_the_llm_node():
+    from nodes import llm_server as server_node
+
+    s = load({"OPENAI_BASE_URL": "http://example.test/v1"})
+    node = RecordingNode([{"type": "INPUT", "id": "tick", "value": pa.array([0]), "metadata": {}},
+                          closed("llm"), closed("tick")])
+    server_node.run(node, s)
+    assert node.messages("ready", m.ServerReady) == [m.ServerReady("http://example.test/v1", embedded=False)]
+    assert node.taken[-1] == closed("llm")  # the llm node is gone: nothing will call the server

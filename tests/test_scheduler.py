@@ -8,15 +8,27 @@ from pipeline.journal import TurnJournal
 from pipeline.scheduler import SegmentScheduler
 from pipeline.settings import load
 from pipeline.turns import SeenSegments
-from tests.nodekit import RecordingNode, closed, ev
+from tests.nodekit import RecordingNode, closed, control, ev
 
 ANSWER = "Well, the capital of France is Paris. It has many museums. The Louvre is the largest one. Enjoy!"
 
 
+def delta(turn, text, index=0):
+    return m.LlmText(turn, m.DELTA, index, text)
+
+
+def end(turn, reason=m.REASON_STOP):
+    return m.LlmText(turn, m.END, 0, reason=reason)
+
+
+def played(turn, event, segment_index):
+    return m.Played(turn, event, segment_index, t=0.0)
+
+
 def feed(sched, turn, text, step=4):
     out = []
-    for i in range(0, len(text), step):
-        out += sched.on_text(turn, m.DELTA, text[i:i + step], {"turn_id": turn})
+    for k, i in enumerate(range(0, len(text), step)):
+        out += sched.on_text(delta(turn, text[i:i + step], k))
     return out
 
 
@@ -25,14 +37,14 @@ def test_first_segment_released_at_first_clause_and_at_most_two_ahead():
     out = feed(sched, 1, ANSWER)
     assert [o.text for o in out] == ["Well, the capital of France is Paris."] or len(out) <= 2
     assert len(out) == 2  # the rest waits for the speaker
-    assert out[0].metadata["segment_index"] == 0 and out[1].metadata["segment_index"] == 1
-    out += sched.on_text(1, m.END, "", {"turn_id": 1})
+    assert out[0].segment_index == 0 and out[1].segment_index == 1
+    out += sched.on_text(end(1))
     assert len(out) == 2
-    more = sched.on_played(1, m.FINISHED, 0)
-    assert len(more) == 1 and more[0].metadata["segment_index"] == 2
-    rest = sched.on_played(1, m.FINISHED, 1) + sched.on_played(1, m.FINISHED, 2)
+    more = sched.on_played(played(1, m.FINISHED, 0))
+    assert len(more) == 1 and more[0].segment_index == 2
+    rest = sched.on_played(played(1, m.FINISHED, 1)) + sched.on_played(played(1, m.FINISHED, 2))
     events = [o.event for o in rest]
-    assert events[-1] == m.END and rest[-1].metadata["segments"] == len(out) + len(more) + len(rest) - 1
+    assert events[-1] == m.END and rest[-1].segment_index == len(out) + len(more) + len(rest) - 1
     assert sched.idle()
 
 
@@ -40,35 +52,36 @@ def test_speech_started_drops_the_old_answer():
     sched = SegmentScheduler(ahead=2)
     feed(sched, 1, ANSWER)
     sched.on_speech_started(2)
-    assert sched.on_played(1, m.FINISHED, 0) == []
-    assert sched.on_text(1, m.DELTA, "late text. More.", {"turn_id": 1}) == []
+    assert sched.on_played(played(1, m.FINISHED, 0)) == []
+    assert sched.on_text(delta(1, "late text. More.")) == []
     out = feed(sched, 2, "Sure, here it is. Next one.")
-    assert out and out[0].metadata["turn_id"] == 2 and out[0].metadata["segment_index"] == 0
+    assert out and out[0].turn_id == 2 and out[0].segment_index == 0
 
 
 def test_cancelled_answer_sends_nothing_more():
     sched = SegmentScheduler(ahead=1)
     feed(sched, 1, ANSWER)
-    assert sched.on_text(1, m.END, "", {"turn_id": 1, "reason": "cancelled"}) == []
+    assert sched.on_text(end(1, m.REASON_CANCELLED)) == []
     assert sched.idle()
 
 
 def test_segmenter_node_end_to_end_with_mocknode():
     from nodes import segmenter
 
-    events = [ev("text", m.text_array(ANSWER[i:i + 5]), turn_id=1, event=m.DELTA, t_speech_end=1.0)
-              for i in range(0, len(ANSWER), 5)]
-    events.append(ev("text", m.text_array(""), turn_id=1, event=m.END, reason="stop"))
+    events = [ev("text", m.LlmText(1, m.DELTA, k, ANSWER[i:i + 5], times={"t_speech_end": 1.0}))
+              for k, i in enumerate(range(0, len(ANSWER), 5))]
+    events.append(ev("text", end(1)))
     for i in range(6):
-        events.append(ev("played", m.int_array(i), turn_id=1, segment_index=i, event=m.FINISHED))
+        events.append(ev("played", played(1, m.FINISHED, i)))
     events.append(closed("text"))
     node = RecordingNode(events)
     segmenter.run(node, load({}))
-    sent = node.of("segment")
-    texts = [m.text_of(v) for v, meta in sent if meta["event"] == m.SEGMENT]
+    sent = node.messages("segment", m.Segment)
+    texts = [seg.text for seg in sent if seg.event == m.SEGMENT]
     assert " ".join(texts).split() == ANSWER.split()
-    assert sent[-1][1]["event"] == m.END
-    assert all(meta["t_speech_end"] == 1.0 for _v, meta in sent)
+    assert sent[-1].event == m.END
+    assert all(seg.times["t_speech_end"] == 1.0 for seg in sent)
+    assert "t_first_segment" in sent[0].times and "t_first_segment" not in sent[1].times
     assert all(t.strip() for t in texts)
 
 
@@ -78,25 +91,25 @@ LONG = ("Paris is the capital of France. It is on the Seine. It has many museums
 
 
 def texts(items):
-    return [(o.event, o.metadata["segment_index"], o.text) for o in items]
+    return [(o.event, o.segment_index, o.text) for o in items]
 
 
 def test_a_restarted_tts_gets_the_unplayed_segments_again_then_the_rest():
     sched = SegmentScheduler(ahead=2)
-    out = feed(sched, 1, LONG) + sched.on_text(1, m.END, "", {"turn_id": 1})
+    out = feed(sched, 1, LONG) + sched.on_text(end(1))
     assert [i for _e, i, _t in texts(out)] == [0, 1]
-    out += sched.on_played(1, m.FINISHED, 0)  # segment 2 released
+    out += sched.on_played(played(1, m.FINISHED, 0))  # segment 2 released
     sched.on_tts_down()  # dora: the tts crashed (segments 1 and 2 were in it)
-    assert sched.on_played(1, m.STARTED, 1) == []
-    assert sched.on_played(1, m.FINISHED, 1) == []  # a slot frees, but nothing goes into the void
+    assert sched.on_played(played(1, m.STARTED, 1)) == []
+    assert sched.on_played(played(1, m.FINISHED, 1)) == []  # a slot frees, but nothing goes into the void
     assert not sched.idle()
     again = sched.on_tts_ready(restarted=True)
     # segment 2 again (1 was played), then the next one the freed slot allows
     assert texts(again) == [(m.SEGMENT, 2, "It has many museums."), (m.SEGMENT, 3, "The Louvre is the largest one.")]
-    assert again[0].metadata["resent"] is True
+    assert again[0].resent is True
     rest = []
     for i in range(2, 6):
-        rest += sched.on_played(1, m.FINISHED, i)
+        rest += sched.on_played(played(1, m.FINISHED, i))
     assert [e for e, _i, _t in texts(rest)] == [m.SEGMENT, m.SEGMENT, m.END]
     assert sched.idle()
 
@@ -104,14 +117,14 @@ def test_a_restarted_tts_gets_the_unplayed_segments_again_then_the_rest():
 def test_a_restarted_tts_gets_the_end_again_if_the_turn_did_not_end():
     sched = SegmentScheduler(ahead=2)
     feed(sched, 1, "Yes, it is. Fine.")
-    out = sched.on_text(1, m.END, "", {"turn_id": 1})
-    out += sched.on_played(1, m.FINISHED, 0)
+    out = sched.on_text(end(1))
+    out += sched.on_played(played(1, m.FINISHED, 0))
     assert out[-1].event == m.END
     sched.on_tts_down()
     again = sched.on_tts_ready(restarted=True)
     assert texts(again) == [(m.SEGMENT, 1, "Fine."), (m.END, 2, "")]
-    sched.on_played(1, m.FINISHED, 1)
-    sched.on_played(1, m.TURN_END, 2)
+    sched.on_played(played(1, m.FINISHED, 1))
+    sched.on_played(played(1, m.TURN_END, 2))
     sched.on_tts_down()
     assert sched.on_tts_ready(restarted=True) == []  # spoken to the end: nothing to resend
 
@@ -123,11 +136,10 @@ def test_a_segment_in_flight_during_two_tts_crashes_is_replaced_by_the_apology()
         sched.on_tts_down()
         again = sched.on_tts_ready(restarted=True)
     assert texts(again) == [(m.SEGMENT, 1, "Sorry, I can't."), (m.END, 2, "")]
-    assert again[0].metadata["last"] is True
-    assert sched.on_text(1, m.DELTA, " More text. And more.", {"turn_id": 1}) == []
-    assert sched.on_played(1, m.FINISHED, 1) == []
+    assert sched.on_text(delta(1, " More text. And more.")) == []
+    assert sched.on_played(played(1, m.FINISHED, 1)) == []
     out = feed(sched, 2, "Sure, here it is. Next one.")
-    assert out[0].metadata["turn_id"] == 2 and out[0].metadata["segment_index"] == 0
+    assert out[0].turn_id == 2 and out[0].segment_index == 0
 
 
 def test_tts_first_start_and_a_new_turn_while_the_tts_is_down():
@@ -138,7 +150,7 @@ def test_tts_first_start_and_a_new_turn_while_the_tts_is_down():
     sched.on_speech_started(2)  # the user went on: turn 1 is dropped
     assert feed(sched, 2, "Sure, here it is. Next one.") == []  # held until the tts is back
     again = sched.on_tts_ready(restarted=True)
-    assert [(o.metadata["turn_id"], o.metadata["segment_index"]) for o in again] == [(2, 0)]
+    assert [(o.turn_id, o.segment_index) for o in again] == [(2, 0)]
     sched.on_tts_gone()  # dora gave up on it: nothing to wait for
     assert sched.tts_up
 
@@ -156,26 +168,26 @@ def test_a_segmenter_restarted_while_the_llm_streams_apologises_after_what_it_se
     sent, sched, out = crash_and_resume(tmp_path, lambda s: feed(s, 3, LONG[:70]))
     assert [i for _e, i, _t in texts(sent)] == [0, 1]
     assert texts(out) == [(m.SEGMENT, 2, "Sorry, I can't."), (m.END, 3, "")]
-    assert out[0].metadata["turn_id"] == 3
+    assert out[0].turn_id == 3
     # the rest of turn 3 from the llm is ignored; turn 4 is answered as usual
-    assert sched.on_text(3, m.DELTA, LONG[70:], {"turn_id": 3}) == []
-    assert sched.on_text(3, m.END, "", {"turn_id": 3}) == []
-    assert sched.on_played(3, m.FINISHED, 2) == []
-    out = feed(sched, 4, "A new answer. Yes.") + sched.on_text(4, m.END, "", {"turn_id": 4})
-    assert [(o.event, o.metadata["turn_id"], o.metadata["segment_index"]) for o in out] == [
+    assert sched.on_text(delta(3, LONG[70:])) == []
+    assert sched.on_text(end(3)) == []
+    assert sched.on_played(played(3, m.FINISHED, 2)) == []
+    out = feed(sched, 4, "A new answer. Yes.") + sched.on_text(end(4))
+    assert [(o.event, o.turn_id, o.segment_index) for o in out] == [
         (m.SEGMENT, 4, 0), (m.SEGMENT, 4, 1), (m.END, 4, 2)]
 
 
 def test_a_segmenter_restarted_after_the_llm_finished_sends_the_rest_of_the_answer(tmp_path):
     def before(s):
-        out = feed(s, 1, LONG) + s.on_text(1, m.END, "", {"turn_id": 1})
-        return out + s.on_played(1, m.FINISHED, 0)  # releases segment 2, then the crash
+        out = feed(s, 1, LONG) + s.on_text(end(1))
+        return out + s.on_played(played(1, m.FINISHED, 0))  # releases segment 2, then the crash
 
     sent, sched, out = crash_and_resume(tmp_path, before)
     assert [i for _e, i, _t in texts(sent)] == [0, 1, 2]
     # segment 2 again (the crash may have come before it was sent), then 3 and 4 (ahead=2)
     assert [(e, i) for e, i, _t in texts(out)] == [(m.SEGMENT, 2), (m.SEGMENT, 3), (m.SEGMENT, 4)]
-    rest = sched.on_played(1, m.FINISHED, 3) + sched.on_played(1, m.FINISHED, 4)
+    rest = sched.on_played(played(1, m.FINISHED, 3)) + sched.on_played(played(1, m.FINISHED, 4))
     spoken = [t for _e, _i, t in texts(sent[:2] + out + rest) if t]
     assert " ".join(spoken).split() == LONG.split()
     assert rest[-1].event == m.END and sched.idle()
@@ -184,15 +196,15 @@ def test_a_segmenter_restarted_after_the_llm_finished_sends_the_rest_of_the_answ
 def test_a_segmenter_restarted_between_turns_does_nothing(tmp_path):
     def before(s):
         feed(s, 1, "Yes, it is. Fine.")
-        s.on_text(1, m.END, "", {"turn_id": 1})
-        s.on_played(1, m.FINISHED, 0)
-        s.on_played(1, m.FINISHED, 1)
-        return s.on_played(1, m.TURN_END, 2)
+        s.on_text(end(1))
+        s.on_played(played(1, m.FINISHED, 0))
+        s.on_played(played(1, m.FINISHED, 1))
+        return s.on_played(played(1, m.TURN_END, 2))
 
     _sent, sched, out = crash_and_resume(tmp_path, before)
     assert out == [] and sched.idle()
     assert sched.resume(None) == []
-    assert feed(sched, 2, "Sure, here it is. Next one.")[0].metadata["turn_id"] == 2
+    assert feed(sched, 2, "Sure, here it is. Next one.")[0].turn_id == 2
 
 
 def test_an_interrupted_answer_is_not_resumed(tmp_path):
@@ -224,18 +236,18 @@ def test_inputs_yields_node_restarted_and_failed():
 def test_segmenter_node_resends_to_a_restarted_tts():
     from nodes import segmenter
 
-    events = [ev("text", m.text_array(LONG), turn_id=1, event=m.DELTA),
-              ev("text", m.text_array(""), turn_id=1, event=m.END, reason="stop"),
-              {"type": "NODE_RESTARTED", "id": "tts"},
-              ev("played", m.int_array(0), turn_id=1, segment_index=0, event=m.FINISHED),
-              ev("tts_ready", m.text_array("tts"), restart=True)]
-    events += [ev("played", m.int_array(i), turn_id=1, segment_index=i, event=m.FINISHED) for i in range(1, 6)]
+    events = [ev("text", delta(1, LONG)), ev("text", end(1)),
+              control("NODE_RESTARTED", "tts"),
+              ev("played", played(1, m.FINISHED, 0)),
+              ev("tts_ready", m.TtsReady(restart=True))]
+    events += [ev("played", played(1, m.FINISHED, i)) for i in range(1, 6)]
     events.append(closed("text"))
     node = RecordingNode(events)
     segmenter.run(node, load({}))
-    sent = [(meta["event"], meta["segment_index"]) for _v, meta in node.of("segment")]
-    assert sent == [("segment", 0), ("segment", 1), ("segment", 1), ("segment", 2), ("segment", 3),
-                    ("segment", 4), ("segment", 5), ("end", 6)]
+    sent = [(seg.event, seg.segment_index, seg.resent) for seg in node.messages("segment", m.Segment)]
+    assert sent == [("segment", 0, False), ("segment", 1, False), ("segment", 1, True),
+                    ("segment", 2, False), ("segment", 3, False), ("segment", 4, False),
+                    ("segment", 5, False), ("end", 6, False)]
 
 
 def test_restarted_segmenter_node_apologises_for_the_open_turn(tmp_path, monkeypatch):
@@ -245,12 +257,12 @@ def test_restarted_segmenter_node_apologises_for_the_open_turn(tmp_path, monkeyp
     journal = TurnJournal.for_dataflow("df-seg-test", "segmenter")
     assert journal is not None
     journal.write(5, is_open=True, next_index=3, ended=False, pending=[], recent=[])
-    node = RecordingNode([ev("text", m.text_array(" and the rest."), turn_id=5, event=m.DELTA),
-                          ev("text", m.text_array("Next answer, here it is."), turn_id=6, event=m.DELTA),
-                          ev("text", m.text_array(""), turn_id=6, event=m.END, reason="stop"),
+    node = RecordingNode([ev("text", delta(5, " and the rest.")),
+                          ev("text", delta(6, "Next answer, here it is.")),
+                          ev("text", end(6)),
                           closed("text")], is_restart=True, dataflow_id="df-seg-test")
     segmenter.run(node, load({}))
-    sent = [(meta["turn_id"], meta["event"], meta["segment_index"], m.text_of(v)) for v, meta in node.of("segment")]
+    sent = [(seg.turn_id, seg.event, seg.segment_index, seg.text) for seg in node.messages("segment", m.Segment)]
     apology = load({}).llm_apology
     assert sent == [(5, "segment", 3, apology), (5, "end", 4, ""),
                     (6, "segment", 0, "Next answer, here it is."), (6, "end", 1, "")]
@@ -270,7 +282,7 @@ def test_tts_node_says_ready_and_whether_it_was_restarted():
     for restarted in (False, True):
         node = RecordingNode([closed("segment")], is_restart=restarted)
         tts_node.run(node, load({}), FakeSynth())
-        assert [meta["restart"] for _v, meta in node.of("ready")] == [restarted]
+        assert [r.restart for r in node.messages("ready", m.TtsReady)] == [restarted]
 
 
 def test_speaker_node_plays_a_resent_segment_once(tmp_path):
@@ -295,3 +307,18 @@ def test_speaker_node_plays_a_resent_segment_once(tmp_path):
     assert finished == ["A.", "B.", "C."]
     assert [meta["event"] for _v, meta in node.of("played")].count(m.TURN_END) == 1
     assert sink.seconds_written == pytest.approx(3 * 0.1)
+
+
+def test_segmenter_stage_holds_releases_only_while_the_tts_node_restarts():
+    from pipeline.runtime import RESTARTED, Control
+    from pipeline.stages.segmenter import SegmenterStage
+
+    stage = SegmenterStage(SegmentScheduler(ahead=2))
+    stage.handle(Control(RESTARTED, "asr"))  # another node's crash changes nothing here
+    assert [seg.segment_index for seg in stage.handle(delta(1, "Yes, it is. Fine. "))] == [0]
+    stage.handle(Control(RESTARTED, "tts"))
+    assert list(stage.handle(end(1))) == []  # held: the tts would lose it
+    assert not stage.idle()
+    back = stage.handle(m.TtsReady(restart=True))
+    assert [(seg.event, seg.segment_index, seg.resent) for seg in back] == [
+        (m.SEGMENT, 0, True), (m.SEGMENT, 1, False), (m.END, 2, False)]

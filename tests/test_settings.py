@@ -16,6 +16,17 @@ def test_defaults_are_valid():
     assert s.uses_embedded_llm
 
 
+def test_llm_tools_are_on_for_an_external_server_only_unless_set():
+    from pipeline.llm import LlmConfig
+
+    external = {"OPENAI_BASE_URL": "http://localhost:11434/v1"}
+    assert not settings.load({}).uses_llm_tools
+    assert settings.load(external).uses_llm_tools
+    assert not settings.load({**external, "LLM_TOOLS": "off"}).uses_llm_tools
+    assert settings.load({"LLM_TOOLS": "on"}).uses_llm_tools
+    assert LlmConfig.from_settings(settings.load(external)).tools
+
+
 @pytest.mark.parametrize(
     ("name", "value", "words"),
     [

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from pipeline import messages as m
-from pipeline.asr import EchoGuard
 from pipeline.audio_io import DeviceError, Speaker, SpeakerFile
+from pipeline.echo.guard import EchoGuard
 from pipeline.metrics import TurnMetrics
 from pipeline.playback import PlaybackBuffer
 from pipeline.settings import load
@@ -84,6 +84,16 @@ def test_speaker_holds_a_speculative_answer_until_the_turn_is_confirmed(tmp_path
     node = run_speaker(tmp_path, [audio(1000, 0, "Old."), speech(2000), audio(2000, 0, "New."),
                                   final(2000, "the whole question")])
     assert [p.text for p in played(node) if p.event == m.STARTED] == ["New."]
+
+
+def test_a_turn_the_assistant_started_plays_at_once_without_a_transcript(tmp_path):
+    """A timer's announcement has no transcript to confirm it: it must not be held."""
+    ring = m.assistant_turn(1000)
+    node = run_speaker(tmp_path, [final(1000), audio(1000, 0, "Set."), audio(1000, 1, event=m.END),
+                                  audio(ring, 0, "Your timer is done."), audio(ring, 1, event=m.END)])
+    assert [(p.turn_id, p.text) for p in played(node) if p.event == m.STARTED and p.text] == [
+        (1000, "Set."), (ring, "Your timer is done.")]
+    assert (ring, m.TURN_END) in [(p.turn_id, p.event) for p in played(node)]
 
 
 def test_a_segment_piper_makes_no_sound_of_is_still_played_so_backpressure_moves_on(tmp_path):
@@ -238,7 +248,8 @@ def stage_with(sink: Speaker, **config: Any) -> tuple[SpeakerStage, list[m.Messa
         with lock:
             sent.append(msg)
 
-    stage = SpeakerStage(sink, SpeakerConfig(**config), emit, TurnMetrics()).start()
+    stage = SpeakerStage(sink, SpeakerConfig(**config), emit, TurnMetrics())
+    stage.start()
     return stage, sent
 
 

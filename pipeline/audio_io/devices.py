@@ -234,3 +234,45 @@ class StreamWatch:
                 f"set {self.side.file_var} {self.side.file_hint}."
             )
 
+
+
+def close_quietly(stream: Any, watch: StreamWatch) -> None:
+    """Close a sounddevice stream we are done with; `watch` then does not report its end
+    as a device failure. None (never opened, or closed already) is fine."""
+    if stream is not None:
+        watch.closing = True
+        stream.close(ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Found:
+    """A device picked for a stream: sounddevice itself, its index, name and the rate to use."""
+
+    sd: Any
+    index: int
+    name: str
+    rate: int
+
+
+def locate(device: str, kind: str, sample_rate: int, forced_rate: int | None) -> Found:
+    """The `kind` ("input" / "output") device named by `device` and the rate to open it at
+    (`sample_rate` if it takes it, else its own); DeviceError names the setting."""
+    sd = import_sounddevice(kind)
+    index = find_device(device, kind)
+    return Found(sd, index, device_name_of(index, kind), pick_rate(sd, index, kind, sample_rate, forced_rate))
+
+
+class DeviceStream:
+    """What a live device stream (microphone or speaker) does when it failed: `reopen`
+    closes it and opens it again, looking the device up anew (a re-plugged device may
+    have a new index)."""
+
+    def start(self) -> Any:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def reopen(self) -> Any:
+        self.close()
+        return self.start()

@@ -14,23 +14,21 @@ import threading
 import time
 from collections import deque
 from os import PathLike
-from types import TracebackType
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
-from pipeline.audio import AudioFormatError, Framer, StreamResampler, read_wav
+from pipeline.audio import AudioFormatError, Closes, Framer, StreamResampler, read_wav
 from pipeline.audio_io.clock import CaptureClock, adc_wall_time
 from pipeline.audio_io.devices import (
     SIDES,
     DeviceError,
+    DeviceStream,
     StreamStats,
     StreamWatch,
-    device_name_of,
-    find_device,
-    import_sounddevice,
+    close_quietly,
+    locate,
     open_error,
-    pick_rate,
 )
 
 MIC_RATE = 16000  # what the VAD and Whisper want
@@ -66,7 +64,7 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-class MicStream:
+class MicStream(DeviceStream, Closes):
     """A live microphone: mono float32 blocks of `block_ms` at `sample_rate` (16 kHz).
 
     If the device refuses 16 kHz it is opened at its own rate and :meth:`read` resamples
@@ -120,10 +118,9 @@ class MicStream:
         """Open and start the device; a DeviceError names MIC_DEVICE / MIC_FILE on failure."""
         if self._stream is not None:
             return self
-        sd = import_sounddevice("input")
-        index = find_device(self.device, "input")
-        self.device_name = device_name_of(index, "input")
-        rate = pick_rate(sd, index, "input", self.sample_rate, self.forced_rate)
+        found = locate(self.device, "input", self.sample_rate, self.forced_rate)
+        sd, index, rate = found.sd, found.index, found.rate
+        self.device_name = found.name
         self.device_rate = rate
         self._block_s = round(rate * self.block_ms / 1000.0) / rate
         self._resampler = None
@@ -215,17 +212,10 @@ class MicStream:
             self._ready.append(AudioBlock(frame.copy(), self._framer_t))
             self._framer_t += step
 
-    def reopen(self) -> MicStream:
-        """Close and open again (the device may have a new index after being re-plugged)."""
-        self.close()
-        return self.start()
-
     def close(self) -> None:
         """Stop at once (pending blocks are discarded); closing twice is harmless."""
         stream, self._stream = self._stream, None
-        if stream is not None:
-            self._watch.closing = True
-            stream.close(ignore_errors=True)
+        close_quietly(stream, self._watch)
         while True:
             try:
                 self._queue.get_nowait()
@@ -242,16 +232,9 @@ class MicStream:
     def __enter__(self) -> MicStream:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
-class MicFile:
+class MicFile(Closes):
     """A WAV file posing as a microphone (MIC_FILE): same blocks, same `read` interface.
 
     The file is read and resampled to `sample_rate` up front (errors surface at once),
@@ -345,11 +328,4 @@ class MicFile:
     def __enter__(self) -> MicFile:
         return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 

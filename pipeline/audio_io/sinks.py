@@ -17,26 +17,24 @@ import threading
 import time
 from dataclasses import dataclass
 from os import PathLike
-from types import TracebackType
 from typing import Any, Protocol
 
 import numpy as np
 
-from pipeline.audio import StreamResampler, WavWriter, resample
+from pipeline.audio import Closes, StreamResampler, WavWriter, resample
 from pipeline.audio_io.clock import PlayClock
 from pipeline.audio_io.devices import (
     SIDES,
     DeviceError,
+    DeviceStream,
     StreamStats,
     StreamWatch,
-    device_name_of,
-    find_device,
-    import_sounddevice,
+    close_quietly,
+    locate,
     open_error,
-    pick_rate,
 )
 from pipeline.messages import CUT, NO_TURN
-from pipeline.playback import CutSegment, PlaybackBuffer, PlaybackEvent, dac_wall_time, drain
+from pipeline.playback import CutSegment, EventLog, PlaybackBuffer, PlaybackEvent, dac_wall_time
 
 PIPER_RATE = 22050  # the bundled voice
 
@@ -116,7 +114,7 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
-class Speaker:
+class Speaker(Closes, EventLog):
     """What a device speaker and a file speaker share: the :class:`PlaybackBuffer` (made at
     the output rate once it is known), resampling to that rate, events and barge-in.
 
@@ -187,15 +185,6 @@ class Speaker:
         return []
 
     @property
-    def events(self) -> queue.SimpleQueue[PlaybackEvent]:
-        """Playback events in order (see :class:`Sink`); they survive a reopen."""
-        return self._events
-
-    def drain_events(self) -> list[PlaybackEvent]:
-        """Every event recorded so far (non-blocking)."""
-        return drain(self._events)
-
-    @property
     def is_playing(self) -> bool:
         return self.buffer is not None and self.buffer.is_playing
 
@@ -238,16 +227,9 @@ class Speaker:
     def __enter__(self) -> Speaker:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
-class SpeakerStream(Speaker):
+class SpeakerStream(DeviceStream, Speaker):
     """A live speaker: a callback-driven OutputStream fed from a :class:`PlaybackBuffer`.
 
     Opened at `sample_rate` (the TTS rate, 22050 Hz for Piper) when the device takes it,
@@ -301,10 +283,9 @@ class SpeakerStream(Speaker):
         """
         if self._stream is not None:
             return self
-        sd = import_sounddevice("output")
-        index = find_device(self.device, "output")
-        self.device_name = device_name_of(index, "output")
-        rate = pick_rate(sd, index, "output", self.sample_rate, self.forced_rate)
+        found = locate(self.device, "output", self.sample_rate, self.forced_rate)
+        sd, index, rate = found.sd, found.index, found.rate
+        self.device_name = found.name
         # a reopen at the same rate keeps the queued audio; events always survive
         buffer = self._use_rate(rate)
         self.device_rate = rate
@@ -362,17 +343,10 @@ class SpeakerStream(Speaker):
             raise DeviceError("SpeakerStream used before start() (or after close())")
         self._watch.check(self._stream, self.device)
 
-    def reopen(self) -> SpeakerStream:
-        """Close and open again; queued audio survives when the rate does not change."""
-        self.close()
-        return self.start()
-
     def close(self) -> None:
         """Stop at once (what is queued is not played); closing twice is harmless."""
         stream, self._stream = self._stream, None
-        if stream is not None:
-            self._watch.closing = True
-            stream.close(ignore_errors=True)
+        close_quietly(stream, self._watch)
 
     def __enter__(self) -> SpeakerStream:
         return self.start()

@@ -65,6 +65,25 @@ class Skills:
         if text.strip():
             self._last_answer = text
 
+    def claims(self, text: str, now: datetime | None = None) -> bool:
+        """Whether ``text`` would be a skill, without acting on it (no timer is set, no
+        question consumed): a tentative transcript that is one is not sent to the LLM."""
+        said = normalize(text)
+        if not said:
+            return False
+        if control(said) is not None or parse_request(said) is not None:
+            return True
+        if self._asked is not None and self._answers_question(said, self._asked):
+            return True
+        return clock.answer(said, now or self.clock()) is not None or arithmetic.answer(said) is not None
+
+    @staticmethod
+    def _answers_question(said: str, asked: tuple[str, str | None]) -> bool:
+        if asked[0] == "length":
+            words = said.split()
+            return parse_duration(words[1:] if words[:1] == ["for"] else words) is not None
+        return parse_choice(said) is not None
+
     def handle(self, text: str, now: datetime | None = None) -> SkillReply | None:
         """The reply for ``text`` (Whisper's transcript), or None when it is not a skill."""
         said = normalize(text)

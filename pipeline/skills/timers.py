@@ -79,6 +79,10 @@ class TimerBook:
         self._closed = False
 
     # -- for the timer thread -------------------------------------------------------
+    def now(self) -> float:
+        """The book's clock (deadlines are on it)."""
+        return self._clock()
+
     @property
     def version(self) -> int:
         with self._changed:

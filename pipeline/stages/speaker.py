@@ -31,8 +31,9 @@ from pipeline.audio_io import DeviceError, Sink
 from pipeline.echo import reference_lead_in_s
 from pipeline.metrics import TurnMetrics
 from pipeline.playback import PlaybackEvent
-from pipeline.runtime import Event
+from pipeline.runtime import Event, Tick
 from pipeline.settings import Settings
+from pipeline.stages.server_watch import EARCON_SEGMENT, Alarm, Notice, ServerWatch, earcon
 from pipeline.turns import CommitGate, SeenSegments, TurnGate
 
 log = logging.getLogger("speaker")
@@ -41,6 +42,9 @@ WIRING: dict[str, type[m.Message] | None] = {
     "audio": m.TtsAudio,
     "speech_started": m.SpeechStarted,
     "transcript": m.Transcript,
+    "utterance": m.Utterance,  # a final one: an answer is due (the server watch)
+    "alive": m.ServerAlive,  # the server side's beat
+    "tick": None,  # the server watch looks at the time
 }
 
 _STOP = PlaybackEvent("stop", m.NO_TURN, -1, 0.0)  # ends the report thread
@@ -52,11 +56,12 @@ class SpeakerConfig:
     barge_in: bool = True  # the user's speech cuts the answer
     mic_block_s: float = 0.02  # the microphone's block (the reference must arrive before it)
     metrics_file: str = ""  # METRICS_FILE: one JSON line per turn
+    server_reply_timeout_s: float = 20.0  # SERVER_REPLY_TIMEOUT_S (pipeline/stages/server_watch.py)
 
     @classmethod
     def from_settings(cls, s: Settings) -> SpeakerConfig:
         return cls(aec=s.aec, barge_in=s.barge_in, mic_block_s=s.mic_block_ms / 1000.0,
-                   metrics_file=s.metrics_file)
+                   metrics_file=s.metrics_file, server_reply_timeout_s=s.server_reply_timeout_s)
 
 
 class Reporter:
@@ -130,8 +135,9 @@ class SpeakerStage:
     """
 
     def __init__(self, sink: Sink, config: SpeakerConfig, emit: Callable[[m.Message], None],
-                 metrics: TurnMetrics | None = None) -> None:
+                 metrics: TurnMetrics | None = None, watch: ServerWatch | None = None) -> None:
         self.sink = sink
+        self.watch = watch or ServerWatch(config.server_reply_timeout_s)
         self.config = config
         self._emit = emit
         self.reporter = Reporter(metrics or TurnMetrics(config.metrics_file), lambda: {
@@ -141,19 +147,29 @@ class SpeakerStage:
         self.seen = SeenSegments()  # after a tts crash the segmenter sends segments again
         self._thread = threading.Thread(target=self._report_loop, name="played", daemon=True)
 
-    def start(self) -> SpeakerStage:
-        self._thread.start()
-        return self
+    def start(self) -> None:
+        """Start reporting what the sink plays (drive calls it before the first event)."""
+        if not self._thread.is_alive():
+            self._thread.start()
 
     # ------------------------------------------------------------------ event loop
 
     def handle(self, event: Event) -> list[m.Message]:
         if isinstance(event, m.TtsAudio):
+            self._news(self.watch.answered(event.turn_id))
             return self._audio(event)
         if isinstance(event, m.Transcript):
+            self._news(self.watch.heard())
             return self._transcript(event)
         if isinstance(event, m.SpeechStarted):
+            self.watch.talking(event.turn_id)
             self._speech_started(event.turn_id)
+        elif isinstance(event, m.Utterance) and event.final:
+            self.watch.asked(event.turn_id)
+        elif isinstance(event, m.ServerAlive):
+            self._news(self.watch.heard())
+        elif isinstance(event, Tick):
+            return self._check_server()
         return []
 
     def idle(self) -> bool:
@@ -166,6 +182,43 @@ class SpeakerStage:
             self.sink.events.put(_STOP)
             self._thread.join(timeout_s)
         self.sink.close()
+
+    # ------------------------------------------------------------------ the server watch
+
+    def _news(self, notice: Notice | None) -> None:
+        if notice is Notice.BACK:
+            log.warning("the server answers again")
+        elif notice is Notice.UP:
+            log.info("the server is up")
+
+    def _check_server(self) -> list[m.Message]:
+        found = self.watch.check(self.sink.is_playing)
+        if found is Notice.AWAITED:
+            log.warning("waiting for the server side: nothing from it yet (still loading its "
+                        "models, or, split over two machines, is the server daemon running?)")
+            return []
+        if not isinstance(found, Alarm):
+            return []
+        if found.new_outage:
+            log.error("no answer from the server for %.0f s: is the server daemon running?",
+                      found.silent_s)
+        return self._play_earcon(found.turn_id)
+
+    def _play_earcon(self, turn_id: int) -> list[m.Message]:
+        """The earcon through the sink, under the unanswered turn (its events are not
+        reported as `played`: nobody upstream should take a tone for an answer)."""
+        rate = self.sink.output_rate
+        tone = earcon(rate)
+        aec = self.config.aec and self.sink.echoes
+        try:
+            accepted = self.sink.add(turn_id, EARCON_SEGMENT, tone, rate, last=True)
+        except DeviceError as exc:
+            log.error("cannot play the no-answer tone: %s", exc)
+            return []
+        if not (aec and accepted):
+            return []
+        return [m.Reference(event=m.PLAY, t_start=self.sink.reference_start(),
+                            samples=resample(tone, rate, m.ASR_RATE), turn_id=turn_id)]
 
     def _transcript(self, msg: m.Transcript) -> list[m.Message]:
         if self.gate.is_stale(msg.turn_id):
@@ -260,6 +313,8 @@ class SpeakerStage:
                 log.exception("cannot report playback event %s", ev)
 
     def _report(self, ev: PlaybackEvent) -> list[m.Message]:
+        if ev.segment_index == EARCON_SEGMENT:
+            return []  # the server watch's tone: not part of any answer
         if ev.kind == m.DELAY:
             # queued audio plays later than its reference said: the reference moves too
             if not self.sink.echoes:
@@ -281,7 +336,7 @@ class SpeakerStage:
         now = time.time()
         rate = max(1, self.sink.output_rate)
         for seg in ev.cut:
-            if seg.started:
+            if seg.started and seg.segment_index != EARCON_SEGMENT:
                 out.append(self.reporter.played(m.INTERRUPTED, seg.turn_id, seg.segment_index, now,
                                                 seg.text, round(seg.played_samples / rate, 3)))
         self.reporter.end_before(ev.turn_id)

@@ -118,7 +118,7 @@ class Settings:
     mic_device: str = setting("", "Input device: index or part of its name (`python -m sounddevice` lists them); empty = system default.")
     mic_file: str = setting("", "WAV file to use instead of a microphone (file mode); the mic node ends after it.")
     mic_file_realtime: bool = setting(True, "Pace the WAV file at real time like a microphone; false feeds it as fast as possible.")
-    mic_file_tail_s: float = setting(1.5, "Seconds of silence appended after MIC_FILE so the last question is endpointed.", minimum=0, maximum=60)
+    mic_file_tail_s: float = setting(2.5, "Seconds of silence appended after MIC_FILE so the last question is endpointed (longer than TURN_MAX_PAUSE_MS, the longest pause inside a turn).", minimum=0, maximum=60)
     mic_block_ms: int = setting(20, "Microphone chunk length in milliseconds.", minimum=5, maximum=100)
     # audio out
     speaker_device: str = setting("", "Output device: index or part of its name; empty = system default.")

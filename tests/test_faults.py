@@ -228,10 +228,16 @@ def report(name: str, rec: dict[str, Any]) -> tuple[float, float]:
     return v2v, decided
 
 
+def by_user_turn(records: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Turn records by the number of the user's turn (1, 2, ...; ids are m.user_turn(n))."""
+    assert all(m.is_user_turn(int(t["turn_id"])) for t in records), [t["turn_id"] for t in records]
+    return {int(t["turn_id"]) // m.TURN_STRIDE: t for t in records}
+
+
 def check_apology_then_answer(name: str, result: Any, answer: str = ANSWER) -> dict[str, Any]:
     """The first turn is an apology (within the bound), the second the real answer."""
     assert result.returncode == 0, result.log[-4000:]
-    turns = {t["turn_id"]: t for t in result.turns}
+    turns = by_user_turn(result.turns)
     assert sorted(turns) == [1, 2], result.log[-4000:]
     first, second = turns[1], turns[2]
     assert APOLOGY in first["answer"], first
@@ -345,7 +351,7 @@ def test_llm_node_killed_mid_answer_is_restarted_and_resynchronises(tmp_path, ma
             code = flow.wait(timeout=120)
     result = _as_file_run(flow, code)
     assert killed not in flow.pids("llm")
-    turns = {t["turn_id"]: t for t in result.turns}
+    turns = by_user_turn(result.turns)
     assert sorted(turns) == [1, 2], result.log[-4000:]
     assert turns[1]["answer"].startswith("Paris") and APOLOGY in turns[1]["answer"], turns[1]
     assert turns[2]["answer"].split() == ANSWER.split(), turns[2]
@@ -373,7 +379,7 @@ def test_every_restartable_node_heals_after_a_crash(tmp_path, make_speech):
                 flow.wait_until(lambda v=victim: flow.pids(v), 30, f"{victim} to be back")
             code = flow.wait(timeout=120)
     result = _as_file_run(flow, code)
-    turns = {t["turn_id"]: t for t in result.turns}
+    turns = by_user_turn(result.turns)
     assert sorted(turns) == list(range(1, len(victims) + 2)), result.log[-4000:]
     for rec in turns.values():
         assert rec["answer"].split() == ANSWER.split(), rec
@@ -450,7 +456,7 @@ def test_embedded_server_killed_then_restarted(tmp_path, make_speech):
         code = flow.wait(timeout=120)
     result = _as_file_run(flow, code)
     assert server_pid not in flow.pids("llama-server")
-    turns = {t["turn_id"]: t for t in result.turns}
+    turns = by_user_turn(result.turns)
     assert sorted(turns) == [1, 2, 3, 4, 5], result.log[-4000:]
     assert APOLOGY in turns[2]["answer"], turns[2]
     report("embedded server killed", turns[2])
@@ -511,7 +517,7 @@ def test_tts_killed_mid_answer_the_rest_of_the_answer_is_spoken(tmp_path, make_s
     result = _as_file_run(flow, code)
     total = float(result.turns[0]["durations"].get("answer_total", 0)) if result.turns else 0.0
     print(f"\n[tts killed] after {spoken:.1f} s of the answer; its process restarted after {back:.1f} s; answer took {total:.1f} s")
-    turns = {t["turn_id"]: t for t in result.turns}
+    turns = by_user_turn(result.turns)
     assert sorted(turns) == [1, 2], result.log[-4000:]
     assert turns[1]["answer"].split() == LONG_ANSWER.split(), turns[1]  # all of it, each segment once
     assert not turns[1]["interrupted"]
@@ -540,7 +546,7 @@ def test_segmenter_killed_mid_answer_apologises_and_the_next_turn_works(tmp_path
             code = flow.wait(timeout=120)
     result = _as_file_run(flow, code)
     print(f"\n[segmenter killed] after {spoken:.1f} s of the answer; its process restarted after {back:.1f} s")
-    turns = {t["turn_id"]: t for t in result.turns}
+    turns = by_user_turn(result.turns)
     assert sorted(turns) == [1, 2], result.log[-4000:]
     first = turns[1]["answer"]
     assert first.startswith("Paris is the capital of France.") and first.endswith(APOLOGY), turns[1]

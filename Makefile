@@ -11,7 +11,7 @@ export RUST_BACKTRACE := 0
 APT_PKGS := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox chromium
 PYTEST_ARGS ?=
 
-.PHONY: setup apt run run-distributed demo test lint bench bench-sound bench-distributed bench-streaming clean sound
+.PHONY: setup apt run run-distributed demo test lint bench bench-sound bench-distributed bench-view bench-streaming clean sound
 
 setup: apt $(VENV)/.installed
 
@@ -60,6 +60,9 @@ bench-sound: setup sound
 
 bench-distributed: setup sound
 	PYTHONPATH=$${PYTHONPATH:-$(CURDIR)} $(PY) -m tests.bench --sound --turns 4 --distributed 2 --env VIEW_PORT=0
+
+bench-view: setup sound
+	$(PY) -m tests.bench --sound --turns 4 --view-ab 2
 
 bench-streaming: setup
 	$(PY) -m tests.bench_streaming

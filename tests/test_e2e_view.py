@@ -138,4 +138,5 @@ def test_the_page_follows_a_spoken_conversation(sound_card, tmp_path, make_speec
     assert failed["status"] == "error (http)", failed
     assert f"LLM failed (http) in turn {failed['turn']}" in failed["fault"], failed
     assert "sorry" in failed["answer"].lower(), failed
-    assert in_order(failed["states"], ["hearing", "thinking", "error", "speaking", "listening"]), failed["states"]
+    # (no "thinking" needed: a speculative request may fail before the endpoint is final)
+    assert in_order(failed["states"], ["hearing", "error", "speaking", "listening"]), failed["states"]

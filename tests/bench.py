@@ -198,7 +198,8 @@ def main() -> None:
                          "interleaved; prints both voice-to-voice medians")
     ap.add_argument("--view-ab", type=int, default=0, metavar="ROUNDS",
                     help="with --sound: ROUNDS x (VIEW=false, VIEW=true with the page open in "
-                         "headless chromium), interleaved; prints both voice-to-voice medians")
+                         "headless chromium, VIEW=true with no page), interleaved; prints the "
+                         "voice-to-voice medians")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     wav, spans = questions_wav(work, args.turns)
@@ -251,7 +252,8 @@ class Variant:
 
 DEPLOYMENTS = [Variant("make run", {}), Variant("make run-distributed", {}, distributed=True)]
 VIEW_AB = [Variant("VIEW=false", {"VIEW": "false"}),
-           Variant("VIEW=true, page open", {"VIEW": "true", "VIEW_PORT": "0"}, watch=True)]
+           Variant("VIEW=true, page open", {"VIEW": "true", "VIEW_PORT": "0"}, watch=True),
+           Variant("VIEW=true, no page", {"VIEW": "true", "VIEW_PORT": "0"})]
 
 
 def side_by_side(wav: Path, spans: list[tuple[float, float]], work: Path, env: dict[str, str],

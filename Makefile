@@ -12,7 +12,7 @@ export RUST_BACKTRACE := 0
 APT_PKGS := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins espeak-ng sox chromium
 PYTEST_ARGS ?=
 
-.PHONY: setup apt run run-distributed demo test lint bench bench-sound bench-distributed bench-streaming eval eval-voice clean sound
+.PHONY: setup apt run run-distributed demo test lint bench bench-sound bench-distributed bench-view bench-streaming eval eval-voice clean sound
 
 setup: apt $(VENV)/.installed $(VENV)/.smart-turn
 
@@ -74,6 +74,9 @@ eval: setup
 
 eval-voice: setup
 	$(PY) -m tests.eval_answers --voice --limit 20 $(EVAL_ARGS)
+
+bench-view: setup sound
+	$(PY) -m tests.bench --sound --turns 4 --view-ab 2
 
 bench-streaming: setup
 	$(PY) -m tests.bench_streaming

@@ -14,6 +14,7 @@ Not a test: numbers depend on the machine (printed with the results).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import statistics
@@ -21,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -124,6 +126,20 @@ def questions_wav(folder: Path, n: int) -> tuple[Path, list[tuple[float, float]]
     return path, spans
 
 
+@contextlib.contextmanager
+def watching(url: str):
+    """The page at `url` open in headless chromium, connected and receiving its updates."""
+    from tests.browser import Chromium
+
+    browser = Chromium()
+    try:
+        browser.open(url)
+        browser.wait_for("document.getElementById('link').textContent === 'live'")
+        yield browser
+    finally:
+        browser.close()
+
+
 def pct(values: list[float], q: float) -> float:
     vals = sorted(values)
     return vals[min(len(vals) - 1, int(round(q * (len(vals) - 1))))]
@@ -140,14 +156,18 @@ def run_file(wav: Path, work: Path, env: dict[str, str]) -> tuple[list[dict], Rs
 
 
 def run_sound(wav: Path, spans: list[tuple[float, float]], work: Path, env: dict[str, str],
-              distributed: bool = False):
+              distributed: bool = False, watch: bool = False):
+    """`watch`: the live view's page is open in headless chromium for the whole run."""
     from tests.live import DistributedAssistant, LiveAssistant, Recorder
 
     subprocess.run(["bash", str(Path(__file__).parent.parent / ".ci" / "pulse-setup.sh")], check=True)
     measured: list[float] = []
     kind = DistributedAssistant if distributed else LiveAssistant
-    with RssSampler(marker=str(work / "metrics.jsonl")) as rss, kind(work, env) as assistant:
+    with RssSampler(marker=str(work / "metrics.jsonl")) as rss, kind(work, env) as assistant, \
+            contextlib.ExitStack() as page:
         assistant.wait_ready()
+        if watch:
+            page.enter_context(watching(assistant.view_url()))
         rec = Recorder()
         time.sleep(0.5)
         t_play = time.time()
@@ -177,13 +197,20 @@ def main() -> None:
     ap.add_argument("--distributed", type=int, default=0, metavar="ROUNDS",
                     help="with --sound: ROUNDS x (`make run`, then `make run-distributed`), "
                          "interleaved; prints both voice-to-voice medians")
+    ap.add_argument("--view-ab", type=int, default=0, metavar="ROUNDS",
+                    help="with --sound: ROUNDS x (VIEW=false, VIEW=true with the page open in "
+                         "headless chromium, VIEW=true with no page), interleaved; prints the "
+                         "voice-to-voice medians")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     wav, spans = questions_wav(work, args.turns)
     env = {"MIC_FILE_TAIL_S": f"{GAP_S:g}"}  # "7.0" is refused by `dora start --env`
     env.update(dict(item.split("=", 1) for item in args.env))
     if args.distributed:
-        side_by_side(wav, spans, work, env, args.distributed)
+        side_by_side(wav, spans, work, env, args.distributed, DEPLOYMENTS)
+        return
+    if args.view_ab:
+        side_by_side(wav, spans, work, env, args.view_ab, VIEW_AB)
         return
     measured: list[float] = []
     if args.sound:
@@ -220,30 +247,47 @@ def main() -> None:
           f"**{rss.peak_pss_total / 1024:.0f} MB** |")
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One side of a side-by-side run."""
+
+    name: str
+    env: dict[str, str]
+    distributed: bool = False
+    watch: bool = False  # the live view's page open in headless chromium
+
+
+DEPLOYMENTS = [Variant("make run", {}), Variant("make run-distributed", {}, distributed=True)]
+VIEW_AB = [Variant("VIEW=false", {"VIEW": "false"}),
+           Variant("VIEW=true, page open", {"VIEW": "true", "VIEW_PORT": "0"}, watch=True),
+           Variant("VIEW=true, no page", {"VIEW": "true", "VIEW_PORT": "0"})]
+
+
 def side_by_side(wav: Path, spans: list[tuple[float, float]], work: Path, env: dict[str, str],
-                 rounds: int) -> None:
-    """End of speech -> first sound on the virtual card, one machine vs board + server daemons,
-    run after run in turn (so a busy moment of the machine weighs on both)."""
-    found: dict[str, list[float]] = {"make run": [], "make run-distributed": []}
+                 rounds: int, variants: list[Variant]) -> None:
+    """End of speech -> first sound on the virtual card for each variant, run after run in
+    turn (so a busy moment of the machine weighs on all; the order flips every round)."""
+    found: dict[str, list[float]] = {v.name: [] for v in variants}
     for r in range(rounds):
-        for name, distributed in (("make run", False), ("make run-distributed", True)):
-            run_dir = work / f"{r}-{'dist' if distributed else 'one'}"
+        for i, v in enumerate(variants if r % 2 == 0 else variants[::-1]):
+            run_dir = work / f"{r}-{variants.index(v)}"
             run_dir.mkdir()
-            turns, _rss, measured = run_sound(wav, spans, run_dir, env, distributed=distributed)
-            found[name] += measured
-            print(f"round {r + 1} {name}: {len(turns)} turns, voice-to-voice "
+            turns, _rss, measured = run_sound(wav, spans, run_dir, {**env, **v.env},
+                                              distributed=v.distributed, watch=v.watch)
+            found[v.name] += measured
+            print(f"round {r + 1}.{i + 1} {v.name}: {len(turns)} turns, voice-to-voice "
                   + ", ".join(f"{x * 1000:.0f}" for x in measured) + " ms", flush=True)
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores; {rounds} rounds of "
           f"{len(spans)} questions each; end of speech -> first sound on the recording")
-    print("\n| deployment | median | p95 | turns |\n|---|---|---|---|")
+    print("\n| variant | median | p95 | turns |\n|---|---|---|---|")
     for name, vals in found.items():
         if vals:
             print(f"| {name} | {statistics.median(vals) * 1000:.0f} ms | "
                   f"{pct(vals, 0.95) * 1000:.0f} ms | {len(vals)} |")
-    one, dist = found["make run"], found["make run-distributed"]
-    if one and dist:
-        print(f"\ndistributed - one machine (medians): "
-              f"{(statistics.median(dist) - statistics.median(one)) * 1000:+.0f} ms")
+    (a, va), (b, vb) = list(found.items())[:2]
+    if va and vb:
+        print(f"\n{b} - {a} (medians): "
+              f"{(statistics.median(vb) - statistics.median(va)) * 1000:+.0f} ms")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -123,6 +124,14 @@ class LiveAssistant:
                 raise RuntimeError("dataflow ended early:\n" + self.log()[-3000:])
             time.sleep(0.2)
         raise TimeoutError("assistant not ready:\n" + self.log()[-3000:])
+
+    def view_url(self, timeout: float = 60.0) -> str:
+        """The live view's address, as the view node logged it (VIEW_PORT=0 picks any port)."""
+        from tests.conftest import wait_until
+
+        found = wait_until(lambda: re.search(r"live view at (http://\S+)", self.log()), timeout,
+                           "the view node's 'live view at' line", lambda: self.log()[-3000:])
+        return found.group(1)
 
     def turns(self) -> list[dict]:
         if not self.metrics.exists():

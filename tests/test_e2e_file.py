@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.demo import run_demo
 from pipeline.filemode import BUNDLED_QUESTION, run_file_mode
+from pipeline.view import export
 from tests.conftest import overlap, transcribe_file, words
 from tests.scripted_server import Script, ScriptedServer
 
@@ -21,8 +23,10 @@ def check_run(result, n_turns: int) -> None:
     assert len(result.turns) == n_turns, result.log[-3000:]
 
 
-def test_spoken_question_gets_spoken_answer_from_embedded_llm(tmp_path):
-    result = run_file_mode(BUNDLED_QUESTION, workdir=tmp_path)
+def test_spoken_question_gets_spoken_answer_from_embedded_llm(tmp_path, monkeypatch):
+    """What `make demo` runs; it also leaves the conversation as a page (VIEW_EXPORT)."""
+    monkeypatch.delenv("VIEW_EXPORT", raising=False)
+    result, page = run_demo(BUNDLED_QUESTION, tmp_path)
     check_run(result, 1)
     turn = result.turns[0]
     assert overlap("what is the capital of france", turn["transcript"]) >= 0.8
@@ -31,6 +35,12 @@ def test_spoken_question_gets_spoken_answer_from_embedded_llm(tmp_path):
     assert overlap(turn["answer"], heard) >= 0.6, (turn["answer"], heard)
     for stage in ("asr", "first_token", "tts_first", "voice_to_voice"):
         assert stage in turn["durations"]
+    # the saved page has the turn (the LLM's text; the spoken one may differ in markup)
+    assert page == tmp_path / "conversation.html"
+    shown = export.read(page)["turns"]
+    assert [t["transcript"] for t in shown] == [turn["transcript"]], shown
+    assert overlap(turn["answer"], shown[0]["answer"]) >= 0.8, (turn["answer"], shown)
+    assert shown[0]["status"] == "done" and shown[0]["latency"]["total_s"] > 0, shown
 
 
 def test_answer_shows_the_question_was_heard_with_any_openai_server(tmp_path, make_speech):

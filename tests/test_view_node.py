@@ -8,6 +8,7 @@ import numpy as np
 from nodes import view as view_node
 from pipeline import messages as m
 from pipeline import settings
+from pipeline.view import export
 from tests.nodekit import RecordingNode, closed
 
 T0 = 1_700_000_000.0
@@ -62,6 +63,28 @@ def test_a_conversation_reaches_the_view_and_the_export(tmp_path):
     assert "It is a secret." in page and "What is the key" in page
     assert KEY not in page
     assert "<script src=" not in page and "<link" not in page  # self-contained
+    assert export.read(tmp_path / "page.html")["turns"] == snap["turns"]
+
+
+def test_an_llm_failure_shows_as_a_fault_and_on_its_turn(tmp_path):
+    """The llm node's failure (HTTP 500 after its retries): the apology is spoken and the page
+    shows the error on the turn and in the fault list, also in the saved page."""
+    turn = 7
+    times = {"t_speech_end": T0 + 1.0, "t_transcript": T0 + 1.5, "t_llm_error": T0 + 2.5}
+    apology = "Sorry, I can't answer right now."
+    events = [
+        msg("speech_started", m.SpeechStarted(turn, T0)),
+        msg("transcript", m.Transcript(turn, "Play some jazz.", True, times)),
+        msg("text", m.LlmText(turn, m.DELTA, 0, apology, error="http", times=times)),
+        msg("text", m.LlmText(turn, m.END, 1, reason=m.REASON_ERROR, error="http", times=times)),
+    ]
+    view = run(events, tmp_path)
+    assert view.hub.state.state == "error"  # until the apology plays
+    snap = export.read(tmp_path / "page.html")
+    (shown,) = snap["turns"]
+    assert (shown["status"], shown["error"], shown["answer"]) == ("error", "http", apology)
+    (fault,) = snap["faults"]
+    assert fault["source"] == "llm" and "LLM failed (http) in turn 7" in fault["message"]
 
 
 def test_view_off_does_nothing(tmp_path):

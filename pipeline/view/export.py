@@ -8,6 +8,7 @@ anywhere, so it opens from disk, from a mail attachment or from a CI artifact al
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,17 @@ def render(snapshot: dict[str, Any], saved: float | None = None) -> str:
             f"{_inline_json(snapshot)}</script>")
     page = page.replace('<link rel="stylesheet" href="view.css">', f"<style>\n{css}</style>")
     return page.replace('<script src="view.js"></script>', f"{data}\n<script>\n{js}</script>")
+
+
+_SNAPSHOT = re.compile(r'<script id="snapshot" type="application/json"[^>]*>(.*?)</script>', re.S)
+
+
+def read(path: str | Path) -> dict[str, Any]:
+    """The snapshot built into a page written by :func:`write` (for tests and tools)."""
+    found = _SNAPSHOT.search(Path(path).read_text(encoding="utf-8"))
+    if found is None:
+        raise ValueError(f"{path} is not a page saved by the live view")
+    return json.loads(found.group(1))
 
 
 def write(snapshot: dict[str, Any], path: str | Path) -> Path:

@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline import messages as m
 from pipeline.filemode import dora_env
 from pipeline.models import REPO_ROOT
 from tests.live import stop_dataflow
@@ -378,7 +379,10 @@ def run_soak(
         flow.stop()
         if server is not None:
             server.close()
-    records = {int(t["turn_id"]): t for t in flow.turns()}
+    # by the number of the user's turn (ids are m.user_turn(n)); the assistant's own turns
+    # (a timer ringing) are not questions
+    records = {int(t["turn_id"]) // m.TURN_STRIDE: t for t in flow.turns()
+               if m.is_user_turn(int(t["turn_id"]))}
 
     def answered(rec: dict[str, Any] | None) -> bool:
         if rec is None or rec.get("interrupted") or "t_llm_error" in rec.get("times", {}):

@@ -76,7 +76,7 @@ eval-voice: setup
 	$(PY) -m tests.eval_answers --voice --limit 20 $(EVAL_ARGS)
 
 bench-view: setup sound
-	$(PY) -m tests.bench --sound --turns 4 --view-ab 2
+	$(PY) -m tests.bench --sound --turns 4 --view-ab 3
 
 bench-streaming: setup
 	$(PY) -m tests.bench_streaming

@@ -11,6 +11,7 @@ events is in :func:`to_view`.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Any
 
@@ -50,6 +51,7 @@ WIRING: dict[str, type[m.Message] | None] = {
 }
 DATA_INPUTS = frozenset(k for k, v in WIRING.items() if v is not None)
 LEVEL_EVERY_S = 0.1  # mic level updates per second: 10 are plenty for a meter
+NICE = 10  # CPU priority below the answer path's nodes (they run at 0)
 MIC_SILENT_S = 3.0  # no microphone audio for this long: the device is probably gone
 
 
@@ -183,6 +185,9 @@ def run(node: Any, s: Settings) -> ViewNode:
 def main() -> None:
     from dora import Node
 
+    # First, so that every thread started after (dora's, the HTTP server's) inherits it:
+    # on Linux a thread's nice value is its own. The answer's stages always win the CPU.
+    os.nice(NICE)
     s = start(NAME)
     run(Node(), s)
 

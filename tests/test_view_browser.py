@@ -82,7 +82,7 @@ PAGE_FACTS = """(() => {
     latency1: turns[0].querySelector('.latency .figure').textContent,
     bar1: turns[0].querySelectorAll('.bar span').length,
     faults: document.getElementById('faults').textContent,
-    meter: document.getElementById('level').style.width,
+    meter: document.getElementById('level').style.transform,
   };
 })()"""
 
@@ -114,7 +114,7 @@ def test_the_page_shows_transcript_streamed_answer_state_and_latency(page):
     assert facts["latency1"] == "1100 ms"
     assert facts["bar1"] == 7
     assert "llm-server" in facts["faults"]
-    assert facts["meter"] not in ("", "0%")
+    assert facts["meter"].startswith("scaleX(0.") and facts["meter"] != "scaleX(0.000)"
 
     # a reload mid-session shows the whole conversation again (from the snapshot)
     browser.reload()
@@ -145,3 +145,21 @@ def test_the_exported_page_renders_the_conversation_offline(tmp_path):
     assert facts["answer"] == "The capital of France is Paris."
     assert facts["latency"] == "1100 ms"
     assert facts["link"].startswith("saved ")
+
+
+def test_updates_change_the_turn_in_place_not_rebuild_it(page):
+    browser, server = page
+    browser.open(server.url())
+    browser.wait_for(PAGE_FACTS)
+    browser.call("Runtime.evaluate", expression=(
+        "window.__two = document.querySelector('[data-turn=\"2\"]');"
+        "window.__spoken = window.__two.querySelector('.spoken');"))
+    server.hub.apply(LlmDelta(2, " Ha!", 2))
+    server.hub.apply(Played(2, "started", 1, "To get to the other side.", T0 + 13))
+    same = browser.wait_for("""(() => {
+      const two = document.querySelector('[data-turn="2"]');
+      if (!two.querySelector('.answer').textContent.endsWith('Ha!')) return null;
+      if (!two.querySelector('.current').textContent) return null;
+      return {turn: two === window.__two, spoken: two.querySelector('.spoken') === window.__spoken};
+    })()""")
+    assert same == {"turn": True, "spoken": True}

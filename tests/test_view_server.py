@@ -8,7 +8,7 @@ import json
 import pytest
 
 from pipeline.view.server import Hub, Redactor, ServerConfig, ViewConfigError, ViewServer
-from pipeline.view.state import LlmDelta, SpeechStarted, Transcript
+from pipeline.view.state import LlmDelta, MicLevel, SpeechStarted, Transcript, TurnView
 
 T0 = 1000.0
 
@@ -114,7 +114,64 @@ def test_a_page_that_stops_reading_is_dropped_not_waited_for(monkeypatch):
     hub = Hub()
     _snapshot, q = hub.subscribe()
     for i in range(10):
-        hub.apply(LlmDelta(1, f"d{i}", i))  # never blocks
+        hub.apply(Transcript(1, f"t{i}", False))  # pushed at once, never blocks
     assert hub.clients == 0
     items = [q.get_nowait() for _ in range(q.qsize())]
     assert items[-1] is not None and not isinstance(items[-1], str)  # the end marker
+
+
+def drain(q) -> list[dict]:
+    return [json.loads(q.get_nowait()) for _ in range(q.qsize())]
+
+
+def test_a_streamed_answer_is_pushed_as_its_latest_text_not_per_delta():
+    hub = Hub(flush_s=3600.0)  # the flusher never gets its turn: only the immediate sends
+    _snapshot, q = hub.subscribe()
+    hub.apply(SpeechStarted(1, T0))
+    assert "state" in [u["type"] for u in drain(q)]  # a state change goes at once
+    for i in range(50):
+        hub.apply(LlmDelta(1, f"w{i} ", i))
+    assert drain(q) == []  # deltas wait for the next flush
+    hub.apply(Transcript(1, "a question", True))  # not coalesced: sent with what is pending
+    turns = [u["turn"] for u in drain(q) if u["type"] == "turn"]
+    assert len(turns) == 1
+    assert turns[0]["answer"] == "".join(f"w{i} " for i in range(50))
+    hub.close()
+
+
+def test_the_flusher_sends_the_coalesced_answer_by_itself():
+    hub = Hub(flush_s=0.05)
+    _snapshot, q = hub.subscribe()
+    hub.apply(SpeechStarted(1, T0))
+    for i in range(5):
+        hub.apply(LlmDelta(1, f"w{i} ", i))
+    while not (u := json.loads(q.get(timeout=5))).get("turn", {}).get("answer"):
+        pass  # the state and the (empty) new turn went at once
+    assert u["turn"]["answer"] == "w0 w1 w2 w3 w4 "
+    hub.close()
+
+
+def test_a_level_that_would_not_move_the_meter_is_not_pushed():
+    hub = Hub(flush_s=3600.0)
+    _snapshot, q = hub.subscribe()
+    hub.apply(MicLevel(0.1, T0))
+    hub.apply(SpeechStarted(1, T0))  # flushes the pending level
+    hub.apply(MicLevel(0.1001, T0 + 0.1))
+    hub.apply(Transcript(1, "x", False))
+    hub.apply(MicLevel(0.5, T0 + 0.2))
+    hub.apply(Transcript(1, "xy", False))
+    assert [u["rms"] for u in drain(q) if u["type"] == "level"] == [0.1, 0.5]
+    hub.close()
+
+
+def test_with_no_page_open_nothing_is_rendered(monkeypatch):
+    calls = []
+    real = TurnView.as_json
+    monkeypatch.setattr(TurnView, "as_json", lambda self: calls.append(1) or real(self))
+    hub = Hub()
+    hub.apply(SpeechStarted(1, T0))
+    hub.apply(Transcript(1, "a question", True))
+    for i in range(20):
+        hub.apply(LlmDelta(1, f"w{i} ", i))
+    assert calls == []
+    assert hub.snapshot()["turns"][0]["answer"].startswith("w0 w1")

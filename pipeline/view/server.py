@@ -2,8 +2,8 @@
 
 Standard library only (``ThreadingHTTPServer``): one thread per open page, which is plenty
 for the few pages that watch one assistant, and nothing to install. ``GET /events`` sends the
-full snapshot first, then every update as one ``data:`` line of JSON; ``EventSource`` in the
-page reconnects by itself and so gets a fresh snapshot after a reload or a dropped link.
+full snapshot first, then the updates (coalesced, see :class:`Hub`) as ``data:`` lines of
+JSON; ``EventSource`` in the page reconnects by itself and so gets a fresh snapshot after a reload or a dropped link.
 
 Security: bound to 127.0.0.1 by default. Any other address needs a token (the server refuses
 to start without one); when a token is set every request must carry it, as ``?token=`` or
@@ -18,9 +18,11 @@ import hmac
 import ipaddress
 import json
 import logging
+import math
 import queue
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,11 +30,13 @@ from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from pipeline.view.state import Event, ViewState
+from pipeline.view.state import Event, LlmDelta, MicLevel, SegmentSent, ViewState
 
 log = logging.getLogger("view")
 
 KEEPALIVE_S = 15.0
+FLUSH_S = 0.1  # coalesced updates (answer text, mic level) at most 10 times a second
+COALESCED = (LlmDelta, SegmentSent, MicLevel)  # the frequent events, sent by the flusher
 CLIENT_QUEUE = 1000  # updates a slow page may lag behind before it is dropped (it reconnects)
 STATIC = {  # path -> (file in pipeline/view/static, content type)
     "/": ("index.html", "text/html; charset=utf-8"),
@@ -75,21 +79,46 @@ class Redactor:
 
 
 class Hub:
-    """The ViewState behind a lock, and the queues of the connected pages."""
+    """The ViewState behind a lock, and the queues of the connected pages.
 
-    def __init__(self, state: ViewState | None = None, redact: Callable[[str], str] = str) -> None:
+    Pushes little, so that a page costs its browser little: the frequent events (LLM
+    deltas, segments, the mic level) are coalesced and sent at most every FLUSH_S, as the
+    latest state of each changed turn and the latest level; any other event (a state
+    change, a transcript, a sound starting, a fault) is sent at once, after the pending
+    changes. With no page open nothing is rendered or encoded at all.
+    """
+
+    def __init__(self, state: ViewState | None = None, redact: Callable[[str], str] = str,
+                 flush_s: float = FLUSH_S) -> None:
         self.state = state or ViewState()
         self.redact = redact
+        self.flush_s = flush_s
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
         self._clients: set[queue.Queue[Any]] = set()
+        self._level: dict[str, Any] | None = None  # the newest level not yet pushed
+        self._level_step: int | None = None  # meter_step of the last level pushed
+        self._last_flush = 0.0
+        self._closed = False
+        self._flusher: threading.Thread | None = None
 
     def apply(self, event: Event) -> None:
         with self._lock:
-            self._publish(self.state.apply(event))
+            updates = self.state.update(event)
+            if not self._clients:
+                self.state.changed_turns(render=False)
+                return
+            if isinstance(event, COALESCED):
+                self._level = updates[-1] if isinstance(event, MicLevel) else self._level
+                self._wake.notify()
+            else:
+                self._flush(updates)
 
     def tick(self, now: float) -> None:
         with self._lock:
-            self._publish(self.state.tick(now))
+            updates = self.state.tick(now)
+            if self._clients:
+                self._flush(updates)
 
     def snapshot(self) -> dict[str, Any]:
         """The snapshot with secrets hidden (for the static export)."""
@@ -103,7 +132,12 @@ class Hub:
         """The snapshot and a queue of the updates after it (nothing lost in between)."""
         q: queue.Queue[Any] = queue.Queue(maxsize=CLIENT_QUEUE)
         with self._lock:
+            self._flush([])  # pending changes go to the pages that were there before
             self._clients.add(q)
+            if self._flusher is None and not self._closed:
+                self._flusher = threading.Thread(target=self._flush_loop, name="view-flush",
+                                                 daemon=True)
+                self._flusher.start()
             return self._encode(self.state.snapshot()), q
 
     def unsubscribe(self, q: queue.Queue[Any]) -> None:
@@ -117,12 +151,41 @@ class Hub:
 
     def close(self) -> None:
         with self._lock:
+            self._closed = True
+            self._wake.notify()
             for q in self._clients:
                 _put_end(q)
             self._clients.clear()
 
     def _encode(self, update: dict[str, Any]) -> str:
         return self.redact(json.dumps(update, separators=(",", ":")))
+
+    def _pending(self) -> bool:
+        return bool(self.state.dirty) or self._level is not None
+
+    def _flush_loop(self) -> None:
+        """Sends the coalesced changes, at most once every flush_s (under the lock)."""
+        with self._lock:
+            while not self._closed:
+                if not self._pending():
+                    self._wake.wait()
+                    continue
+                wait = self._last_flush + self.flush_s - time.monotonic()
+                if wait > 0:
+                    self._wake.wait(wait)
+                    continue
+                self._flush([])
+
+    def _flush(self, updates: list[dict[str, Any]]) -> None:
+        """Pushes the pending turns and level, then `updates` (the caller holds the lock)."""
+        level, self._level = self._level, None
+        if level is not None:
+            step = meter_step(level["rms"])
+            level = None if step == self._level_step else level
+            self._level_step = step
+        pending = self.state.changed_turns(render=bool(self._clients))
+        self._last_flush = time.monotonic()
+        self._publish(pending + ([level] if level else []) + updates)
 
     def _publish(self, updates: list[dict[str, Any]]) -> None:
         if not updates or not self._clients:
@@ -135,6 +198,13 @@ class Hub:
             except queue.Full:  # a page that stopped reading: drop it, it reconnects
                 self._clients.discard(q)
                 _put_end(q)
+
+
+def meter_step(rms: float) -> int:
+    """The page's meter position (-60..0 dBFS) in 1.5 dB steps: a level that would not
+    move the meter is not pushed (a quiet room sends almost nothing)."""
+    db = 20 * math.log10(rms) if rms > 0 else -100.0
+    return round(max(-60.0, min(0.0, db)) / 1.5)
 
 
 def _put_end(q: queue.Queue[Any]) -> None:

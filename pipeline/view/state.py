@@ -237,10 +237,17 @@ class ViewState:
         self.active_faults: dict[str, dict[str, Any]] = {}
         self.level = 0.0
         self._forgotten_below = -1  # turns dropped from the bounded history
+        self.dirty: set[int] = set()  # turns changed since the last changed_turns()
 
     # public API
     def apply(self, event: Event) -> list[dict[str, Any]]:
         """Take one event; return the updates for the open pages (possibly none)."""
+        return self.update(event) + self.changed_turns()
+
+    def update(self, event: Event) -> list[dict[str, Any]]:
+        """Take one event; return only the updates that cannot wait (state, faults, removed
+        turns, the mic level). The turns it changed are only marked: :meth:`changed_turns`
+        renders them, so a burst of LLM deltas costs one rendering, not one per delta."""
         if isinstance(event, MicLevel):
             self.level = max(0.0, float(event.rms))
             return [{"type": "level", "rms": round(self.level, 5)}]
@@ -253,6 +260,7 @@ class ViewState:
         if isinstance(event, SpeechStarted):
             out += self._speech_started(event)
         turn = self._turn(turn_id, out)
+        self.dirty.add(turn_id)
         t = self._when(event)
         if isinstance(event, Endpointed):
             turn.stamp(event.times)
@@ -284,8 +292,16 @@ class ViewState:
             turn.stamp(event.times)
         elif isinstance(event, Played):
             out += self._played(turn, event)
-        out.append({"type": "turn", "turn": turn.as_json()})
         return out
+
+    def changed_turns(self, render: bool = True) -> list[dict[str, Any]]:
+        """The turns changed since the last call, each once (nothing rendered if not
+        `render`: no page is open to receive them)."""
+        dirty, self.dirty = self.dirty, set()
+        if not render:
+            return []
+        return [{"type": "turn", "turn": self.turns[i].as_json()}
+                for i in sorted(dirty) if i in self.turns]
 
     def tick(self, now: float) -> list[dict[str, Any]]:
         """Give up on a turn that stopped sending (a discarded utterance, an empty transcript)."""
@@ -302,8 +318,8 @@ class ViewState:
         turn = self.turns.get(self.current)
         if turn is not None and turn.status in (HEARING, THINKING):
             turn.status = "done"
-            out.append({"type": "turn", "turn": turn.as_json()})
-        return out + self._set_state(self._idle_state(), now)
+            self.dirty.add(turn.turn_id)
+        return out + self._set_state(self._idle_state(), now) + self.changed_turns()
 
     def snapshot(self) -> dict[str, Any]:
         """Everything a newly opened page needs."""

@@ -1,5 +1,7 @@
 // Live view of the voice assistant: renders the updates pushed on /events (Server-Sent
 // Events). No framework, nothing loaded from elsewhere; all text goes in with textContent.
+// Cheap to watch: updates change a model, and once per animation frame only the changed
+// nodes of the changed turns are touched (no rebuild, one layout read at the end).
 "use strict";
 (function () {
   const LABELS = { listening: "listening", hearing: "hearing you", thinking: "thinking",
@@ -19,14 +21,16 @@
 
   function setState(state) {
     const badge = $("state");
+    if (badge.dataset.state === state) return;
     badge.dataset.state = state;
     badge.textContent = LABELS[state] || state;
   }
 
   function setLevel(rms) {
-    // RMS to a 0..100 % meter on a dB scale (-60 dBFS .. 0)
+    // RMS to a 0..1 meter on a dB scale (-60 dBFS .. 0); a transform, so no layout
     const db = rms > 0 ? 20 * Math.log10(rms) : -100;
-    $("level").style.width = Math.max(0, Math.min(100, (db + 60) / 60 * 100)) + "%";
+    const x = Math.max(0, Math.min(1, (db + 60) / 60));
+    $("level").style.transform = "scaleX(" + x.toFixed(3) + ")";
   }
 
   function ms(s) { return Math.round(s * 1000) + " ms"; }
@@ -55,80 +59,133 @@
     return box;
   }
 
-  function renderTurn(t) {
-    let node = document.querySelector('[data-turn="' + t.turn_id + '"]');
-    if (!t.transcript && !t.answer) { if (node) node.remove(); return; }
-    const fresh = el("section", "turn");
-    fresh.dataset.turn = t.turn_id;
-    fresh.classList.toggle("interrupted", t.status === "interrupted");
-    const you = el("div", "who", "you");
-    const said = el("div", "you transcript" + (t.transcript_final ? "" : " tentative"),
-                    t.transcript || "…");
-    fresh.append(you, said);
+  // One turn's elements, built once; later updates only touch what changed.
+  function buildTurn(id) {
+    const root = el("section", "turn");
+    root.dataset.turn = id;
+    const said = el("div", "you transcript");
     const who = el("div", "who", "assistant");
-    if (t.status && t.status !== "done") {
-      who.append(el("span", "status" + (t.status === "error" ? " error" : ""),
-                    t.status + (t.error ? " (" + t.error + ")" : "")));
-    }
+    const status = el("span", "status");
+    who.append(status);
     const answer = el("div", "answer");
-    const a = t.answer || "";
-    answer.append(el("span", "spoken", a.slice(0, t.spoken_to)),
-                  el("span", "current", a.slice(t.spoken_to, t.speaking_to)),
-                  el("span", "rest", a.slice(t.speaking_to)));
-    fresh.append(who, answer);
-    if (t.latency) fresh.append(latencyBlock(t.latency));
-    const main = $("turns");
-    if (node) { node.replaceWith(fresh); } else {
-      // keep the turns in order even if one arrives late
-      const later = [...main.querySelectorAll("[data-turn]")].find((n) => +n.dataset.turn > t.turn_id);
-      main.insertBefore(fresh, later || null);
-    }
-    $("empty").hidden = true;
-    markLive();
-    if (!userScrolled) fresh.scrollIntoView({ block: "end" });
+    const spoken = el("span", "spoken"), current = el("span", "current"), rest = el("span", "rest");
+    answer.append(spoken, current, rest);
+    const latency = el("div");
+    root.append(el("div", "who", "you"), said, who, answer, latency);
+    return { root, said, status, spoken, current, rest, latency, last: {} };
   }
-  function markLive() {
-    const all = document.querySelectorAll("[data-turn]");
-    all.forEach((n, i) => n.classList.toggle("live", i === all.length - 1));
+
+  function setText(node, text) { if (node.textContent !== text) node.textContent = text; }
+
+  function updateTurn(v, t) {
+    const last = v.last;
+    v.root.classList.toggle("interrupted", t.status === "interrupted");
+    setText(v.said, t.transcript || "…");
+    v.said.classList.toggle("tentative", !t.transcript_final);
+    setText(v.status, t.status && t.status !== "done"
+      ? t.status + (t.error ? " (" + t.error + ")" : "") : "");
+    v.status.classList.toggle("error", t.status === "error");
+    const a = t.answer || "";
+    setText(v.spoken, a.slice(0, t.spoken_to));
+    setText(v.current, a.slice(t.spoken_to, t.speaking_to));
+    const rest = a.slice(t.speaking_to);
+    const shown = v.rest.firstChild;
+    // the answer grows at its end: add the new text rather than replacing it all
+    if (shown && rest.startsWith(shown.data)) {
+      if (rest.length > shown.data.length) shown.appendData(rest.slice(shown.data.length));
+    } else {
+      setText(v.rest, rest);
+    }
+    const lat = t.latency ? JSON.stringify(t.latency) : "";
+    if (lat !== last.latency) {
+      v.latency.replaceChildren(...(t.latency ? [latencyBlock(t.latency)] : []));
+      last.latency = lat;
+    }
+  }
+
+  // Updates only change this model; the DOM follows once per animation frame.
+  const views = new Map();  // turn_id -> elements of a shown turn
+  const dirty = new Set();  // turn ids to render
+  let level = null, order = false, faultsDirty = [], frame = 0;
+  function schedule() { if (!frame) frame = requestAnimationFrame(render); }
+
+  function render() {
+    frame = 0;
+    const main = $("turns");
+    let changed = null;
+    for (const id of dirty) {
+      const t = turns.get(id);
+      let v = views.get(id);
+      if (!t || (!t.transcript && !t.answer)) {
+        if (v) { v.root.remove(); views.delete(id); order = true; }
+        continue;
+      }
+      if (!v) {
+        v = buildTurn(id);
+        views.set(id, v);
+        // keep the turns in order even if one arrives late
+        const later = [...views.keys()].filter((k) => k > id).sort((x, y) => x - y)[0];
+        main.insertBefore(v.root, later === undefined ? null : views.get(later).root);
+        order = true;
+      }
+      updateTurn(v, t);
+      changed = v;
+    }
+    dirty.clear();
+    if (order) {
+      const ids = [...views.keys()];
+      const newest = Math.max(...ids);
+      views.forEach((v, id) => v.root.classList.toggle("live", id === newest));
+      $("empty").hidden = views.size > 0;
+      order = false;
+    }
+    faultsDirty.forEach(renderFault);
+    faultsDirty = [];
+    if (level !== null) { setLevel(level); level = null; }
+    if (changed && !userScrolled) window.scrollTo(0, document.body.scrollHeight);
   }
 
   function renderFault(f) {
+    const list = $("faults");
     const li = el("li", f.active ? "" : "past",
                   new Date(f.t * 1000).toLocaleTimeString() + " " + f.source + ": " + f.message);
     li.dataset.source = f.source;
-    $("faults").prepend(li);
+    list.prepend(li);
     if (f.active === false) {
       // a cleared fault: its earlier active line is history now
-      $("faults").querySelectorAll('li[data-source="' + CSS.escape(f.source) + '"]')
+      list.querySelectorAll('li[data-source="' + CSS.escape(f.source) + '"]')
         .forEach((n) => n.classList.add("past"));
     }
-    while ($("faults").children.length > 5) $("faults").lastChild.remove();
+    while (list.children.length > 5) list.lastChild.remove();
   }
 
   function handle(u) {
     if (u.type === "snapshot") {
       turns.clear();
-      document.querySelectorAll("[data-turn]").forEach((n) => n.remove());
+      views.forEach((v) => v.root.remove());
+      views.clear();
+      dirty.clear();
       $("faults").textContent = "";
-      u.turns.forEach((t) => { turns.set(t.turn_id, t); renderTurn(t); });
-      u.faults.forEach((f) => { if (f.message) renderFault(f); });
+      u.turns.forEach((t) => { turns.set(t.turn_id, t); dirty.add(t.turn_id); });
+      faultsDirty = u.faults.filter((f) => f.message);
+      order = true;
       setState(u.state);
-      setLevel(u.level);
+      level = u.level;
     } else if (u.type === "state") {
-      setState(u.state);
+      setState(u.state);  // at once: a badge is one attribute, and no state is skipped
+      return;
     } else if (u.type === "level") {
-      setLevel(u.rms);
+      level = u.rms;
     } else if (u.type === "turn") {
       turns.set(u.turn.turn_id, u.turn);
-      renderTurn(u.turn);
+      dirty.add(u.turn.turn_id);
     } else if (u.type === "turn_removed") {
       turns.delete(u.turn_id);
-      const n = document.querySelector('[data-turn="' + u.turn_id + '"]');
-      if (n) n.remove();
-      markLive();
+      dirty.add(u.turn_id);
     } else if (u.type === "fault") {
-      if (u.fault.message) renderFault(u.fault);
+      if (u.fault.message) faultsDirty.push(u.fault);
     }
+    schedule();
   }
 
   function connect() {
@@ -142,7 +199,7 @@
 
   window.addEventListener("scroll", () => {
     userScrolled = window.innerHeight + window.scrollY < document.body.scrollHeight - 40;
-  });
+  }, { passive: true });
   const saved = document.getElementById("snapshot");
   if (saved) {  // a page exported by `make demo`: the conversation is in the file
     handle(JSON.parse(saved.textContent));

@@ -84,6 +84,20 @@ def test_an_interruption_starts_the_turn_with_the_speech_since_the_onset() -> No
     assert later[0].samples.size >= 0.4 * SR and later[0].t_speech_start == started[0].t_speech_start
 
 
+def test_speech_that_goes_on_after_an_interruption_is_not_gated_again() -> None:
+    """"Stop. What is the capital of Spain?": the probe hears "Stop.", the turn starts; the
+    rest of the sentence is the same utterance, not a new onset to duck for."""
+    stage = gated_stage()
+    voice = speech(voice_s=0.4, tail_s=0.0)
+    mic = blocks(np.concatenate([voice, speech(lead_s=0.3, voice_s=1.0)]))
+    out, n = feed_until(stage, mic, m.Probe)
+    assert kinds(stage.handle(m.ProbeText(out[-1].turn_id, "Stop."))) == ["SpeechStarted"]
+    later = rest(stage, mic[n:])
+    assert "Duck" not in kinds(later) and "Probe" not in kinds(later)
+    assert [x.final for x in later if isinstance(x, m.Utterance)][-1]
+    assert later[-1].samples.size >= 1.4 * SR  # "Stop." and the question, one utterance
+
+
 def test_an_answer_after_the_end_of_the_utterance_releases_both() -> None:
     """Without speculation the probe is the final utterance, held until the verdict."""
     config = VadStageConfig(backchannels=GateConfig(max_ms=700))

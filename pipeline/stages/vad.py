@@ -135,6 +135,9 @@ class VadStage:
         gate = config.backchannels if config.barge_in else None
         self.gate = BackchannelGate(gate) if gate is not None else None
         self._now = 0.0  # capture time of the end of the last microphone block
+        # the gate released a turn whose utterance goes on: when the voice resumes after a
+        # pause the endpointer gives it a new turn, which is the same speech, not a new onset
+        self._released = False
 
     def handle(self, event: Event) -> list[m.Message]:
         if isinstance(event, m.MicAudio):
@@ -205,7 +208,9 @@ class VadStage:
             return list(events)
         out: list[VadEvent | m.Message] = []
         for ev in events:
-            if isinstance(ev, m.SpeechStarted) and (gate.holding is not None or self._audible()):
+            if isinstance(ev, m.SpeechStarted) and self._released:
+                out.append(ev)
+            elif isinstance(ev, m.SpeechStarted) and (gate.holding is not None or self._audible()):
                 out += gate.onset(ev, now)
             elif isinstance(ev, m.Utterance) and ev.turn_id == gate.holding:
                 out += gate.utterance(ev, now)
@@ -214,7 +219,15 @@ class VadStage:
             else:
                 out.append(ev)
         ep = self.vad.endpointer
-        return out + gate.check(now, ep.in_speech and self.vad.last_prob >= ep.threshold)
+        out += self._released_if(gate.check(now, ep.in_speech and self.vad.last_prob >= ep.threshold))
+        self._released = self._released and ep.in_speech
+        return out
+
+    def _released_if(self, out: list[m.Message]) -> list[m.Message]:
+        """Notes that the gate let a turn go while its speech goes on."""
+        if any(isinstance(x, m.SpeechStarted) for x in out):
+            self._released = self.vad.endpointer.in_speech
+        return out
 
     def _probe_answer(self, text: m.ProbeText) -> list[m.Message]:
         """The ASR's verdict on a probe; a backchannel's speech is forgotten (no turn)."""
@@ -224,7 +237,7 @@ class VadStage:
         ep = self.vad.endpointer
         if dropped and ep.in_speech and ep.turn_id == text.turn_id:
             ep.reset()
-        return self._logged(out)
+        return self._logged(self._released_if(out))
 
     def _messages(self, events: Iterable[VadEvent]) -> list[m.Message]:
         """The endpointer's events that are sent, through the backchannel gate."""

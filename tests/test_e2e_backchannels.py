@@ -18,45 +18,40 @@ from tests.test_e2e_turns import MEDIUM, answer_for, medium_answer, wait_for_sou
 pytestmark = [pytest.mark.e2e, pytest.mark.sound]
 
 
-def test_a_backchannel_over_the_answer_lets_it_go_on(sound_card, tmp_path, make_speech):
-    q1 = make_speech(["Tell me about bread."], lead_s=0.2)
-    yeah = make_speech(["Yeah."], lead_s=0.0)
-    with ScriptedServer(Script(answer_fn=medium_answer, token_delay_s=0.01)) as srv, \
+def talk_over_an_answer(tmp_path, ask, said, answer_fn, turns: int, after_s: float = 0.0):
+    """Ask, say `said` 1.5 s into the answer; wait for `turns` turns (and `after_s` more):
+    (turns, the user messages the LLM was asked, the dataflow's log)."""
+    with ScriptedServer(Script(answer_fn=answer_fn, token_delay_s=0.01)) as srv, \
             LiveAssistant(tmp_path, {"OPENAI_BASE_URL": srv.base_url}) as assistant:
         assistant.wait_ready()
         rec = Recorder()
-        play(q1)
+        play(ask)
         wait_for_sound(rec)
         time.sleep(1.5)  # the answer is playing
-        play(yeah)
-        turns = assistant.wait_turns(1, timeout=60)
-        time.sleep(1.0)  # anything the backchannel started would be a turn by now
+        play(said)
+        assistant.wait_turns(turns, timeout=60)
+        time.sleep(after_s)
         rec.stop()
-        turns = assistant.turns()
-        requests = list(srv.script.requests)
-        log = assistant.log()
+        asked = [r["messages"][-1]["content"] for r in srv.script.requests]
+        return assistant.turns(), asked, assistant.log()
+
+
+def test_a_backchannel_over_the_answer_lets_it_go_on(sound_card, tmp_path, make_speech):
+    ask = make_speech(["Tell me about bread."], lead_s=0.2)
+    # 1 s after the answer: anything the backchannel started would be a turn by then
+    turns, asked, log = talk_over_an_answer(tmp_path, ask, make_speech(["Yeah."], lead_s=0.0),
+                                            medium_answer, 1, after_s=1.0)
     assert "a backchannel, the answer goes on" in log, log[-3000:]
     assert len(turns) == 1 and not turns[0]["interrupted"], (turns, log[-3000:])
     assert turns[0]["answer"].split() == MEDIUM.split()  # played to its end
-    assert len(requests) == 1, [r["messages"][-1] for r in requests]
+    assert len(asked) == 1, asked
 
 
 def test_a_real_interruption_stops_the_answer_and_is_answered(sound_card, tmp_path, make_speech):
-    q1 = make_speech(["Tell me a long story about bread."], lead_s=0.2)
-    q2 = make_speech(["Stop. What is the capital of Spain?"], lead_s=0.0)
-    with ScriptedServer(Script(answer_fn=answer_for, token_delay_s=0.01)) as srv, \
-            LiveAssistant(tmp_path, {"OPENAI_BASE_URL": srv.base_url}) as assistant:
-        assistant.wait_ready()
-        rec = Recorder()
-        play(q1)
-        wait_for_sound(rec)
-        time.sleep(2.0)
-        play(q2)
-        turns = assistant.wait_turns(2, timeout=60)
-        rec.stop()
-        requests = list(srv.script.requests)
-        log = assistant.log()
+    ask = make_speech(["Tell me a long story about bread."], lead_s=0.2)
+    said = make_speech(["Stop. What is the capital of Spain?"], lead_s=0.0)
+    turns, asked, log = talk_over_an_answer(tmp_path, ask, said, answer_for, 2)
     first, second = turns[0], turns[1]
     assert first["interrupted"], (first, log[-3000:])
     assert "spain" in words(second["transcript"]) and not second["interrupted"], second
-    assert len(requests) == 2 and "spain" in requests[1]["messages"][-1]["content"].lower()
+    assert len(asked) == 2 and "spain" in asked[1].lower()

@@ -10,7 +10,10 @@ float and str). Nodes never build or read metadata: they send ``msg.to_dora()`` 
 | microphone/audio     | `MicAudio`     | float32[n], 16 kHz     | a block of captured sound                   |
 | vad/speech_started   | `SpeechStarted`| int64[1] = turn_id     | the user started a turn (interrupts)        |
 | vad/utterance        | `Utterance`    | float32[n]             | the speech of a turn (tentative or final)   |
+| vad/duck             | `Duck`         | int64[1] = turn_id     | lower (or restore) the assistant's volume   |
+| vad/probe            | `Probe`        | float32[n]             | speech over the answer: a backchannel?      |
 | asr/transcript       | `Transcript`   | utf8[1]                | what the user said                          |
+| asr/probe_text       | `ProbeText`    | utf8[1]                | what a probe said (only the vad reads it)   |
 | llm/text             | `LlmText`      | utf8[1]                | an answer's text delta, or its end          |
 | llm/ready            | `LlmReady`     | utf8[1]                | the assistant can answer (file mode starts) |
 | llm-server/ready     | `ServerReady`  | utf8[1] = base URL     | the embedded server answers (again)         |
@@ -345,6 +348,59 @@ class Utterance(Message):
 
 @_register
 @dataclass
+class Duck(Message):
+    """vad/duck: the user may be talking over the answer (`on`): the speaker lowers its volume
+    at once; `on` false restores it (it was a backchannel). `turn_id` is the user turn that
+    would start; `t` when the vad decided."""
+
+    OUTPUT: ClassVar[str] = "duck"
+    PAYLOAD: ClassVar[str] = "turn_id"
+    PAYLOAD_KIND: ClassVar[str] = "int"
+
+    turn_id: int
+    on: bool
+    t: float
+
+
+@_register
+@dataclass
+class Probe(Message):
+    """vad/probe: speech that began while the assistant was audible, sent to the ASR only to
+    learn whether it is a backchannel ("yeah", "mm-hmm": pipeline/turn/backchannel.py).
+
+    It is not a turn: a class and an output of its own (not an `Utterance` with a flag), so
+    that only the nodes wired to it (the asr) ever see it, and no node that starts or answers
+    turns can mistake it for one. `turn_id` is the user turn it would start.
+    """
+
+    OUTPUT: ClassVar[str] = "probe"
+    PAYLOAD: ClassVar[str] = "samples"
+    PAYLOAD_KIND: ClassVar[str] = "audio"
+
+    turn_id: int
+    samples: np.ndarray
+    t_speech_start: float
+    t_speech_end: float
+    sample_rate: int = ASR_RATE
+
+
+@_register
+@dataclass
+class ProbeText(Message):
+    """asr/probe_text: the transcript of a :class:`Probe` ("" if it was nothing, or the
+    assistant's own echo). Only the vad reads it; like the probe it is never a turn."""
+
+    OUTPUT: ClassVar[str] = "probe_text"
+    PAYLOAD: ClassVar[str] = "text"
+
+    turn_id: int
+    text: str
+    t_probe: float = 0.0  # when the asr started on the probe
+    asr_s: float = 0.0  # seconds the ASR took
+
+
+@_register
+@dataclass
 class Transcript(Message):
     """asr/transcript: what the user said in turn `turn_id` (tentative unless `final`)."""
 
@@ -518,6 +574,6 @@ class Reference(Message):
 
 
 ALL: tuple[type[Message], ...] = (
-    MicAudio, SpeechStarted, Utterance, Transcript, LlmText, LlmReady, ServerReady,
-    ServerAlive, Segment, TtsAudio, TtsReady, Played, Reference,
+    MicAudio, SpeechStarted, Utterance, Duck, Probe, ProbeText, Transcript, LlmText, LlmReady,
+    ServerReady, ServerAlive, Segment, TtsAudio, TtsReady, Played, Reference,
 )

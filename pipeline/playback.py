@@ -75,6 +75,59 @@ class PlaybackEvent(NamedTuple):
     cut: tuple[CutSegment, ...] = ()
 
 
+class Ducking:
+    """The answer's volume while the user may be talking over it: full, or `depth_db` lower.
+
+    A change ramps linearly over `ramp_s` (an instant step clicks), from wherever the gain is,
+    so a duck quickly followed by an unduck never jumps. :meth:`apply` scales a block in
+    place with arrays made in :meth:`set`: it runs in the sound card callback, where
+    nothing may allocate.
+    """
+
+    def __init__(self, sample_rate: int, ramp_s: float = 0.02) -> None:
+        self._n = max(2, round(ramp_s * sample_rate))
+        self.ducked = False
+        self.low = 1.0
+        self._down = self._up = np.ones(self._n, dtype=np.float32)
+        self._ramp: np.ndarray | None = None  # the ramp under way, or None (steady gain)
+        self._pos = 0
+
+    def set(self, ducked: bool, depth_db: float = -20.0) -> None:
+        """Duck (or restore) from the next sample on."""
+        if ducked == self.ducked:
+            return
+        if ducked:
+            low = float(10.0 ** (depth_db / 20.0))
+            if low != self.low:
+                self.low = low
+                self._down = np.linspace(1.0, low, self._n, dtype=np.float32)
+                self._up = self._down[::-1].copy()
+        # the ramps mirror each other: the same gain sits at position n-1-p of the other one
+        pos = self._n - 1 - self._pos if self._ramp is not None else 0
+        self.ducked = ducked
+        self._ramp, self._pos = (self._down if ducked else self._up), max(pos, 0)
+
+    @property
+    def gain(self) -> float:
+        """The gain of the next sample."""
+        if self._ramp is not None:
+            return float(self._ramp[self._pos])
+        return self.low if self.ducked else 1.0
+
+    def apply(self, block: np.ndarray) -> None:
+        """Scale `block` (the next samples out) in place."""
+        done = 0
+        ramp = self._ramp
+        if ramp is not None:
+            done = min(block.shape[0], ramp.shape[0] - self._pos)
+            np.multiply(block[:done], ramp[self._pos:self._pos + done], out=block[:done])
+            self._pos += done
+            if self._pos >= ramp.shape[0]:
+                self._ramp, self._pos = None, 0
+        if self.ducked and done < block.shape[0]:
+            block[done:] *= self.low
+
+
 @dataclass(eq=False)
 class _Chunk:
     """Audio added by one :meth:`PlaybackBuffer.add` call; a segment is one or more chunks."""
@@ -145,6 +198,7 @@ class PlaybackBuffer(EventLog):
         self._open_turn: int | None = None  # turn with finished segments but no turn_end yet
         self._min_turn: int | None = None  # add() ignores older turns (set by clear)
         self._starved = False
+        self.ducking = Ducking(sample_rate)
         self._out_end_t = 0.0  # when the last sample handed out reaches the speaker
         self._next_t = 0.0  # when the next block handed out will (zero fill counts)
         self.scheduled_start = 0.0  # when the audio of the last add() starts to be heard
@@ -206,6 +260,12 @@ class PlaybackBuffer(EventLog):
             self._queued += data.size
         return True
 
+    def duck(self, ducked: bool, depth_db: float = -20.0) -> None:
+        """Lower the volume of what plays from the next block on (the user may be talking
+        over it), or restore it; nothing is dropped. See :class:`Ducking`."""
+        with self._lock:
+            self.ducking.set(ducked, depth_db)
+
     def clear(self, turn_id_below: int | None = None) -> list[CutSegment]:
         """Drop queued audio (barge-in) and return the segments cut, in queue order.
 
@@ -248,8 +308,9 @@ class PlaybackBuffer(EventLog):
             if self._queued and self._next_t and late > self.DELAY_MIN_S:
                 self._events.put(PlaybackEvent(DELAY, NO_TURN, -1, self._next_t, delay_s=late))
             k = self._fill_locked(buf, n, t0)
-        if k < n:
-            buf[k:] = 0.0
+            if k < n:
+                buf[k:] = 0.0
+            self.ducking.apply(buf)  # the whole block: a ramp lasts the same in any case
 
     def drain_all(self, t0: float | None = None) -> np.ndarray:
         """Everything queued, as one array, played on a virtual clock starting at `t0`.

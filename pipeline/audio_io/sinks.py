@@ -105,6 +105,8 @@ class Sink(Protocol):
 
     def clear(self, turn_id_below: int | None = None) -> list[CutSegment]: ...
 
+    def duck(self, ducked: bool, depth_db: float = -20.0) -> None: ...
+
     def reference_start(self) -> float: ...
 
     def played_until(self) -> float: ...
@@ -183,6 +185,12 @@ class Speaker(Closes, EventLog):
         below = NO_TURN if turn_id_below is None else turn_id_below
         self._events.put(PlaybackEvent(CUT, below, -1, self.played_until()))  # nothing to cut
         return []
+
+    def duck(self, ducked: bool, depth_db: float = -20.0) -> None:
+        """Lower (or restore) the volume at once; see :meth:`PlaybackBuffer.duck`. Nothing
+        plays without a buffer, so there is nothing to duck."""
+        if self.buffer is not None:
+            self.buffer.duck(ducked, depth_db)
 
     @property
     def is_playing(self) -> bool:

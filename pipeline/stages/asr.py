@@ -3,6 +3,11 @@
 Stale turns are dropped (a :class:`TurnGate`), a final utterance that repeats the tentative
 one reuses its transcript (:class:`SpeculativeAsr`), and a transcript made of what the
 assistant itself was saying at the time is dropped (:class:`EchoGuard`).
+
+A `probe` (speech over the answer, pipeline/turn/backchannel.py) is answered on its own
+output, `probe_text`, which only the vad reads: it never becomes a transcript of a turn. It
+is transcribed as the tentative utterance of the turn it would start, so the final
+utterance of that turn, if it is one, reuses the transcript.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ WIRING: dict[str, type[m.Message] | None] = {
     "utterance": m.Utterance,
     "speech_started": m.SpeechStarted,
     "played": m.Played,
+    "probe": m.Probe,
 }
 
 
@@ -31,7 +37,9 @@ class AsrStage:
         self.echo = echo or EchoGuard()
         self.gate = TurnGate()
 
-    def handle(self, event: Event) -> list[m.Transcript]:
+    def handle(self, event: Event) -> list[m.Transcript] | list[m.ProbeText]:
+        if isinstance(event, m.Probe):
+            return [self.probe(event)]
         if isinstance(event, m.SpeechStarted):
             self.gate.advance(event.turn_id)
         elif isinstance(event, m.Played):
@@ -41,6 +49,21 @@ class AsrStage:
             # in again, which costs more than it saves.
             return self.transcribe(event)
         return []
+
+    def probe(self, probe: m.Probe) -> m.ProbeText:
+        """What a probe said: "" when Whisper heard nothing or the assistant's own voice."""
+        t_probe = m.now()
+        audio = probe.samples
+        if probe.sample_rate != m.ASR_RATE:
+            audio = resample(audio, probe.sample_rate, m.ASR_RATE)
+        result = self.asr.utterance(probe.turn_id, audio, final=False, same_as_tentative=False)
+        text = result.text
+        if text and self.echo.is_echo(text, probe.t_speech_start, probe.t_speech_end):
+            log.info("turn %d: probe %r is the assistant's own voice", probe.turn_id, text)
+            text = ""
+        log.info("turn %d: probe over the answer: %r (%.2f s audio in %.2f s)", probe.turn_id,
+                 text, result.audio_s, result.elapsed_s)
+        return m.ProbeText(probe.turn_id, text, t_probe, round(result.elapsed_s, 4))
 
     def transcribe(self, utt: m.Utterance) -> list[m.Transcript]:
         turn, final = utt.turn_id, utt.final

@@ -12,6 +12,10 @@ queue by the playback buffer itself, behind every event of the segments it cuts,
 `interrupted` can never be sent before its segment's `started` (an echo guard that saw them
 the other way round kept the segment "playing" for good and took later questions made of
 its words for echo).
+
+Speech over the answer first *ducks* it (`duck` from the vad: the volume drops by
+`duck_db` within a 20 ms ramp, nothing is dropped); a backchannel restores it, an
+interruption comes as `speech_started` and cuts it as ever.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from pipeline.echo import reference_lead_in_s
 from pipeline.metrics import TurnMetrics
 from pipeline.playback import PlaybackEvent
 from pipeline.runtime import Event, Tick
-from pipeline.settings import Settings
+from pipeline.settings import DEFAULTS, Settings
 from pipeline.stages.server_watch import EARCON_SEGMENT, Alarm, Notice, ServerWatch, earcon
 from pipeline.turns import CommitGate, SeenSegments, TurnGate
 
@@ -41,6 +45,7 @@ log = logging.getLogger("speaker")
 WIRING: dict[str, type[m.Message] | None] = {
     "audio": m.TtsAudio,
     "speech_started": m.SpeechStarted,
+    "duck": m.Duck,  # the user may be talking over the answer
     "transcript": m.Transcript,
     "utterance": m.Utterance,  # a final one: an answer is due (the server watch)
     "alive": m.ServerAlive,  # the server side's beat
@@ -57,11 +62,13 @@ class SpeakerConfig:
     mic_block_s: float = 0.02  # the microphone's block (the reference must arrive before it)
     metrics_file: str = ""  # METRICS_FILE: one JSON line per turn
     server_reply_timeout_s: float = 20.0  # SERVER_REPLY_TIMEOUT_S (pipeline/stages/server_watch.py)
+    duck_db: float = DEFAULTS.duck_db  # DUCK_DB: the answer's volume while the user may talk over it
 
     @classmethod
     def from_settings(cls, s: Settings) -> SpeakerConfig:
         return cls(aec=s.aec, barge_in=s.barge_in, mic_block_s=s.mic_block_ms / 1000.0,
-                   metrics_file=s.metrics_file, server_reply_timeout_s=s.server_reply_timeout_s)
+                   metrics_file=s.metrics_file, server_reply_timeout_s=s.server_reply_timeout_s,
+                   duck_db=s.duck_db)
 
 
 class Reporter:
@@ -164,6 +171,8 @@ class SpeakerStage:
         if isinstance(event, m.SpeechStarted):
             self.watch.talking(event.turn_id)
             self._speech_started(event.turn_id)
+        elif isinstance(event, m.Duck):
+            self.sink.duck(event.on, self.config.duck_db)
         elif isinstance(event, m.Utterance) and event.final:
             self.watch.asked(event.turn_id)
         elif isinstance(event, m.ServerAlive):
@@ -239,6 +248,7 @@ class SpeakerStage:
         if self.config.barge_in:
             # the buffer records a `cut` event: the report thread reports it, in order
             self.sink.clear(turn_id_below=turn_id)
+            self.sink.duck(False)  # a ducked answer was cut: the next one plays at full volume
 
     def _audio(self, msg: m.TtsAudio) -> list[m.Message]:
         turn = msg.turn_id

@@ -12,6 +12,9 @@ Besides the endpointing itself (pipeline/vad.py) it keeps the assistant from hea
   timeline equal to what is heard.
 * Without barge-in (half duplex), the microphone is muted while an answer plays, from the
   speaker's `played` messages.
+* Speech that starts while the assistant is audible may be a backchannel ("yeah"): the
+  :class:`~pipeline.turn.backchannel.BackchannelGate` ducks the answer, has the ASR
+  transcribe the first words (a `probe`) and only then starts the turn, or lets it go.
 * When a pause ends the turn is the end-of-turn policy's call (pipeline/turn/policy.py): the
   turn model on the audio so far and, from the ASR's tentative `transcript` of the pause,
   the transcript cue.
@@ -34,6 +37,7 @@ from pipeline import messages as m
 from pipeline.echo import EchoStats
 from pipeline.runtime import CLOSED, Control, Event
 from pipeline.settings import DEFAULTS, Settings
+from pipeline.turn.backchannel import BackchannelGate, GateConfig
 from pipeline.turn.policy import EndOfTurn, PolicyConfig, TurnModel
 from pipeline.vad import EndpointConfig, FrameModel, SpeechDiscarded, VadPipeline
 from pipeline.vad import Event as VadEvent
@@ -42,7 +46,7 @@ log = logging.getLogger("vad")
 
 WIRING: dict[str, type[m.Message] | None] = {
     "audio": m.MicAudio, "played": m.Played, "reference": m.Reference,
-    "transcript": m.Transcript,
+    "transcript": m.Transcript, "probe_text": m.ProbeText,
 }
 MICROPHONE = "audio"  # the input whose end ends the node (see runtime.inputs)
 
@@ -82,13 +86,16 @@ class VadStageConfig:
     barge_in: bool = True
     # None: a turn ends after the endpoint's fixed end silence.
     end_of_turn: PolicyConfig | None = None
+    # None: speech over the answer interrupts it at once (no ducking, no backchannels).
+    backchannels: GateConfig | None = None
 
     @classmethod
     def from_settings(cls, s: Settings) -> VadStageConfig:
         policy = PolicyConfig.from_settings(s)
+        gate = GateConfig.from_settings(s) if s.backchannels and s.barge_in else None
         return cls(endpoint=EndpointConfig.from_settings(s),
                    threshold_playing=s.vad_threshold_playing, barge_in=s.barge_in,
-                   end_of_turn=policy if policy.active else None)
+                   end_of_turn=policy if policy.active else None, backchannels=gate)
 
 
 class PlaybackState:
@@ -125,6 +132,12 @@ class VadStage:
         end_of_turn = EndOfTurn(policy, turn_model) if policy is not None else None
         self.vad = VadPipeline(config.endpoint, model, onset_veto=veto, end_of_turn=end_of_turn)
         self.playback = PlaybackState()
+        gate = config.backchannels if config.barge_in else None
+        self.gate = BackchannelGate(gate) if gate is not None else None
+        self._now = 0.0  # capture time of the end of the last microphone block
+        # the gate released a turn whose utterance goes on: when the voice resumes after a
+        # pause the endpointer gives it a new turn, which is the same speech, not a new onset
+        self._released = False
 
     def handle(self, event: Event) -> list[m.Message]:
         if isinstance(event, m.MicAudio):
@@ -134,12 +147,15 @@ class VadStage:
         elif isinstance(event, m.Transcript):
             if not event.final:
                 self.vad.endpointer.transcript(event.turn_id, event.text)
+        elif isinstance(event, m.ProbeText):
+            return self._probe_answer(event)
         elif isinstance(event, m.Played):
             self.playback.update(event)
             if not self.config.barge_in:
                 return self._messages(self.vad.set_muted(self.playback.playing))
         elif isinstance(event, Control) and event.kind == CLOSED and event.input_id == MICROPHONE:
-            return self._messages(self.vad.flush())
+            out = self._messages(self.vad.flush())
+            return out + self._logged(self.gate.release() if self.gate is not None else [])
         return []
 
     def idle(self) -> bool:
@@ -152,6 +168,7 @@ class VadStage:
                       block.sample_rate, m.ASR_RATE)
             return []
         aec, t = self.aec, block.capture_time
+        self._now = t + block.samples.size / m.ASR_RATE
         if aec is None:
             return self._messages(self.vad.push(block.samples, t))
         self.vad.set_threshold(
@@ -178,8 +195,56 @@ class VadStage:
                       ref.samples.size / ref.sample_rate, ref.t_start - time.time())
             aec.add_reference(ref.samples, ref.t_start)
 
+    def _audible(self) -> bool:
+        """The assistant can be heard now: from the canceller's reference, or without one
+        from the speaker's `played` messages."""
+        return self.vad.endpointer.assistant_audible or self.playback.playing
+
+    def _gated(self, events: Iterable[VadEvent]) -> list[VadEvent | m.Message]:
+        """The endpointer's events with those of a turn started over the answer held back
+        by the backchannel gate (and what the gate sends instead); then the gate's timers."""
+        gate, now = self.gate, self._now
+        if gate is None:
+            return list(events)
+        out: list[VadEvent | m.Message] = []
+        for ev in events:
+            if isinstance(ev, m.SpeechStarted) and self._released:
+                out.append(ev)
+            elif isinstance(ev, m.SpeechStarted) and (gate.holding is not None or self._audible()):
+                out += gate.onset(ev, now)
+            elif isinstance(ev, m.Utterance) and ev.turn_id == gate.holding:
+                out += gate.utterance(ev, now)
+            elif isinstance(ev, SpeechDiscarded) and ev.turn_id == gate.holding:
+                out += gate.discarded(ev.turn_id, now)
+            else:
+                out.append(ev)
+        ep = self.vad.endpointer
+        out += self._released_if(gate.check(now, ep.in_speech and self.vad.last_prob >= ep.threshold))
+        self._released = self._released and ep.in_speech
+        return out
+
+    def _released_if(self, out: list[m.Message]) -> list[m.Message]:
+        """Notes that the gate let a turn go while its speech goes on."""
+        if any(isinstance(x, m.SpeechStarted) for x in out):
+            self._released = self.vad.endpointer.in_speech
+        return out
+
+    def _probe_answer(self, text: m.ProbeText) -> list[m.Message]:
+        """The ASR's verdict on a probe; a backchannel's speech is forgotten (no turn)."""
+        if self.gate is None:
+            return []
+        dropped, out = self.gate.answer(text, self._now)
+        ep = self.vad.endpointer
+        if dropped and ep.in_speech and ep.turn_id == text.turn_id:
+            ep.reset()
+        return self._logged(self._released_if(out))
+
     def _messages(self, events: Iterable[VadEvent]) -> list[m.Message]:
-        """The endpointer's events that are sent (all but SpeechDiscarded), logged."""
+        """The endpointer's events that are sent, through the backchannel gate."""
+        return self._logged(self._gated(events))
+
+    def _logged(self, events: Iterable[VadEvent | m.Message]) -> list[m.Message]:
+        """The events that are sent (all but SpeechDiscarded), logged."""
         out: list[m.Message] = []
         for ev in events:
             if isinstance(ev, SpeechDiscarded):
@@ -187,7 +252,7 @@ class VadStage:
                 continue
             if isinstance(ev, m.SpeechStarted):
                 log.info("turn %d: speech started", ev.turn_id)
-            elif ev.final:
+            elif isinstance(ev, m.Utterance) and ev.final:
                 policy = self.vad.endpointer.end_of_turn
                 log.info("turn %d: utterance of %.2f s%s", ev.turn_id, ev.duration_s,
                          f" (end of turn: {policy.reason}, p={policy.ended_probability})"

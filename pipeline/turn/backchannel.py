@@ -2,8 +2,8 @@
 
 "yeah", "mm-hmm", "okay", "I see" said while the assistant speaks mean "go on": they are
 neither an interruption nor a question, and must never reach the LLM. :func:`is_backchannel`
-recognises them in a transcript; how the speaker ducks and then resumes around them is
-described in docs/echo-and-turn-taking.md ("Backchannels").
+recognises them in a transcript; :class:`BackchannelGate` holds a turn that starts over the
+answer until its words are known (docs/echo-and-turn-taking.md, "Backchannels").
 
 Anything with more than an acknowledgement in it ("yeah but why", "okay stop", "no", "wait")
 is not a backchannel: a real interruption must keep stopping the answer.
@@ -11,7 +11,14 @@ is not a backchannel: a real interruption must keep stopping the answer.
 
 from __future__ import annotations
 
+import logging
 import re
+from dataclasses import dataclass
+
+from pipeline import messages as m
+from pipeline.settings import DEFAULTS, Settings
+
+log = logging.getLogger("vad")
 
 BACKCHANNELS: frozenset[str] = frozenset({
     "yeah", "yes", "yep", "yup", "ya", "yea", "mm hmm", "mhm", "mm", "mmm", "hmm", "uh huh",
@@ -46,3 +53,130 @@ def is_backchannel(text: str) -> bool:
             if all(p in BACKCHANNELS for p in parts):
                 return True
     return False
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """`max_ms`: speech over the answer this long after its onset is an interruption (no
+    backchannel lasts that long); `answer_timeout_s`: a probe the ASR has not answered in this
+    long (the asr node is gone) starts the turn, as if there were no gate."""
+
+    max_ms: int = DEFAULTS.backchannel_max_ms
+    answer_timeout_s: float = 3.0
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> GateConfig:
+        return cls(max_ms=s.backchannel_max_ms)
+
+
+class BackchannelGate:
+    """Holds a user turn that starts while the assistant is audible until its words are known.
+
+    The vad gives it the endpointer's messages of that turn instead of sending them:
+
+    * :meth:`onset` (a `SpeechStarted`): `Duck` on; the `SpeechStarted` is held.
+    * :meth:`utterance`: the first utterance of the held turn (the tentative one the
+      endpointer sends after a short pause, or the final one) goes out as a `Probe`; a final
+      utterance is held too. The endpointer gives a new turn when the voice resumes after a
+      tentative utterance: its `SpeechStarted` replaces the held one (same onset) and the
+      next pause is probed again, with all the audio since the onset.
+    * :meth:`answer` (the probe's `ProbeText`): a backchannel (or nothing: noise, echo)
+      gives `Duck` off and drops the turn; anything else releases the held messages.
+    * :meth:`check` (every block): voice still going `max_ms` after the onset, or a probe
+      unanswered for `answer_timeout_s`, releases them.
+
+    Released, the turn is a barge-in exactly as without the gate (the speaker stops the
+    answer at `speech_started`), only later, and its utterance has all the audio since
+    the onset. Pure: times are the microphone's (capture times), nothing is sent here.
+    """
+
+    def __init__(self, config: GateConfig | None = None) -> None:
+        self.config = config or GateConfig()
+        self._held: m.SpeechStarted | None = None
+        self._final: m.Utterance | None = None
+        self._probe: m.Probe | None = None
+        self._t_probe = 0.0  # capture time when the probe was sent
+
+    @property
+    def holding(self) -> int | None:
+        """The turn held, or None."""
+        return None if self._held is None else self._held.turn_id
+
+    def onset(self, started: m.SpeechStarted, now: float) -> list[m.Message]:
+        """Speech started over the answer (or resumed while a turn is held)."""
+        first = self._held is None
+        t_onset = started.t_speech_start if first else self._onset_time()
+        self._held = m.SpeechStarted(started.turn_id, t_onset)
+        self._final, self._probe = None, None
+        if not first:
+            return []
+        log.info("turn %d: speech over the answer: ducking until its words are known",
+                 started.turn_id)
+        return [m.Duck(started.turn_id, True, now)]
+
+    def utterance(self, utt: m.Utterance, now: float) -> list[m.Message]:
+        """An utterance of the held turn: the probe (once per turn), and held if final."""
+        held = self._held
+        if held is None or utt.turn_id != held.turn_id:
+            return []
+        if utt.final:
+            self._final = utt
+        if self._probe is not None:
+            return []
+        self._probe = m.Probe(utt.turn_id, utt.samples, utt.t_speech_start, utt.t_speech_end,
+                              utt.sample_rate)
+        self._t_probe = now
+        return [self._probe]
+
+    def discarded(self, turn_id: int, now: float) -> list[m.Message]:
+        """The endpointer dropped the held turn's speech as too short: no turn."""
+        if turn_id != self.holding:
+            return []
+        return self._resume(now)
+
+    def answer(self, text: m.ProbeText, now: float) -> tuple[bool, list[m.Message]]:
+        """The probe's transcript: (dropped, messages). `dropped` says the held turn was a
+        backchannel (the caller forgets its speech); an answer to an older probe is ignored."""
+        if self._probe is None or text.turn_id != self._probe.turn_id:
+            return False, []
+        if text.text.strip() and not is_backchannel(text.text):
+            log.info("turn %d: %r over the answer: an interruption", text.turn_id, text.text)
+            return False, self.release()
+        log.info("turn %d: %r over the answer: a backchannel, the answer goes on",
+                 text.turn_id, text.text)
+        return True, self._resume(now)
+
+    def check(self, now: float, voiced: bool) -> list[m.Message]:
+        """Release the held turn if its voice outlasts a backchannel, or its probe is lost."""
+        if self._held is None:
+            return []
+        if self._probe is None and voiced and (now - self._onset_time()) * 1000 >= self.config.max_ms:
+            log.info("turn %d: still speaking %d ms after the onset: an interruption",
+                     self._held.turn_id, self.config.max_ms)
+            return self.release()
+        if self._probe is not None and now - self._t_probe >= self.config.answer_timeout_s:
+            log.warning("turn %d: no transcript of the probe after %.1f s: an interruption",
+                        self._held.turn_id, self.config.answer_timeout_s)
+            return self.release()
+        return []
+
+    def release(self) -> list[m.Message]:
+        """The held messages, in order; the gate is empty again."""
+        out: list[m.Message] = [] if self._held is None else [self._held]
+        if self._final is not None:
+            out.append(self._final)
+        self._clear()
+        return out
+
+    def _resume(self, now: float) -> list[m.Message]:
+        turn = self.holding
+        self._clear()
+        return [m.Duck(m.NO_TURN if turn is None else turn, False, now)]
+
+    def _onset_time(self) -> float:
+        assert self._held is not None
+        return self._held.t_speech_start
+
+    def _clear(self) -> None:
+        self._held, self._final, self._probe = None, None, None
+

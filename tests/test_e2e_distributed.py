@@ -95,6 +95,8 @@ def test_board_and_server_daemons_answer_spoken_questions_through_the_sound_card
         asked = ask(assistant, wav, spans)
         placement(assistant.cluster, placed)
         text = assistant.log()
+    print("\n[split deployment, virtual card] end of question -> first sound: "
+          + ", ".join("none" if x is None else f"{x * 1000:.0f} ms" for x in asked.onsets))
     assert_placed(placed)
     assert len(asked.turns) == 2, text[-3000:]
     for question, turn in zip(QUESTIONS, asked.turns, strict=False):

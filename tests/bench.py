@@ -21,7 +21,6 @@ import statistics
 import subprocess
 import tempfile
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,35 +157,17 @@ def run_file(wav: Path, work: Path, env: dict[str, str]) -> tuple[list[dict], Rs
 def run_sound(wav: Path, spans: list[tuple[float, float]], work: Path, env: dict[str, str],
               distributed: bool = False, watch: bool = False):
     """`watch`: the live view's page is open in headless chromium for the whole run."""
-    from tests.live import DistributedAssistant, LiveAssistant, Recorder
+    from tests.live import DistributedAssistant, LiveAssistant, ask
 
     subprocess.run(["bash", str(Path(__file__).parent.parent / ".ci" / "pulse-setup.sh")], check=True)
-    measured: list[float] = []
     kind = DistributedAssistant if distributed else LiveAssistant
     with RssSampler(marker=str(work / "metrics.jsonl")) as rss, kind(work, env) as assistant, \
             contextlib.ExitStack() as page:
         assistant.wait_ready()
         if watch:
             page.enter_context(watching(assistant.view_url()))
-        rec = Recorder()
-        time.sleep(0.5)
-        t_play = time.time()
-        subprocess.run(["paplay", "--device=uservoice", str(wav)], check=True)
-        turns = assistant.wait_turns(len(spans), timeout=120)
-        time.sleep(1.0)
-        audio = rec.stop()
-    assert rec.first_t is not None
-    # answer onsets in the recording: first loud 10 ms block after each question's end
-    block = 160
-    env_db = np.sqrt(np.mean(audio[: audio.size // block * block].reshape(-1, block) ** 2, axis=1))
-    loud = env_db > 0.01
-    for _start, end in spans:
-        t_end = t_play + end  # the question's last sample went into the microphone sink
-        first_block = int(max(0.0, t_end - rec.first_t) * 16000 / block)
-        hits = np.nonzero(loud[first_block:])[0]
-        if hits.size:
-            measured.append(rec.first_t + (first_block + hits[0]) * block / 16000 - t_end)
-    return turns, rss, measured
+        asked = ask(assistant, wav, spans)
+    return asked.turns, rss, [x for x in asked.onsets if x is not None]
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +79,42 @@ class Recorder:
     def save(self, audio: np.ndarray, path: Path) -> Path:
         write_wav(path, audio, REC_RATE)
         return path
+
+    def sound_after(self, audio: np.ndarray, t: float, block: int = 160,
+                    threshold: float = 0.01) -> float | None:
+        """Seconds from wall time `t` to the first loud 10 ms block of `audio` (this
+        recording), None if nothing is heard after `t`: where an answer starts."""
+        assert self.first_t is not None
+        rms = np.sqrt(np.mean(audio[: audio.size // block * block].reshape(-1, block) ** 2, axis=1))
+        first = int(max(0.0, t - self.first_t) * REC_RATE / block)
+        hits = np.nonzero(rms[first:] > threshold)[0]
+        return None if hits.size == 0 else self.first_t + (first + hits[0]) * block / REC_RATE - t
+
+
+@dataclass
+class Asked:
+    """What `ask` heard: the turns' metrics records, and per question the seconds from its
+    end to the first sound on speaker.monitor (None: no sound after it)."""
+
+    turns: list[dict]
+    onsets: list[float | None]
+    audio: np.ndarray
+
+
+def ask(assistant: LiveAssistant, wav: Path, spans: list[tuple[float, float]],
+        timeout: float = 120.0) -> Asked:
+    """Play `wav` (questions at `spans`, (start, end) in s) into the microphone sink while
+    recording speaker.monitor; wait for a turn per question and for the speaker to go quiet."""
+    from tests.conftest import wait_until
+
+    rec = Recorder()
+    wait_until(lambda: rec.first_t is not None, 10, "the recorder of speaker.monitor")
+    t_play = time.time()
+    play(wav)
+    turns = assistant.wait_turns(len(spans), timeout)
+    rec.wait_quiet()
+    audio = rec.stop()
+    return Asked(turns, [rec.sound_after(audio, t_play + end) for _start, end in spans], audio)
 
 
 def stop_dataflow(proc: subprocess.Popen) -> int:

@@ -48,6 +48,7 @@ WIRING: dict[str, type[m.Message] | None] = {
     "text": m.LlmText,
     "segment": m.Segment,
     "played": m.Played,
+    "speaker_fault": m.DeviceFault,
 }
 DATA_INPUTS = frozenset(k for k, v in WIRING.items() if v is not None)
 LEVEL_EVERY_S = 0.1  # mic level updates per second: 10 are plenty for a meter
@@ -71,6 +72,8 @@ def to_view(msg: m.Message) -> Event | None:
         return SegmentSent(msg.turn_id, msg.segment_index, msg.text, msg.times)
     if isinstance(msg, m.Played):
         return Played(msg.turn_id, msg.event, msg.segment_index, msg.text, msg.t, msg.times)
+    if isinstance(msg, m.DeviceFault):
+        return Fault(msg.device, msg.message, msg.t, active=msg.active)
     return None
 
 

@@ -23,6 +23,7 @@ float and str). Nodes never build or read metadata: they send ``msg.to_dora()`` 
 | tts/ready            | `TtsReady`     | utf8[1] = "tts"        | the voice is loaded (after a crash: resend) |
 | speaker/played       | `Played`       | int64[1] = segment     | what the user really heard, and when        |
 | speaker/reference    | `Reference`    | float32[n], 16 kHz     | what will be heard, for the echo canceller  |
+| speaker/fault        | `DeviceFault`  | utf8[1]                | the device failed or is back (live view)    |
 
 Rules every node follows:
 
@@ -573,7 +574,25 @@ class Reference(Message):
     sample_rate: int = ASR_RATE
 
 
+
+@_register
+@dataclass
+class DeviceFault(Message):
+    """speaker/fault: the sound device failed (`active`) or is back (`active` false).
+
+    Only the live view listens: the speaker itself reopens the device and plays on.
+    """
+
+    OUTPUT: ClassVar[str] = "fault"
+    PAYLOAD: ClassVar[str] = "message"
+
+    message: str
+    device: str = "speaker"
+    active: bool = True
+    t: float = 0.0  # UNIX time it happened
+
+
 ALL: tuple[type[Message], ...] = (
     MicAudio, SpeechStarted, Utterance, Duck, Probe, ProbeText, Transcript, LlmText, LlmReady,
-    ServerReady, ServerAlive, Segment, TtsAudio, TtsReady, Played, Reference,
+    ServerReady, ServerAlive, Segment, TtsAudio, TtsReady, Played, Reference, DeviceFault,
 )

@@ -34,6 +34,7 @@ EXAMPLES: list[m.Message] = [
     m.Played(turn_id=2000, event=m.INTERRUPTED, segment_index=1, t=5.0, text="Sure.",
              played_s=0.4, times={"t_first_played": 4.0}),
     m.Reference(event=m.DELAY, t_start=3.0, delay_s=0.02),
+    m.DeviceFault("failed: the stream stopped", active=True, t=8.0),
 ]
 
 

@@ -149,6 +149,14 @@ def test_speaker_reopens_a_device_that_died_and_still_plays_that_audio(tmp_path)
     events = kinds(played(node))
     assert sink.reopened == 1
     assert ("finished", 0) in events and events[-1][0] == "turn_end"
+    # the live view is told: failed, then back
+    faults = node.messages("fault", m.DeviceFault)
+    assert [(f.device, f.active) for f in faults] == [("speaker", True), ("speaker", False)]
+
+
+def test_a_speaker_that_never_failed_reports_no_fault(tmp_path):
+    node = run_speaker(tmp_path, [final(1000), audio(1000, 0, "A."), audio(1000, 1, event=m.END)])
+    assert kinds(played(node))[-1][0] == "turn_end" and node.messages("fault", m.DeviceFault) == []
 
 
 def test_audio_a_device_still_refuses_after_reopening_is_reported_so_the_answer_ends(tmp_path):

@@ -101,6 +101,17 @@ def test_crashed_nodes_show_as_faults(tmp_path):
     assert view.hub.state.state == "error"
 
 
+def test_a_lost_speaker_shows_as_a_fault_until_it_is_back(tmp_path):
+    failed = msg("speaker_fault", m.DeviceFault("failed: the stream stopped", t=10.0))
+    view = run([failed], tmp_path)
+    faults = view.hub.snapshot()["faults"]
+    assert [(f["source"], f["active"]) for f in faults] == [("speaker", True)]
+    assert view.hub.state.state == "error"
+    back = msg("speaker_fault", m.DeviceFault("is back", active=False, t=11.0))
+    view = run([failed, back], tmp_path)
+    assert view.hub.state.state != "error"
+
+
 def test_a_message_that_breaks_the_contract_is_skipped(tmp_path):
     bad = {"type": "INPUT", "id": "transcript", "value": m.text_array("no turn"), "metadata": {}}
     view = run([bad, *conversation()], tmp_path)

@@ -152,6 +152,7 @@ class SpeakerStage:
         self.gate = TurnGate()
         self.commits = CommitGate()
         self.seen = SeenSegments()  # after a tts crash the segmenter sends segments again
+        self._faults: list[m.Message] = []  # device faults for the live view, sent with the next output
         self._thread = threading.Thread(target=self._report_loop, name="played", daemon=True)
 
     def start(self) -> None:
@@ -164,7 +165,10 @@ class SpeakerStage:
     def handle(self, event: Event) -> list[m.Message]:
         if isinstance(event, m.TtsAudio):
             self._news(self.watch.answered(event.turn_id))
-            return self._audio(event)
+            out = self._audio(event)
+            if self._faults:
+                out, self._faults = self._faults + out, []
+            return out
         if isinstance(event, m.Transcript):
             self._news(self.watch.heard())
             return self._transcript(event)
@@ -290,14 +294,17 @@ class SpeakerStage:
 
     def _add(self, args: tuple[int, int, np.ndarray, int, str], last: bool, ends: bool) -> bool:
         """Queue audio; a device that died is reopened once and gets the audio all the
-        same (dropped, it would never be reported `finished`)."""
+        same (dropped, it would never be reported `finished`). Both are told to the live
+        view (:class:`messages.DeviceFault`)."""
         try:
             return self.sink.add(*args, last=last, end_of_segment=ends)
         except DeviceError as exc:
             log.error("speaker failed: %s; reopening", exc)
+            self._faults.append(m.DeviceFault(f"failed: {exc}", t=time.time()))
         self.sink.reopen()
         accepted = self.sink.add(*args, last=last, end_of_segment=ends)
         log.info("speaker is back")
+        self._faults.append(m.DeviceFault("is back", active=False, t=time.time()))
         return accepted
 
     def _lost(self, turn_id: int, segment_index: int, is_end: bool) -> None:

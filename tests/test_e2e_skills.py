@@ -53,7 +53,9 @@ class Run:
         """Play a question, return its turn's record once its answer has been played."""
         n = len(self.assistant.turns())
         play(wav)
-        return self.user_turn(n, what)
+        record = self.user_turn(n, what)
+        self.rec.wait_quiet()  # heard to its end: the user speaks after the answer, not over it
+        return record
 
     def sound_after(self, t: float) -> float | None:
         """Seconds from wall time `t` to the first sound recorded after it (None: none yet);
@@ -90,7 +92,6 @@ def test_skills_answer_ring_repeat_and_stop(sound_card, tmp_path, make_speech):
         timer = run.ask(q_timer, "the timer request's turn")
         assert "10 seconds" in timer["answer"], timer
         assert run.requests() == 0
-        rec.wait_quiet()  # the confirmation has been heard: the next sound is the announcement
         after_confirm = time.time()
         ring = run.record(lambda r: not m.is_user_turn(r["turn_id"]), "the timer's announcement",
                           timeout=TIMER_S + 60)
@@ -103,13 +104,12 @@ def test_skills_answer_ring_repeat_and_stop(sound_card, tmp_path, make_speech):
               f"(t_first_played - t_speech_end {ring['times']['t_first_played'] - timer['times']['t_speech_end']:.2f} s)")
         assert TIMER_S - 0.5 <= delay <= TIMER_S + 6, delay  # generous: a busy 2-core machine
         assert run.requests() == 0
-        rec.wait_quiet()
+        rec.wait_quiet()  # the announcement heard to its end
 
         # 3. "say that again": the last thing said, the announcement, word for word
         again = run.ask(q_again, "the repeat's turn")
         assert again["answer"].split() == ring["answer"].split(), (again, ring)
         assert run.requests() == 0
-        rec.wait_quiet()
 
         # 4. a long LLM answer, stopped 2 s into its playback
         n = len(assistant.turns())
@@ -138,5 +138,5 @@ def test_skills_answer_ring_repeat_and_stop(sound_card, tmp_path, make_speech):
     assert quiet is not None
     print(f"speaker quiet {quiet - t_stop:.2f} s after \"Stop.\" began")
     assert quiet - t_stop < 3.0  # generous; the bench measures barge-in
-    tail = loud_blocks(audio)[int((quiet - rec.first_t) * 100):]
+    tail = loud_blocks(audio)[round((quiet - rec.first_t) * 100):]
     assert not tail.any(), f"sound {np.argmax(tail) / 100:.2f} s after the speaker went quiet"

@@ -67,6 +67,7 @@ def test_stop_phrasings(heard: str) -> None:
         "I didn't catch that.",
         "One more time.",
         "What was that?",
+        "Say that again. Say that again.",  # Whisper's doubling of a short command
     ],
 )
 def test_repeat_phrasings(heard: str) -> None:

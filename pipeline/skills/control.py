@@ -33,7 +33,9 @@ _REPEAT_PHRASES = (
 )  # fmt: skip
 _FILLER = r"(?:(?:oh|hey|no|okay|ok|alright|sorry|please|just|so) )*"
 _STOP = re.compile(rf"{_FILLER}(?:{'|'.join(_STOP_PHRASES)})(?: (?:{'|'.join(_STOP_PHRASES)}))*")
-_REPEAT = re.compile(rf"{_FILLER}(?:{'|'.join(_REPEAT_PHRASES)})")
+# Whisper (tiny.en) sometimes writes a short command twice ("Say that again. Say that again."
+# for one 1 s "say that again"): a doubled command is still the command.
+_REPEAT = re.compile(rf"{_FILLER}(?:{'|'.join(_REPEAT_PHRASES)})(?: (?:{'|'.join(_REPEAT_PHRASES)}))?")
 
 
 def control(text: str) -> Control | None:

@@ -134,7 +134,7 @@ class Settings:
     vad_preroll_ms: int = setting(300, "Audio kept from before speech started, so the first syllable is not cut.", minimum=0, maximum=2000)
     vad_max_utterance_s: float = setting(15.0, "An utterance is cut and sent after this long.", minimum=1, maximum=120)
     # end of turn (pipeline/turn/policy.py)
-    turn_model: bool = setting(True, "Ask the Smart Turn v3.2 model (from the pipecat-ai wheel, `make setup`) whether a pause ends the turn.")
+    turn_model: bool = setting(False, "Also ask the Smart Turn v3.2 model (from the pipecat-ai wheel, `make setup`) whether a pause ends the turn. Off by default: on 2 cores its inference competes with the LLM's first token (docs/echo-and-turn-taking.md), and the transcript cues alone catch nearly as many half questions.")
     turn_cues: bool = setting(True, "Use the speculative transcript: one ending on a word like \"of\", \"the\", \"um\" is not finished.")
     turn_check_ms: int = setting(256, "Silence after which the end-of-turn signals are asked; a pause judged complete ends the turn then (counted in 32 ms VAD frames).", minimum=32, maximum=5000)
     turn_max_pause_ms: int = setting(2000, "Longest pause inside a turn judged unfinished (the user is thinking): this much silence always ends the turn.", minimum=100, maximum=10000)

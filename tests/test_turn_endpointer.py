@@ -111,8 +111,10 @@ def test_the_stage_feeds_tentative_transcripts_to_the_policy() -> None:
 def test_settings_choose_the_policy() -> None:
     from pipeline.settings import load
 
-    config = VadStageConfig.from_settings(load({}))
-    assert config.end_of_turn is not None and config.end_of_turn.use_model
+    config = VadStageConfig.from_settings(load({}))  # the default: the transcript cues alone
+    assert config.end_of_turn is not None and not config.end_of_turn.use_model
+    model = VadStageConfig.from_settings(load({"TURN_MODEL": "true"}))
+    assert model.end_of_turn is not None and model.end_of_turn.use_model
     off = VadStageConfig.from_settings(load({"TURN_MODEL": "false", "TURN_CUES": "false"}))
     assert off.end_of_turn is None
     cues = VadStageConfig.from_settings(load({"TURN_MODEL": "false", "TURN_DISAGREE_MS": "9999"}))

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -76,15 +77,22 @@ def service_port(low: int = 20000, rng: random.Random | None = None) -> int:
         ephemeral = int(EPHEMERAL_RANGE.read_text().split()[0])
     except (OSError, ValueError, IndexError):
         ephemeral = 32768
-    for _ in range(100):
-        port = rng.randrange(low, max(low + 1, ephemeral))
+    port = first_free(rng.randrange(low, max(low + 1, ephemeral)) for _ in range(100))
+    if port is None:
+        raise RuntimeError(f"no free port between {low} and {ephemeral}")
+    return port
+
+
+def first_free(ports: Iterable[int]) -> int | None:
+    """The first of `ports` that nothing on 127.0.0.1 has bound, or None."""
+    for port in ports:
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
             return port
-    raise RuntimeError(f"no free port between {low} and {ephemeral}")
+    return None
 
 
 def descendants(pid: int) -> list[int]:

@@ -34,7 +34,6 @@ import json
 import os
 import random
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from pipeline import messages as m
+from pipeline.cluster import first_free
 from pipeline.filemode import dora_env
 from pipeline.models import REPO_ROOT
 from tests.live import stop_dataflow
@@ -118,14 +118,10 @@ def free_port(lo: int = PORT_RANGE[0], hi: int = PORT_RANGE[1]) -> int:
     """A port in our range that nobody listens on (each dataflow gets its own)."""
     ports = list(range(lo, hi + 1))
     random.shuffle(ports)
-    for port in ports:
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {lo}-{hi}")
+    port = first_free(ports)
+    if port is None:
+        raise RuntimeError(f"no free port in {lo}-{hi}")
+    return port
 
 
 # -- one dataflow in file mode, watched while it runs -------------------------------------------

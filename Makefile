@@ -65,6 +65,7 @@ bench: setup
 
 bench-sound: setup sound
 	$(PY) -m tests.bench --sound
+	$(PY) -m tests.bench_turns_sound
 
 bench-distributed: setup sound
 	PYTHONPATH=$${PYTHONPATH:-$(CURDIR)} $(PY) -m tests.bench --sound --turns 4 --distributed 2 --env VIEW_PORT=0

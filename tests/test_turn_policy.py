@@ -102,6 +102,25 @@ def test_cues_alone() -> None:
     assert first_end(EndOfTurn(cues)) == 512
 
 
+def test_an_unpunctuated_transcript_waits_unsure_ms() -> None:
+    cues = PolicyConfig(256, 512, 1984, use_model=False, unsure_ms=1504)
+    policy = EndOfTurn(cues)
+    assert first_end(policy, transcript_at=96, text="who wrote the book") == 1504
+    assert policy.reason == "unsure"
+    # no transcript yet says nothing about the words: the end silence as before
+    policy = EndOfTurn(cues)
+    assert first_end(policy) == 512 and policy.reason == "unsettled"
+    # a finished one still ends at the check
+    assert first_end(EndOfTurn(cues), transcript_at=96, text="Who wrote the book?") == 256
+
+
+def test_unsure_ms_is_clamped_by_the_settings() -> None:
+    s = load({"TURN_UNSURE_MS": "300", "VAD_END_SILENCE_MS": "500"})
+    assert PolicyConfig.from_settings(s).unsure_ms == 500
+    s = load({"TURN_UNSURE_MS": "5000", "TURN_MAX_PAUSE_MS": "2000"})
+    assert PolicyConfig.from_settings(s).unsure_ms == 2000
+
+
 def test_voice_forgets_the_pause() -> None:
     model = Model(0.1)
     policy = EndOfTurn(CFG, model)
@@ -121,6 +140,8 @@ def test_no_signal_is_the_fixed_silence() -> None:
 def test_config_order_is_checked() -> None:
     with pytest.raises(ValueError):
         PolicyConfig(check_ms=600, end_silence_ms=500)
+    with pytest.raises(ValueError):
+        PolicyConfig(end_silence_ms=500, max_pause_ms=2000, unsure_ms=2500)
     with pytest.raises(ValueError):
         EndOfTurn(PolicyConfig(), None)
     with pytest.raises(SettingsError, match="TURN_CHECK_MS"):

@@ -12,7 +12,10 @@ silence. The policy asks two signals once the user has been silent a little
 
 A pause judged complete ends the turn at once; one the signals cannot settle yet (the model
 says complete but the transcript has not come) ends at the latest after `end_silence_ms`;
-one judged incomplete waits until `max_pause_ms`, which always ends the turn. A cue that
+one whose transcript reads neither finished nor unfinished (no final punctuation: Whisper
+leaves it off a sentence that trails off, "who wrote the book", but also off some whole
+ones) waits `unsure_ms` (not less than `end_silence_ms`); one judged incomplete waits until `max_pause_ms`, which always
+ends the turn. A cue that
 says incomplete ("... of") outweighs the model; when the cue says complete and the model
 does not, the pause ends the turn after `disagree_ms` (Whisper often completes half a
 question in its transcript, "What is the capital on?", and the model often doubts whole
@@ -47,6 +50,7 @@ class PolicyConfig:
     use_model: bool = True
     use_cues: bool = DEFAULTS.turn_cues
     disagree_ms: int = DEFAULTS.turn_disagree_ms
+    unsure_ms: int = DEFAULTS.turn_unsure_ms
 
     @classmethod
     def from_settings(cls, s: Settings, use_model: bool | None = None) -> PolicyConfig:
@@ -54,6 +58,7 @@ class PolicyConfig:
         return cls(check_ms=s.turn_check_ms, end_silence_ms=s.vad_end_silence_ms,
                    max_pause_ms=max_pause,
                    disagree_ms=min(max(s.turn_disagree_ms, s.turn_check_ms), max_pause),
+                   unsure_ms=min(max(s.turn_unsure_ms, s.vad_end_silence_ms), max_pause),
                    threshold=s.turn_threshold,
                    use_model=s.turn_model if use_model is None else use_model,
                    use_cues=s.turn_cues)
@@ -66,6 +71,9 @@ class PolicyConfig:
         if not self.check_ms <= self.disagree_ms <= self.max_pause_ms:
             raise ValueError(f"need check_ms <= disagree_ms <= max_pause_ms, got "
                              f"{self.check_ms}, {self.disagree_ms}, {self.max_pause_ms}")
+        if self.unsure_ms > self.max_pause_ms:
+            raise ValueError(f"need unsure_ms <= max_pause_ms, got {self.unsure_ms}, "
+                             f"{self.max_pause_ms}")
 
     @property
     def active(self) -> bool:
@@ -120,9 +128,16 @@ class EndOfTurn:
             return self._end("complete")
         if self._disagree() and silence_ms >= cfg.disagree_ms:
             return self._end("disagree")
-        if verdict is Cue.UNKNOWN and silence_ms >= cfg.end_silence_ms:
-            return self._end("unsettled")
+        if verdict is Cue.UNKNOWN:
+            if self._unsure() and silence_ms >= max(cfg.unsure_ms, cfg.end_silence_ms):
+                return self._end("unsure")
+            if not self._unsure() and silence_ms >= cfg.end_silence_ms:
+                return self._end("unsettled")
         return False
+
+    def _unsure(self) -> bool:
+        """The transcript came and reads neither finished nor unfinished."""
+        return self.config.use_cues and self._cue_seen and self.cue is Cue.UNKNOWN
 
     def _verdict(self, audio: Callable[[], np.ndarray]) -> Cue:
         cfg = self.config

@@ -108,6 +108,11 @@ class Transcript:
     elapsed_s: float
     dropped: tuple[str, ...] = ()
     window_s: float = FULL_WINDOW_S  # the encoder window that produced the text
+    # Whisper's probability of the last word it wrote (its least likely token), and of the
+    # final punctuation mark (0 without one): a guessed ending is often unlikely, as when a
+    # question's first half "What time does the" comes out as "What time does that?".
+    last_word_p: float = 1.0
+    end_mark_p: float = 0.0
 
     @property
     def rtf(self) -> float:
@@ -168,14 +173,62 @@ def _defer_import(name: str) -> None:
         sys.modules[name] = _Deferred(name)
 
 
+class _Scoring:
+    """Stands in for the CTranslate2 Whisper model inside faster-whisper: every `generate`
+    also returns the decoder's log-probabilities over the vocabulary at each step (cheap for
+    a few tokens), and the last result is kept so its tokens' probabilities can be read."""
+
+    def __init__(self, model: object) -> None:
+        self.model = model
+        self.last: object | None = None
+
+    def __getattr__(self, attr: str) -> object:
+        return getattr(self.model, attr)
+
+    def generate(self, *args: object, **kwargs: object) -> list:
+        results = self.model.generate(*args, **kwargs, return_logits_vocab=True)  # type: ignore[attr-defined]
+        self.last = results[0] if results else None
+        return results
+
+
+def _token_p(step_logits: object, token: int) -> float:
+    x = np.asarray(step_logits, dtype=np.float32).ravel()
+    x = x - x.max()
+    return float(np.exp(x[token]) / np.exp(x).sum())
+
+
+def ending_probabilities(tokens: list[int], logits: list, text_of: Callable[[int], str]
+                         ) -> tuple[float, float]:
+    """(P of the last word, P of the final punctuation mark) of a decoded token sequence.
+
+    The last word is its tokens back to the one that starts with a space; its probability
+    is its least likely token's. The mark: the tokens after the last word, 0 if none."""
+    end = len(tokens)
+    while end > 0 and not any(c.isalnum() for c in text_of(tokens[end - 1])):
+        end -= 1
+    mark_p = min((_token_p(logits[k], tokens[k]) for k in range(end, len(tokens))
+                  if k < len(logits)), default=0.0)
+    start = end - 1
+    while start > 0 and not text_of(tokens[start]).startswith(" "):
+        start -= 1
+    word_p = min((_token_p(logits[k], tokens[k]) for k in range(max(start, 0), end)
+                  if k < len(logits)), default=1.0)
+    return word_p, mark_p
+
+
 def _windowed_model_class():
     _defer_import("av")
     from faster_whisper import WhisperModel
 
     class WindowedWhisper(WhisperModel):
-        """faster-whisper with the encoder input cut to `frames` mel frames (None: 30 s)."""
+        """faster-whisper with the encoder input cut to `frames` mel frames (None: 30 s),
+        and the decoder's probabilities of the last decoded tokens kept (:class:`_Scoring`)."""
 
         frames: int | None = None
+
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            self.model = _Scoring(self.model)
 
         def encode(self, features: np.ndarray):
             if self.frames is not None and features.shape[-1] > self.frames:
@@ -219,13 +272,28 @@ class Transcriber:
             window = FULL_WINDOW_S
             segments = self._decode(audio, window)
         kept, dropped = self._filter(segments)
+        word_p, mark_p = self._ending(segments) if kept and not dropped else (1.0, 0.0)
         return Transcript(
             text=" ".join(kept).strip(),
             audio_s=audio_s,
             elapsed_s=time.perf_counter() - started,
             dropped=tuple(dropped),
             window_s=window,
+            last_word_p=word_p,
+            end_mark_p=mark_p,
         )
+
+    def _ending(self, segments: list) -> tuple[float, float]:
+        """The ending probabilities of the last segment (the last `generate` call)."""
+        last = self.model.model.last
+        if not segments or last is None or not getattr(last, "logits", None):
+            return 1.0, 0.0
+        tokens = list(last.sequences_ids[0])
+        if tokens != list(segments[-1].tokens):
+            return 1.0, 0.0
+        tokenizer = self.model.hf_tokenizer
+        return ending_probabilities(tokens, list(last.logits[0]),
+                                    lambda t: tokenizer.decode([t]))
 
     @staticmethod
     def _max_tokens(audio_s: float) -> int:

@@ -412,6 +412,8 @@ class Transcript(Message):
     text: str
     final: bool = True
     times: Times = field(default_factory=dict)
+    last_word_p: float = 1.0  # Whisper's P of the last word and of the final mark (asr.py)
+    end_mark_p: float = 1.0
 
 
 @_register

@@ -139,6 +139,7 @@ class Settings:
     turn_check_ms: int = setting(256, "Silence after which the end-of-turn signals are asked; a pause judged complete ends the turn then (counted in 32 ms VAD frames).", minimum=32, maximum=5000)
     turn_max_pause_ms: int = setting(2000, "Longest pause inside a turn judged unfinished (the user is thinking): this much silence always ends the turn.", minimum=100, maximum=10000)
     turn_unsure_ms: int = setting(500, "Silence that ends a pause whose transcript reads neither finished nor unfinished (no final punctuation; at least VAD_END_SILENCE_MS, at most TURN_MAX_PAUSE_MS).", minimum=100, maximum=10000)
+    turn_min_word_p: float = setting(0.0, "A transcript that reads finished counts only as unsure (TURN_UNSURE_MS) when Whisper gave its last word a lower probability than this: a guessed ending (\"What time does the\" heard as \"What time does that?\"). 0 = off.", minimum=0, maximum=1)
     turn_disagree_ms: int = setting(256, "Silence that ends a pause the transcript reads as finished (\"...?\") but the model does not (at least TURN_CHECK_MS). Longer waits out more half questions but makes whole ones the model doubts wait as long (docs/echo-and-turn-taking.md).", minimum=32, maximum=10000)
     turn_threshold: float = setting(0.5, "Smart Turn probability from which a pause counts as the end of the turn.", minimum=0.01, maximum=0.99)
     aec: bool = setting(True, "Acoustic echo cancellation (WebRTC AEC3 via livekit) with the played audio as reference, so the assistant does not hear itself.")

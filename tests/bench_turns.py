@@ -221,6 +221,16 @@ def build(voice: Voice, group: str = "dev") -> list[Item]:
     return items
 
 
+@dataclass(frozen=True)
+class Heard:
+    """A tentative transcript, Whisper's time for it, its ending's probabilities."""
+
+    text: str
+    elapsed_s: float
+    last_word_p: float
+    end_mark_p: float
+
+
 class Signals:
     """Whisper transcripts (with their time) and Smart Turn probabilities, cached per audio."""
 
@@ -231,15 +241,15 @@ class Signals:
         self.asr = Transcriber(AsrConfig())
         self.asr.warm_up()
         self.smart_turn = SmartTurn()
-        self._asr: dict[tuple[str, int], tuple[str, float]] = {}
+        self._asr: dict[tuple[str, int], Heard] = {}
         self._turn: dict[tuple[str, int], float] = {}
         self.smart_turn_ms: list[float] = []
 
-    def transcript(self, key: str, audio: np.ndarray) -> tuple[str, float]:
+    def transcript(self, key: str, audio: np.ndarray) -> Heard:
         k = (key, audio.size)
         if k not in self._asr:
             t = self.asr.transcribe(audio)
-            self._asr[k] = (t.text, t.elapsed_s)
+            self._asr[k] = Heard(t.text, t.elapsed_s, t.last_word_p, t.end_mark_p)
         return self._asr[k]
 
     def model(self, key: str) -> Callable[[np.ndarray], float]:
@@ -267,22 +277,22 @@ def run_item(item: Item, policy: PolicyConfig | None, signals: Signals) -> Outco
                                                                  else 500))
     eot = EndOfTurn(policy, signals.model(item.key)) if policy else None
     ep = Endpointer(ep_config, end_of_turn=eot)
-    due: list[tuple[int, int, str]] = []  # (frame, turn, text)
+    due: list[tuple[int, int, Heard]] = []  # (frame, turn, transcript)
     first_final: tuple[Utterance, float] | None = None
     outcome = Outcome(False, None, "no endpoint")
     heard = ""
     for k, p in enumerate(item.probs):
         for d in [d for d in due if d[0] == k]:
-            ep.transcript(d[1], d[2])
-            heard = d[2] if d[1] == ep.turn_id else heard
+            ep.transcript(d[1], d[2].text, d[2].last_word_p, d[2].end_mark_p)
+            heard = d[2].text if d[1] == ep.turn_id else heard
         t = k * FRAME_S
         frame = item.audio[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES]
         for ev in ep.process(frame, p, t):
             if not isinstance(ev, Utterance):
                 continue
             if not ev.final:
-                text, elapsed = signals.transcript(item.key, ev.samples)
-                due.append((k + 1 + math.ceil(elapsed / FRAME_S), ev.turn_id, text))
+                got = signals.transcript(item.key, ev.samples)
+                due.append((k + 1 + math.ceil(got.elapsed_s / FRAME_S), ev.turn_id, got))
             elif first_final is None:
                 first_final = (ev, t + FRAME_S)
                 premature = item.resume_s is not None and ev.t_speech_end < item.resume_s
@@ -314,12 +324,18 @@ def report(name: str, items: list[Item], outcomes: list[Outcome]) -> str:
 
 def policies(check_ms: int) -> list[tuple[str, PolicyConfig | None]]:
     base = PolicyConfig(check_ms=check_ms, end_silence_ms=500, max_pause_ms=2000,
-                        disagree_ms=2000, unsure_ms=500)
+                        disagree_ms=2000, unsure_ms=500, min_word_p=0.0)
     cues = replace(base, use_model=False)
     return [
         ("fixed 500 ms silence (before)", None),
         (f"cues, unsure 500, check {check_ms}", cues),
-        *[(f"cues, unsure {u}", replace(cues, unsure_ms=u)) for u in (800, 1000, 1500, 2000)],
+        *[(f"cues, unsure {u}", replace(cues, unsure_ms=u)) for u in (1000, 2000)],
+        *[(f"cues, word p {w}, unsure {u}", replace(cues, unsure_ms=u, min_word_p=w))
+          for w in (0.6, 0.8, 0.9) for u in (1000, 1500, 2000)],
+        *[(f"cues, mark p {w}, unsure {u}", replace(cues, unsure_ms=u, min_mark_p=w))
+          for w in (0.6, 0.8) for u in (1000, 2000)],
+        *[(f"cues, word p 0.8, mark p {w}, unsure 2000",
+           replace(cues, unsure_ms=2000, min_word_p=0.8, min_mark_p=w)) for w in (0.6, 0.8)],
         (f"model alone, check {check_ms}", replace(base, use_cues=False)),
         (f"model + cues, disagree {check_ms}", replace(base, disagree_ms=check_ms)),
         ("model + cues, disagree 1000", replace(base, disagree_ms=1000)),

@@ -118,3 +118,30 @@ def test_a_transcript_a_short_window_ended_early_is_redone_with_the_full_window(
     result = tr.transcribe(audio)
     assert result.window_s == 30.0
     assert {"weather", "berlin", "tomorrow", "question", "answer"} <= set(normalise(result.text).split())
+
+
+def test_ending_probabilities_read_the_last_word_and_the_final_mark():
+    from pipeline.asr import ending_probabilities
+
+    pieces = {1: " What", 2: " time", 3: " does", 4: " th", 5: "at", 6: "?", 7: "!"}
+
+    def logits(p: float, token: int) -> np.ndarray:
+        x = np.full(8, np.log((1 - p) / 7), dtype=np.float32)
+        x[token] = np.log(p)
+        return x
+
+    tokens = [1, 2, 3, 4, 5, 6]
+    steps = [logits(0.9, 1), logits(0.95, 2), logits(0.9, 3), logits(0.7, 4), logits(0.4, 5),
+             logits(0.6, 6)]
+    word, mark = ending_probabilities(tokens, steps, pieces.__getitem__)
+    assert round(word, 3) == 0.4 and round(mark, 3) == 0.6  # the word's least likely piece
+    word, mark = ending_probabilities(tokens[:5], steps[:5], pieces.__getitem__)
+    assert round(word, 3) == 0.4 and mark == 0.0  # no mark
+
+
+def test_a_transcript_carries_whisper_s_confidence_in_its_ending(speak_16k):
+    from tests.conftest import _transcriber
+
+    result = _transcriber().transcribe(_padded(speak_16k("What time is it?")))
+    assert result.text.endswith("?")
+    assert 0.5 < result.last_word_p <= 1.0 and 0.5 < result.end_mark_p <= 1.0

@@ -120,3 +120,38 @@ def test_settings_choose_the_policy() -> None:
     cues = VadStageConfig.from_settings(load({"TURN_MODEL": "false", "TURN_DISAGREE_MS": "9999"}))
     assert cues.end_of_turn is not None and not cues.end_of_turn.use_model
     assert cues.end_of_turn.disagree_ms == cues.end_of_turn.max_pause_ms
+
+
+def test_the_stage_hands_whisper_s_doubt_about_the_ending_to_the_policy() -> None:
+    """"What time does the" heard as "What time does that?" (last word unlikely): the pause
+    waits as an unsure one instead of ending at the check, and the user's second half joins
+    the turn; the same transcript heard with confidence ends it at once."""
+    class Probs:
+        def __init__(self) -> None:
+            self.k = 0
+
+        def prob(self, frame: np.ndarray) -> float:
+            self.k += 1
+            return PROBS[self.k - 1]
+
+        def reset(self) -> None:
+            self.k = 0
+
+    def whole_turns(word_p: float) -> list[bool]:
+        cues = PolicyConfig(check_ms=256, end_silence_ms=512, max_pause_ms=1984, use_model=False,
+                            unsure_ms=1984, min_word_p=0.8)
+        stage = VadStage(VadStageConfig(endpoint=SPEC, end_of_turn=cues), Probs())
+        out: list[m.Message] = []
+        for k in range(len(PROBS)):
+            if k == 5 + HALF + 6:
+                out += stage.handle(m.Transcript(stage.vad.endpointer.turn_id,
+                                                 "What time does that?", False,
+                                                 last_word_p=word_p, end_mark_p=0.9))
+            out += stage.handle(m.MicAudio(samples=np.zeros(FRAME, np.float32),
+                                           sample_rate=16000, capture_time=T0 + k * FRAME_S,
+                                           seq=k))
+        return [u.duration_s > (HALF + PAUSE) * FRAME_S for u in out
+                if isinstance(u, Utterance) and u.final]
+
+    assert whole_turns(0.41) == [True]
+    assert whole_turns(0.99)[0] is False  # confident: the half ends the turn at the check

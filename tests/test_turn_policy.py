@@ -114,6 +114,24 @@ def test_an_unpunctuated_transcript_waits_unsure_ms() -> None:
     assert first_end(EndOfTurn(cues), transcript_at=96, text="Who wrote the book?") == 256
 
 
+def test_a_finished_reading_whisper_doubts_is_unsure() -> None:
+    cues = PolicyConfig(256, 512, 1984, use_model=False, unsure_ms=1504, min_word_p=0.8,
+                        min_mark_p=0.5)
+    guessed = EndOfTurn(cues)
+    guessed.transcript("What time does that?", last_word_p=0.41, end_mark_p=0.9)
+    assert first_end(guessed) == 1504 and guessed.reason == "unsure"
+    unsure_mark = EndOfTurn(cues)
+    unsure_mark.transcript("What time is it?", last_word_p=0.99, end_mark_p=0.3)
+    assert first_end(unsure_mark) == 1504
+    sure = EndOfTurn(cues)
+    sure.transcript("What time is it?", last_word_p=0.99, end_mark_p=0.95)
+    assert first_end(sure) == 256 and sure.reason == "complete"
+    # an unfinished reading stays unfinished, however sure Whisper is of the word
+    of = EndOfTurn(cues)
+    of.transcript("What is the capital of", last_word_p=0.99, end_mark_p=0.0)
+    assert first_end(of) == 1984
+
+
 def test_unsure_ms_is_clamped_by_the_settings() -> None:
     s = load({"TURN_UNSURE_MS": "300", "VAD_END_SILENCE_MS": "500"})
     assert PolicyConfig.from_settings(s).unsure_ms == 500

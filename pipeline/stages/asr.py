@@ -85,7 +85,8 @@ class AsrStage:
                      result.audio_s, result.elapsed_s)
         times = {**utt.times, "t_transcript": m.now(), "asr_s": round(result.elapsed_s, 4),
                  "asr_audio_s": round(result.audio_s, 4)}
-        return [m.Transcript(turn, result.text, final, times)]
+        return [m.Transcript(turn, result.text, final, times, round(result.last_word_p, 4),
+                             round(result.end_mark_p, 4))]
 
     def idle(self) -> bool:
         return True

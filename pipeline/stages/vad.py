@@ -146,7 +146,8 @@ class VadStage:
             self._reference(event)
         elif isinstance(event, m.Transcript):
             if not event.final:
-                self.vad.endpointer.transcript(event.turn_id, event.text)
+                self.vad.endpointer.transcript(event.turn_id, event.text, event.last_word_p,
+                                               event.end_mark_p)
         elif isinstance(event, m.ProbeText):
             return self._probe_answer(event)
         elif isinstance(event, m.Played):

@@ -14,7 +14,10 @@ A pause judged complete ends the turn at once; one the signals cannot settle yet
 says complete but the transcript has not come) ends at the latest after `end_silence_ms`;
 one whose transcript reads neither finished nor unfinished (no final punctuation: Whisper
 leaves it off a sentence that trails off, "who wrote the book", but also off some whole
-ones) waits `unsure_ms` (not less than `end_silence_ms`); one judged incomplete waits until `max_pause_ms`, which always
+ones) waits `unsure_ms` (not less than `end_silence_ms`), and so does one that reads
+finished but whose last word (or final mark) Whisper was unsure of, below `min_word_p`
+(`min_mark_p`): Whisper completes half a question with a guess ("What time does the" ->
+"What time does that?", "What is the capital of" -> "What is the capital on?"); one judged incomplete waits until `max_pause_ms`, which always
 ends the turn. A cue that
 says incomplete ("... of") outweighs the model; when the cue says complete and the model
 does not, the pause ends the turn after `disagree_ms` (Whisper often completes half a
@@ -51,6 +54,8 @@ class PolicyConfig:
     use_cues: bool = DEFAULTS.turn_cues
     disagree_ms: int = DEFAULTS.turn_disagree_ms
     unsure_ms: int = DEFAULTS.turn_unsure_ms
+    min_word_p: float = DEFAULTS.turn_min_word_p
+    min_mark_p: float = 0.0
 
     @classmethod
     def from_settings(cls, s: Settings, use_model: bool | None = None) -> PolicyConfig:
@@ -59,6 +64,7 @@ class PolicyConfig:
                    max_pause_ms=max_pause,
                    disagree_ms=min(max(s.turn_disagree_ms, s.turn_check_ms), max_pause),
                    unsure_ms=min(max(s.turn_unsure_ms, s.vad_end_silence_ms), max_pause),
+                   min_word_p=s.turn_min_word_p,
                    threshold=s.turn_threshold,
                    use_model=s.turn_model if use_model is None else use_model,
                    use_cues=s.turn_cues)
@@ -108,9 +114,14 @@ class EndOfTurn:
         self.cue = Cue.UNKNOWN
         self._cue_seen = False
 
-    def transcript(self, text: str) -> None:
-        """The speculative transcript of the current pause has arrived."""
-        self.cue = transcript_cue(text)
+    def transcript(self, text: str, last_word_p: float = 1.0, end_mark_p: float = 1.0) -> None:
+        """The speculative transcript of the current pause has arrived, with Whisper's
+        probabilities of its last word and final mark."""
+        cue = transcript_cue(text)
+        cfg = self.config
+        if cue is Cue.COMPLETE and (last_word_p < cfg.min_word_p or end_mark_p < cfg.min_mark_p):
+            cue = Cue.UNKNOWN  # reads finished, but the ending may be Whisper's guess
+        self.cue = cue
         self._cue_seen = True
 
     def should_end(self, silence_ms: float, audio: Callable[[], np.ndarray]) -> bool:

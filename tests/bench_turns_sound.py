@@ -171,7 +171,9 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-turns-"))
     wav, spoken = questions_wav(work, args.paused, args.whole)
-    env = {"MIC_FILE_TAIL_S": f"{GAP_S:g}"}
+    # Short answers, so that each is over before the next question: a question spoken over
+    # an answer is a barge-in, whose timing is another matter (tests/bench_bargein.py).
+    env = {"MIC_FILE_TAIL_S": f"{GAP_S:g}", "LLM_MAX_TOKENS": "24"}
     found: dict[str, list[Result]] = {name: [] for name in VARIANTS}
     names = list(VARIANTS)
     for r in range(args.rounds):

@@ -126,6 +126,10 @@ def test_a_finished_reading_whisper_doubts_is_unsure() -> None:
     sure = EndOfTurn(cues)
     sure.transcript("What time is it?", last_word_p=0.99, end_mark_p=0.95)
     assert first_end(sure) == 256 and sure.reason == "complete"
+    # a name at the end is often less sure, but it is not a guess at a cut-off question
+    name = EndOfTurn(cues)
+    name.transcript("What is the capital of Spain?", last_word_p=0.71, end_mark_p=0.9)
+    assert first_end(name) == 256
     # an unfinished reading stays unfinished, however sure Whisper is of the word
     of = EndOfTurn(cues)
     of.transcript("What is the capital of", last_word_p=0.99, end_mark_p=0.0)
@@ -182,3 +186,13 @@ def test_not_backchannels(text: str) -> None:
     from pipeline.turn.backchannel import is_backchannel
 
     assert not is_backchannel(text)
+
+
+@pytest.mark.parametrize(("text", "name"), [
+    ("What is the capital of Spain?", True), ("Who painted the Mona Lisa?", True),
+    ("What time does that?", False), ("Spain?", False), ("Can I?", False), ("", False),
+])
+def test_names_at_the_end(text: str, name: bool) -> None:
+    from pipeline.turn.cues import ends_on_a_name
+
+    assert ends_on_a_name(text) is name

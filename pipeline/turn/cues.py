@@ -51,6 +51,17 @@ def last_word(text: str) -> str:
     return words[-1] if words else ""
 
 
+_WORDS_AS_WRITTEN = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)?")
+
+
+def ends_on_a_name(text: str) -> bool:
+    """The last word is capitalised inside the sentence ("What is the capital of Spain?"):
+    a name, which Whisper writes less surely than common words, but never as its guess at
+    the end of a cut-off question (those are common words: "that", "it", "on")."""
+    words = _WORDS_AS_WRITTEN.findall(text)
+    return len(words) > 1 and words[-1][0].isupper() and words[-1] != "I"
+
+
 def transcript_cue(text: str) -> Cue:
     """What the tentative transcript says about the end of the turn (see the module doc)."""
     stripped = text.strip()

@@ -16,7 +16,7 @@ one whose transcript reads neither finished nor unfinished (no final punctuation
 leaves it off a sentence that trails off, "who wrote the book", but also off some whole
 ones) waits `unsure_ms` (not less than `end_silence_ms`; `max_pause_ms` ends any pause), and so does one that reads
 finished but whose last word (or final mark) Whisper was unsure of, below `min_word_p`
-(`min_mark_p`): Whisper completes half a question with a guess ("What time does the" ->
+(`min_mark_p`), unless that word is a name: Whisper completes half a question with a guess ("What time does the" ->
 "What time does that?", "What is the capital of" -> "What is the capital on?"); one judged incomplete waits until `max_pause_ms`, which always
 ends the turn. A cue that
 says incomplete ("... of") outweighs the model; when the cue says complete and the model
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.settings import DEFAULTS, Settings
-from pipeline.turn.cues import Cue, transcript_cue
+from pipeline.turn.cues import Cue, ends_on_a_name, transcript_cue
 
 TurnModel = Callable[[np.ndarray], float]
 """P(turn complete) of the utterance's audio so far (16 kHz float32)."""
@@ -116,7 +116,8 @@ class EndOfTurn:
         probabilities of its last word and final mark."""
         cue = transcript_cue(text)
         cfg = self.config
-        if cue is Cue.COMPLETE and (last_word_p < cfg.min_word_p or end_mark_p < cfg.min_mark_p):
+        doubted = last_word_p < cfg.min_word_p and not ends_on_a_name(text)
+        if cue is Cue.COMPLETE and (doubted or end_mark_p < cfg.min_mark_p):
             cue = Cue.UNKNOWN  # reads finished, but the ending may be Whisper's guess
         self.cue = cue
         self._cue_seen = True

@@ -256,7 +256,8 @@ class VadStage:
             elif isinstance(ev, m.Utterance) and ev.final:
                 policy = self.vad.endpointer.end_of_turn
                 log.info("turn %d: utterance of %.2f s%s", ev.turn_id, ev.duration_s,
-                         f" (end of turn: {policy.reason}, p={policy.ended_probability})"
+                         f" (end of turn: {policy.reason}, p={policy.ended_probability}, "
+                         f"cue {policy.ended_cue.value}, last word p={policy.ended_word_p})"
                          if policy is not None else "")
             out.append(ev)
         return out

@@ -101,21 +101,27 @@ class EndOfTurn:
         self.probability: float | None = None
         self.cue = Cue.UNKNOWN
         self._cue_seen = False
-        # Why the last turn ended, and the model's probability then (for the log).
+        self.last_word_p: float | None = None  # of the pause's transcript
+        # Why the last turn ended, the model's probability, the cue and Whisper's last word
+        # probability then (for the log).
         self.reason = ""
         self.ended_probability: float | None = None
+        self.ended_cue = Cue.UNKNOWN
+        self.ended_word_p: float | None = None
 
     def voice(self) -> None:
         """The user is speaking again: the pause's verdicts are void."""
         self.probability = None
         self.cue = Cue.UNKNOWN
         self._cue_seen = False
+        self.last_word_p = None
 
     def transcript(self, text: str, last_word_p: float = 1.0, end_mark_p: float = 1.0) -> None:
         """The speculative transcript of the current pause has arrived, with Whisper's
         probabilities of its last word and final mark."""
         cue = transcript_cue(text)
         cfg = self.config
+        self.last_word_p = last_word_p
         doubted = last_word_p < cfg.min_word_p and not ends_on_a_name(text)
         if cue is Cue.COMPLETE and (doubted or end_mark_p < cfg.min_mark_p):
             cue = Cue.UNKNOWN  # reads finished, but the ending may be Whisper's guess
@@ -177,4 +183,5 @@ class EndOfTurn:
     def _end(self, reason: str) -> bool:
         self.reason = reason
         self.ended_probability = self.probability
+        self.ended_cue, self.ended_word_p = self.cue, self.last_word_p
         return True

@@ -123,8 +123,8 @@ def run_version(root: Path, work: Path, phrases: list[str]) -> tuple[list[Round]
             play(wav(work, said))
             if backchannel:
                 time.sleep(3.0)
-            else:  # the story's turn and the interruption's, answered to its end
-                _wait_turns(assistant, n_turns + 2)
+            else:  # the story's turn (and the last round's) and the interruption's, answered
+                _wait_turns(assistant, n_turns + 2 + playing)
             a_spk, a_mic = spk.stop(), mic.stop()
             playing = backchannel
             onset = onset_after(a_mic, mic.first_t or t_play, t_play)
@@ -132,7 +132,7 @@ def run_version(root: Path, work: Path, phrases: list[str]) -> tuple[list[Round]
             key = {w for w in words(said) if len(w) > 3}
             answered = not backchannel and any(
                 key <= words(t.get("transcript", "")) and not t["interrupted"]
-                for t in assistant.turns()[n_turns + 1:])
+                for t in assistant.turns()[n_turns:])
             rounds.append(Round(said, backchannel, got, answered))
             print(f"  {said!r}: {_describe(rounds[-1])}", flush=True)
         requests = [r["messages"][-1]["content"] for r in srv.script.requests]

@@ -12,8 +12,10 @@ silent); for a backchannel `back`, the level over half again, and whether the an
 on; for an interruption whether its question was answered. And the LLM requests made of a
 backchannel (there must be none).
 
-Run: `.venv/bin/python -m tests.bench_backchannel [--n 1] [--old PATH]`: `--old` runs the
-same rounds first on the dataflow of another checkout (e.g. a clone of main), then on this one.
+Run: `.venv/bin/python -m tests.bench_backchannel [--n 1] [--old PATH] [--baseline]`: `--old`
+runs the same rounds first on the dataflow of another checkout (e.g. a clone of main),
+`--baseline` the interruptions with BACKCHANNELS=false (every onset cuts the answer at once:
+the speed to match), then all rounds on this checkout.
 """
 
 from __future__ import annotations
@@ -100,14 +102,16 @@ class Round:
     answered: bool = False  # (an interruption) a turn with its words was answered
 
 
-def run_version(root: Path, work: Path, phrases: list[str]) -> tuple[list[Round], int]:
-    """Every phrase over a long answer of the dataflow in `root`: (rounds, LLM requests
-    made of a backchannel)."""
+def run_version(root: Path, work: Path, phrases: list[str],
+                env: dict[str, str] | None = None) -> tuple[list[Round], int]:
+    """Every phrase over a long answer of the dataflow in `root` (with settings `env`):
+    (rounds, LLM requests made of a backchannel)."""
     ask = wav(work, "Tell me a long story about bread.", lead_s=0.2)
     rounds: list[Round] = []
     playing = False  # the story of the last round still plays (after a backchannel)
     with ScriptedServer(Script(answer_fn=answer_for, token_delay_s=0.01)) as srv, \
-            LiveAssistant(work, {"OPENAI_BASE_URL": srv.base_url}, root=root) as assistant:
+            LiveAssistant(work, {"OPENAI_BASE_URL": srv.base_url, **(env or {})},
+                          root=root) as assistant:
         assistant.wait_ready()
         for said in phrases:
             backchannel = is_backchannel(said)
@@ -169,7 +173,7 @@ def summary(name: str, rounds: list[Round], llm_backchannels: int) -> str:
         f"held (quiet -> back) {_stats(held)}; silent at all {sum(h.silent is not None for h in bc)}; "
         f"LLM requests of a backchannel: {llm_backchannels}",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines if bc else lines[:1])
 
 
 def _ms(t: float | None) -> str:
@@ -189,17 +193,25 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1, help="rounds of each phrase")
     ap.add_argument("--old", type=Path, help="another checkout to measure first (e.g. main)")
+    ap.add_argument("--baseline", action="store_true",
+                    help="also the interruptions with BACKCHANNELS=false (each onset cuts at once)")
     args = ap.parse_args()
     subprocess.run(["bash", str(REPO_ROOT / ".ci" / "pulse-setup.sh")], check=True)
     others = INTERRUPTIONS + INTERRUPTIONS[:2]  # as many as backchannels, taken in turn
     phrases = [p for _ in range(args.n) for pair in zip(BACKCHANNELS, others, strict=True)
                for p in pair]
-    versions = ([("old", args.old.resolve())] if args.old else []) + [("new", REPO_ROOT)]
+    versions: list[tuple[str, Path, list[str], dict[str, str]]] = []
+    if args.old:
+        versions.append(("old", args.old.resolve(), phrases, {}))
+    if args.baseline:
+        cuts = [p for p in phrases if not is_backchannel(p)]
+        versions.append(("no gate", REPO_ROOT, cuts, {"BACKCHANNELS": "false"}))
+    versions.append(("new", REPO_ROOT, phrases, {}))
     results = []
-    for name, root in versions:
-        print(f"{name}: {root}", flush=True)
-        work = Path(tempfile.mkdtemp(prefix=f"backchannel-{name}-"))
-        results.append((name, *run_version(root, work, phrases)))
+    for name, root, said, env in versions:
+        print(f"{name}: {root} {env}", flush=True)
+        work = Path(tempfile.mkdtemp(prefix=f"backchannel-{name.replace(' ', '-')}-"))
+        results.append((name, *run_version(root, work, said, env)))
     print()
     for name, rounds, llm in results:
         print(summary(name, rounds, llm))

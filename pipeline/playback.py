@@ -19,8 +19,8 @@ Threading rules (the callback runs on PortAudio's thread):
   logs. :meth:`add` and :meth:`clear` hold it for a deque append or a pass over the queue.
 * events go to one `queue.SimpleQueue` (non-blocking, reentrant put), in the order they
   happened: a segment's `started` and `finished`, a turn's `turn_end`, the device's stalls
-  (`delay`), barge-in cuts (`cut`) and holds (`hold`, `resume`). One consumer reading that queue can therefore
-  never report a segment `interrupted` before it reported it `started`.
+  (`delay`), barge-in cuts (`cut`) and pauses (`hold`, `resume`). One consumer reading that
+  queue can therefore never report a segment `interrupted` before it reported it `started`.
 
 File mode uses the same logic with a virtual clock: :meth:`drain_all` pulls everything
 queued in one go, as if a sound card had played it starting at `t0`, so events and their

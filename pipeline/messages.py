@@ -10,7 +10,7 @@ float and str). Nodes never build or read metadata: they send ``msg.to_dora()`` 
 | microphone/audio     | `MicAudio`     | float32[n], 16 kHz     | a block of captured sound                   |
 | vad/speech_started   | `SpeechStarted`| int64[1] = turn_id     | the user started a turn (interrupts)        |
 | vad/utterance        | `Utterance`    | float32[n]             | the speech of a turn (tentative or final)   |
-| vad/duck             | `Duck`         | int64[1] = turn_id     | lower (or restore) the assistant's volume   |
+| vad/duck             | `Duck`         | int64[1] = turn_id     | pause (or resume) the assistant's answer    |
 | vad/probe            | `Probe`        | float32[n]             | speech over the answer: a backchannel?      |
 | asr/transcript       | `Transcript`   | utf8[1]                | what the user said                          |
 | asr/probe_text       | `ProbeText`    | utf8[1]                | what a probe said (only the vad reads it)   |
@@ -350,9 +350,9 @@ class Utterance(Message):
 @_register
 @dataclass
 class Duck(Message):
-    """vad/duck: the user may be talking over the answer (`on`): the speaker lowers its volume
-    at once; `on` false restores it (it was a backchannel). `turn_id` is the user turn that
-    would start; `t` when the vad decided."""
+    """vad/duck: the user may be talking over the answer (`on`): the speaker pauses it (or,
+    BACKCHANNEL_HOLD=duck, lowers its volume) at once; `on` false resumes it (it was a
+    backchannel). `turn_id` is the user turn that would start; `t` when the vad decided."""
 
     OUTPUT: ClassVar[str] = "duck"
     PAYLOAD: ClassVar[str] = "turn_id"

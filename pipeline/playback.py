@@ -19,8 +19,8 @@ Threading rules (the callback runs on PortAudio's thread):
   logs. :meth:`add` and :meth:`clear` hold it for a deque append or a pass over the queue.
 * events go to one `queue.SimpleQueue` (non-blocking, reentrant put), in the order they
   happened: a segment's `started` and `finished`, a turn's `turn_end`, the device's stalls
-  (`delay`) and barge-in cuts (`cut`). One consumer reading that queue can therefore
-  never report a segment `interrupted` before it reported it `started`.
+  (`delay`), barge-in cuts (`cut`) and pauses (`hold`, `resume`). One consumer reading that
+  queue can therefore never report a segment `interrupted` before it reported it `started`.
 
 File mode uses the same logic with a virtual clock: :meth:`drain_all` pulls everything
 queued in one go, as if a sound card had played it starting at `t0`, so events and their
@@ -29,6 +29,7 @@ times come from the same code path as on a device.
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
 import time
@@ -41,6 +42,11 @@ import numpy as np
 from pipeline.messages import CUT, DELAY, FINISHED, NO_TURN, STARTED, TURN_END
 
 _T = TypeVar("_T")
+
+HOLD = "hold"
+"""Playback event: the answer is held (paused) from `t` on; see :meth:`PlaybackBuffer.hold`."""
+RESUME = "resume"
+"""Playback event: a held answer plays again from `t` on; `samples` is everything queued."""
 
 
 class CutSegment(NamedTuple):
@@ -63,7 +69,10 @@ class PlaybackEvent(NamedTuple):
     * `finished`: its last sample has at `t`; `turn_end`: the same time, for the turn's last;
     * `delay`: the device stalled: what was to be heard from `t` on is heard `delay_s` later;
     * `cut`: :meth:`PlaybackBuffer.clear` dropped the segments in `cut` (turns below
-      `turn_id`, or all for NO_TURN); what the device already had plays until `t`.
+      `turn_id`, or all for NO_TURN); what the device already had plays until `t`;
+    * `hold`: :meth:`PlaybackBuffer.hold` paused the answer: silence from `t` on;
+    * `resume`: it plays again from `t` on: `samples`, everything queued then, follows
+      back to back (more may be added later).
     """
 
     kind: str
@@ -73,6 +82,7 @@ class PlaybackEvent(NamedTuple):
     text: str = ""
     delay_s: float = 0.0
     cut: tuple[CutSegment, ...] = ()
+    samples: np.ndarray | None = None
 
 
 class Ducking:
@@ -106,6 +116,11 @@ class Ducking:
         pos = self._n - 1 - self._pos if self._ramp is not None else 0
         self.ducked = ducked
         self._ramp, self._pos = (self._down if ducked else self._up), max(pos, 0)
+
+    @property
+    def ramp_left(self) -> int:
+        """Samples until the gain is steady (0 when it is)."""
+        return 0 if self._ramp is None else self._ramp.shape[0] - self._pos
 
     @property
     def gain(self) -> float:
@@ -174,6 +189,7 @@ class PlaybackBuffer(EventLog):
     """
 
     DELAY_MIN_S = 0.005  # a block this much later than the previous one's end: a stall
+    HOLD_FADE_S = 0.02  # a hold fades out (and a resume in) over this long: a step clicks
 
     def __init__(
         self,
@@ -199,6 +215,8 @@ class PlaybackBuffer(EventLog):
         self._min_turn: int | None = None  # add() ignores older turns (set by clear)
         self._starved = False
         self.ducking = Ducking(sample_rate)
+        self._hold = Ducking(sample_rate, ramp_s=self.HOLD_FADE_S)  # held: ducked to silence
+        self._wait = 0  # samples of silence still to go out before a resumed answer
         self._out_end_t = 0.0  # when the last sample handed out reaches the speaker
         self._next_t = 0.0  # when the next block handed out will (zero fill counts)
         self.scheduled_start = 0.0  # when the audio of the last add() starts to be heard
@@ -266,6 +284,40 @@ class PlaybackBuffer(EventLog):
         with self._lock:
             self.ducking.set(ducked, depth_db)
 
+    def hold(self, held: bool, lead_in_s: float = 0.0) -> bool:
+        """Pause what plays (the user may be talking over it), or resume it; True if that
+        changed anything.
+
+        Held, the output fades to silence over :attr:`HOLD_FADE_S` from the next block on and
+        then stays silent: the read position, the segment under way and everything queued
+        stay where they are, :meth:`add` goes on queueing, and no segment event happens
+        until it is resumed (so the segmenter, paced by `started`/`finished`, just waits).
+        Resumed, it fades in from where it stopped, after `lead_in_s` more of silence if
+        it was silent (so that the echo canceller's new reference reaches it in time, as
+        before an answer that starts from silence). A `hold` event says when the silence
+        starts, a `resume` event when the sound starts again and what is queued then.
+        """
+        with self._lock:
+            if held == self._hold.ducked:
+                return False
+            t = self._next_time_locked()
+            silent = not self._hold.ramp_left  # (when held: the fade-out is over)
+            self._hold.set(held, -math.inf)
+            if held:
+                t_silent = t + self._hold.ramp_left / self.sample_rate
+                self._events.put(PlaybackEvent(HOLD, NO_TURN, -1, t_silent))
+            else:
+                self._wait = round(lead_in_s * self.sample_rate) if silent else 0
+                self._events.put(PlaybackEvent(RESUME, NO_TURN, -1,
+                                               t + self._wait / self.sample_rate,
+                                               samples=self._queued_audio_locked()))
+        return True
+
+    @property
+    def held(self) -> bool:
+        """Paused by :meth:`hold` (fading out, or silent)."""
+        return self._hold.ducked
+
     def clear(self, turn_id_below: int | None = None) -> list[CutSegment]:
         """Drop queued audio (barge-in) and return the segments cut, in queue order.
 
@@ -299,17 +351,38 @@ class PlaybackBuffer(EventLog):
         `out[0]` reaches the speaker (see :func:`dac_wall_time`); events inside the block
         are stamped `t0 + offset / sample_rate`.
         """
-        buf = out if out.ndim == 1 else out[:, 0]
-        n = buf.shape[0]
-        if t0 is None:
-            t0 = time.time() + self.latency
+        self._pull(out, time.time() + self.latency if t0 is None else t0, holds=True)
+
+    def _pull(self, out: np.ndarray, t0: float, holds: bool) -> None:
+        """:meth:`fill`; with `holds` false a hold is ignored (a file has no listener)."""
+        full = out if out.ndim == 1 else out[:, 0]
+        n = full.shape[0]
+        rate = self.sample_rate
         with self._lock:
+            hold = self._hold if holds else None
+            wait = min(n, self._wait) if hold is not None else 0
+            self._wait -= wait
+            if (wait and wait == n) or (hold is not None and hold.ducked and not hold.ramp_left):
+                full[:] = 0.0  # held: silence, nothing moves (and silence is never late)
+                if n:
+                    self._next_t = t0 + n / rate
+                return
+            full[:wait] = 0.0  # the end of a resumed answer's lead-in
+            buf, t0 = full[wait:], t0 + wait / rate
+            if wait:
+                self._next_t = t0
             late = t0 - self._next_t
             if self._queued and self._next_t and late > self.DELAY_MIN_S:
                 self._events.put(PlaybackEvent(DELAY, NO_TURN, -1, self._next_t, delay_s=late))
-            k = self._fill_locked(buf, n, t0)
-            if k < n:
+            size = buf.shape[0]
+            m = min(size, hold.ramp_left) if hold is not None and hold.ducked else size
+            k = self._fill_locked(buf, m, t0)
+            if m < size:  # the hold's fade ends in this block: the rest is silence
+                self._next_t = t0 + size / rate
+            if k < size:
                 buf[k:] = 0.0
+            if hold is not None:
+                hold.apply(buf)
             self.ducking.apply(buf)  # the whole block: a ramp lasts the same in any case
 
     def drain_all(self, t0: float | None = None) -> np.ndarray:
@@ -325,7 +398,7 @@ class PlaybackBuffer(EventLog):
             n = self._queued
             self._next_t = 0.0
         out = np.zeros(n, dtype=np.float32)
-        self.fill(out, time.time() if t0 is None else t0)
+        self._pull(out, time.time() if t0 is None else t0, holds=False)
         return out
 
     # ------------------------------------------------------------------ state
@@ -367,6 +440,11 @@ class PlaybackBuffer(EventLog):
         return self._queued > 0 or self._current is not None or time.time() < self._out_end_t
 
     # ------------------------------------------------------------------ internals
+
+    def _queued_audio_locked(self) -> np.ndarray:
+        """Every sample queued and not yet handed out, in order (one copy). Lock held."""
+        parts = [c.samples[self._pos:] if i == 0 else c.samples for i, c in enumerate(self._chunks)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
 
     def _emit(self, kind: str, cur: _Current, t: float) -> None:
         self._events.put(PlaybackEvent(kind, cur.turn_id, cur.segment_index, t, cur.text))

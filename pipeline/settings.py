@@ -144,9 +144,10 @@ class Settings:
     turn_threshold: float = setting(0.5, "Smart Turn probability from which a pause counts as the end of the turn.", minimum=0.01, maximum=0.99)
     aec: bool = setting(True, "Acoustic echo cancellation (WebRTC AEC3 via livekit) with the played audio as reference, so the assistant does not hear itself.")
     barge_in: bool = setting(True, "Let the user interrupt the assistant; false = half duplex, the microphone is ignored while the assistant speaks.")
-    backchannels: bool = setting(True, "Speech over the answer first lowers its volume; a backchannel (\"yeah\", \"mm-hmm\", \"okay\") lets it go on, anything else interrupts it. False: every onset interrupts at once.")
+    backchannels: bool = setting(True, "Speech over the answer first pauses it (BACKCHANNEL_HOLD); a backchannel (\"yeah\", \"mm-hmm\", \"okay\") lets it go on, anything else interrupts it. False: every onset interrupts at once.")
     backchannel_max_ms: int = setting(700, "Speech over the answer longer than this (from its onset) is an interruption without waiting for its words (spoken backchannels measured at most ~610 ms).", minimum=100, maximum=3000)
-    duck_db: float = setting(-20.0, "Volume of the answer while the user may be talking over it (until a backchannel is told from an interruption).", minimum=-60, maximum=0)
+    backchannel_hold: str = setting("pause", "What the answer does while speech over it is told apart from a backchannel: `pause` (silent within ~20 ms, resumed where it stopped if it was one) or `duck` (plays on DUCK_DB lower, so an interruption without a short first word is heard until BACKCHANNEL_MAX_MS).", choices=("pause", "duck"))
+    duck_db: float = setting(-20.0, "Volume of the answer while the user may be talking over it, with BACKCHANNEL_HOLD=duck.", minimum=-60, maximum=0)
     # asr
     asr_model: str = setting("tiny.en", "Whisper model: `tiny.en` (bundled), a folder with a CTranslate2 model, or a model name found in MODELS_DIR.")
     asr_compute_type: str = setting("int8", "CTranslate2 compute type.", choices=("int8", "int8_float32", "float32"))

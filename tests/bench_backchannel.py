@@ -1,14 +1,21 @@
 """Benchmark: what the listener hears when the user talks over an answer (virtual sound card).
 
-For each of N rounds the assistant speaks a long answer (scripted server) and the user says
-a backchannel over it ("Yeah.", "Mm-hmm.", "Okay.", ...), then, in another round, a real
-interruption ("Stop. What is the capital of Spain?"). Two recorders run side by side:
-`uservoice.monitor` gives the wall time of the user's first voiced sample, `speaker.monitor`
-what the assistant played. Reported per round: onset -> duck (the answer's level falls to a
-third of what it was before the onset), for a backchannel onset -> back to full volume and
-whether the answer went on, for an interruption onset -> silence.
-Run: `.venv/bin/python -m tests.bench_backchannel [--n 3]` (with BACKCHANNELS=false for the old
-behaviour).
+In each round the assistant speaks a long answer (scripted server) and, 2 s into it, the user
+says a backchannel ("Yeah.", "Mm-hmm.", "Okay.", "Uh-huh.", "Right.", "I see.") or an
+interruption, with or without a short first word ("What is the capital of Spain?", "No, I
+meant the other one.", "Wait, go back.", "Stop. What is the capital of Spain?"). Two
+recorders run side by side: `uservoice.monitor` gives the wall time of the user's first
+voiced sample (the onset), `speaker.monitor` what the assistant played. Per round, from the
+onset: `quiet`, the answer's level falls under a third of what it was in the second before
+(ducked or paused); `silent`, under -26 dB of it for 0.6 s (stopped: a duck at -20 dB is not
+silent); for a backchannel `back`, the level over half again, and whether the answer went
+on; for an interruption whether its question was answered. And the LLM requests made of a
+backchannel (there must be none).
+
+Run: `.venv/bin/python -m tests.bench_backchannel [--n 1] [--old PATH] [--baseline]`: `--old`
+runs the same rounds first on the dataflow of another checkout (e.g. a clone of main),
+`--baseline` the interruptions with BACKCHANNELS=false (every onset cuts the answer at once:
+the speed to match), then all rounds on this checkout.
 """
 
 from __future__ import annotations
@@ -18,20 +25,25 @@ import statistics
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.audio import write_wav
+from pipeline.models import REPO_ROOT
+from pipeline.turn.backchannel import is_backchannel
 from tests.bench_bargein import onset_after
-from tests.conftest import _speech_16k
+from tests.conftest import _speech_16k, words
 from tests.live import REC_RATE, LiveAssistant, Recorder, play
 from tests.scripted_server import Script, ScriptedServer
-from tests.test_e2e_turns import answer_for, silence_after, wait_for_sound
+from tests.test_e2e_turns import answer_for, wait_for_sound
 
 BACKCHANNELS = ["Yeah.", "Mm-hmm.", "Okay.", "Uh-huh.", "Right.", "I see."]
-INTERRUPTION = "Stop. What is the capital of Spain?"
+INTERRUPTIONS = ["What is the capital of Spain?", "No, I meant the other one.", "Wait, go back.",
+                 "Stop. What is the capital of Spain?"]
 WINDOW = REC_RATE // 20  # 50 ms
+PER_S = 20  # windows per second
 
 
 def levels(audio: np.ndarray) -> np.ndarray:
@@ -40,43 +52,69 @@ def levels(audio: np.ndarray) -> np.ndarray:
     return np.sqrt(np.mean(audio[:n].reshape(-1, WINDOW) ** 2, axis=1))
 
 
-def duck_and_resume(audio: np.ndarray, t0: float, onset: float) -> tuple[float | None, float | None]:
-    """When the level fell (and stayed 150 ms) under a third of the second before the onset,
-    and when it came back above half of it."""
+@dataclass
+class Heard:
+    """What the listener heard of the answer after the onset (seconds from it, or None)."""
+
+    quiet: float | None = None  # under a third of its level (ducked or paused)
+    silent: float | None = None  # under -26 dB of it for 0.6 s (stopped)
+    back: float | None = None  # over half its level again after `quiet`
+    went_on: bool = False  # and it played on for the next 2 s
+
+
+def heard(audio: np.ndarray, t0: float, onset: float) -> Heard | None:
+    """The answer's level after `onset`, compared to the second before it (None: no answer
+    was playing then)."""
     lv = levels(audio)
-    i0 = int((onset - t0) * 20)
-    before = lv[max(0, i0 - 20):i0]
-    ref = float(np.median(before[before > 0.005])) if np.any(before > 0.005) else 0.0
-    if ref == 0.0:
-        return None, None
-    duck = next((i for i in range(i0, lv.size - 3) if np.all(lv[i:i + 3] < ref / 3)), None)
-    if duck is None:
-        return None, None
-    back = next((i for i in range(duck + 3, lv.size) if lv[i] > ref / 2), None)
-    return t0 + duck / 20, None if back is None else t0 + back / 20
+    i0 = int((onset - t0) * PER_S)
+    before = lv[max(0, i0 - PER_S):i0]
+    if not np.any(before > 0.005):
+        return None
+    ref = float(np.median(before[before > 0.005]))
+
+    def first(start: int, run: int, ok) -> int | None:  # noqa: ANN001 - a predicate on levels
+        return next((i for i in range(start, lv.size - run + 1) if np.all(ok(lv[i:i + run]))), None)
+
+    out = Heard()
+    quiet = first(i0, 3, lambda x: x < ref / 3)
+    silent = first(i0, int(0.6 * PER_S), lambda x: x < ref / 20)
+    back = None if quiet is None else first(quiet + 3, 1, lambda x: x > ref / 2)
+    out.quiet, out.silent, out.back = (None if i is None else t0 + i / PER_S - onset
+                                       for i in (quiet, silent, back))
+    if back is not None:
+        after = lv[back:back + 2 * PER_S]
+        out.went_on = after.size == 2 * PER_S and float(np.mean(after > ref / 10)) > 0.5
+    return out
 
 
-def wav(folder: Path, text: str) -> Path:
-    path = folder / f"{abs(hash(text))}.wav"
-    write_wav(path, np.asarray(_speech_16k(text)), 16000)
+def wav(folder: Path, text: str, lead_s: float = 0.0) -> Path:
+    path = folder / f"{abs(hash(text))}-{lead_s}.wav"
+    speech = np.asarray(_speech_16k(text))
+    write_wav(path, np.concatenate([np.zeros(int(lead_s * 16000), np.float32), speech]), 16000)
     return path
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--n", type=int, default=3)
-    args = ap.parse_args()
-    subprocess.run(["bash", str(Path(__file__).parent.parent / ".ci" / "pulse-setup.sh")], check=True)
-    work = Path(tempfile.mkdtemp(prefix="backchannel-"))
-    ask = work / "ask.wav"
-    write_wav(ask, np.concatenate([np.zeros(3200, np.float32), _speech_16k("Tell me a long story about bread.")]), 16000)
-    rounds = [(BACKCHANNELS[i % len(BACKCHANNELS)], True) for i in range(args.n)] + [(INTERRUPTION, False)] * args.n
-    ducks, resumes, stops = [], [], []
+@dataclass
+class Round:
+    said: str
+    backchannel: bool
+    heard: Heard | None
+    answered: bool = False  # (an interruption) a turn with its words was answered
+
+
+def run_version(root: Path, work: Path, phrases: list[str],
+                env: dict[str, str] | None = None) -> tuple[list[Round], int]:
+    """Every phrase over a long answer of the dataflow in `root` (with settings `env`):
+    (rounds, LLM requests made of a backchannel)."""
+    ask = wav(work, "Tell me a long story about bread.", lead_s=0.2)
+    rounds: list[Round] = []
+    playing = False  # the story of the last round still plays (after a backchannel)
     with ScriptedServer(Script(answer_fn=answer_for, token_delay_s=0.01)) as srv, \
-            LiveAssistant(work, {"OPENAI_BASE_URL": srv.base_url}) as assistant:
+            LiveAssistant(work, {"OPENAI_BASE_URL": srv.base_url, **(env or {})},
+                          root=root) as assistant:
         assistant.wait_ready()
-        playing = False  # the story of the last round still plays (after a backchannel)
-        for said, backchannel in rounds:
+        for said in phrases:
+            backchannel = is_backchannel(said)
             spk, mic = Recorder("speaker.monitor"), Recorder("uservoice.monitor")
             n_turns = len(assistant.turns())
             play(ask)  # (interrupts the story still playing)
@@ -87,42 +125,96 @@ def main() -> None:
             time.sleep(2.0)
             t_play = time.time()
             play(wav(work, said))
-            time.sleep(3.0)
+            if backchannel:
+                time.sleep(3.0)
+            else:  # the story's turn (and the last round's) and the interruption's, answered
+                _wait_turns(assistant, n_turns + 2 + playing)
             a_spk, a_mic = spk.stop(), mic.stop()
             playing = backchannel
             onset = onset_after(a_mic, mic.first_t or t_play, t_play)
-            if onset is None:
-                continue
-            t0 = spk.first_t or t_play
-            duck, back = duck_and_resume(a_spk, t0, onset)
-            if duck is not None:
-                ducks.append(duck - onset)
-            if backchannel:
-                went_on = back is not None and silence_after(a_spk, t0, back) is None
-                if back is not None:
-                    resumes.append(back - onset)
-                print(f"{said!r}: duck {_ms(duck, onset)}, full volume again {_ms(back, onset)}, "
-                      f"answer went on: {went_on}", flush=True)
-            else:
-                quiet = silence_after(a_spk, t0, onset)
-                if quiet is not None:
-                    stops.append(quiet - onset)
-                print(f"{said!r}: duck {_ms(duck, onset)}, silent {_ms(quiet, onset)}", flush=True)
-                time.sleep(4.0)  # the short answer
+            got = None if onset is None else heard(a_spk, spk.first_t or t_play, onset)
+            key = {w for w in words(said) if len(w) > 3}
+            answered = not backchannel and any(
+                key <= words(t.get("transcript", "")) and not t["interrupted"]
+                for t in assistant.turns()[n_turns:])
+            rounds.append(Round(said, backchannel, got, answered))
+            print(f"  {said!r}: {_describe(rounds[-1])}", flush=True)
         requests = [r["messages"][-1]["content"] for r in srv.script.requests]
-    print(f"\nonset -> duck: {_summary(ducks)}; backchannel onset -> full volume: {_summary(resumes)}; "
-          f"interruption onset -> silence: {_summary(stops)}")
-    print(f"LLM requests for a backchannel: {sum(r.strip() in BACKCHANNELS for r in requests)}")
+    return rounds, sum(is_backchannel(r) for r in requests)
 
 
-def _ms(t: float | None, onset: float) -> str:
-    return "-" if t is None else f"{1000 * (t - onset):.0f} ms"
+def _wait_turns(assistant: LiveAssistant, n: int, timeout: float = 30.0) -> None:
+    try:
+        assistant.wait_turns(n, timeout=timeout)
+    except TimeoutError:
+        print(f"  (only {len(assistant.turns())} of {n} turns after {timeout:.0f} s)", flush=True)
 
 
-def _summary(xs: list[float]) -> str:
-    if not xs:
+def _describe(r: Round) -> str:
+    h = r.heard
+    if h is None:
+        return "no onset or no answer playing: not measured"
+    text = f"quiet {_ms(h.quiet)}, silent {_ms(h.silent)}"
+    if r.backchannel:
+        return f"{text}, back {_ms(h.back)}, answer went on: {h.went_on}"
+    return f"{text}, answered: {r.answered}"
+
+
+def summary(name: str, rounds: list[Round], llm_backchannels: int) -> str:
+    bc = [r.heard for r in rounds if r.backchannel and r.heard is not None]
+    it = [r.heard for r in rounds if not r.backchannel and r.heard is not None]
+    held = [h.back - h.quiet for h in bc if h.back is not None and h.quiet is not None]
+    lines = [
+        f"{name}: interruptions ({len(it)}): onset -> quiet {_stats([h.quiet for h in it])}; "
+        f"onset -> silent {_stats([h.silent for h in it])}; answered "
+        f"{sum(r.answered for r in rounds if not r.backchannel)}/{len(it)}",
+        f"{name}: backchannels ({len(bc)}): went on {sum(h.went_on for h in bc)}/{len(bc)}; "
+        f"onset -> quiet {_stats([h.quiet for h in bc])}; onset -> back {_stats([h.back for h in bc])}; "
+        f"held (quiet -> back) {_stats(held)}; silent at all {sum(h.silent is not None for h in bc)}; "
+        f"LLM requests of a backchannel: {llm_backchannels}",
+    ]
+    return "\n".join(lines if bc else lines[:1])
+
+
+def _ms(t: float | None) -> str:
+    return "-" if t is None else f"{1000 * t:.0f} ms"
+
+
+def _stats(xs: list[float | None]) -> str:
+    got = [x for x in xs if x is not None]
+    if not got:
         return "none"
-    return f"median {1000 * statistics.median(xs):.0f} ms, max {1000 * max(xs):.0f} ms (n={len(xs)})"
+    missing = f", {len(xs) - len(got)} never" if len(got) < len(xs) else ""
+    return (f"median {1000 * statistics.median(got):.0f} ms, max {1000 * max(got):.0f} ms "
+            f"(n={len(got)}{missing})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=1, help="rounds of each phrase")
+    ap.add_argument("--old", type=Path, help="another checkout to measure first (e.g. main)")
+    ap.add_argument("--baseline", action="store_true",
+                    help="also the interruptions with BACKCHANNELS=false (each onset cuts at once)")
+    args = ap.parse_args()
+    subprocess.run(["bash", str(REPO_ROOT / ".ci" / "pulse-setup.sh")], check=True)
+    others = INTERRUPTIONS + INTERRUPTIONS[:2]  # as many as backchannels, taken in turn
+    phrases = [p for _ in range(args.n) for pair in zip(BACKCHANNELS, others, strict=True)
+               for p in pair]
+    versions: list[tuple[str, Path, list[str], dict[str, str]]] = []
+    if args.old:
+        versions.append(("old", args.old.resolve(), phrases, {}))
+    if args.baseline:
+        cuts = [p for p in phrases if not is_backchannel(p)]
+        versions.append(("no gate", REPO_ROOT, cuts, {"BACKCHANNELS": "false"}))
+    versions.append(("new", REPO_ROOT, phrases, {}))
+    results = []
+    for name, root, said, env in versions:
+        print(f"{name}: {root} {env}", flush=True)
+        work = Path(tempfile.mkdtemp(prefix=f"backchannel-{name.replace(' ', '-')}-"))
+        results.append((name, *run_version(root, work, said, env)))
+    print()
+    for name, rounds, llm in results:
+        print(summary(name, rounds, llm))
 
 
 if __name__ == "__main__":

@@ -136,16 +136,20 @@ def play(wav: Path, device: str = "uservoice") -> None:
 class LiveAssistant:
     """`dora run dataflow.yml` on the default (virtual) sound devices."""
 
-    def __init__(self, workdir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None,
+                 root: Path = REPO_ROOT) -> None:
+        """`root`: the checkout whose dataflow runs (another one to compare versions)."""
         self.workdir = workdir
         self.metrics = workdir / "metrics.jsonl"
         self.log_path = workdir / "dora.log"
         settings = {"METRICS_FILE": str(self.metrics), "MIC_FILE": "", "SPEAKER_FILE": ""}
+        if root != REPO_ROOT:
+            settings["PYTHONPATH"] = str(root)
         settings.update(env or {})
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            ["dora", "run", str(REPO_ROOT / "dataflow.yml")], env=dora_env(settings),
-            cwd=str(REPO_ROOT), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            ["dora", "run", str(root / "dataflow.yml")], env=dora_env(settings),
+            cwd=str(root), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 

@@ -233,8 +233,10 @@ def pull(buffer: PlaybackBuffer, seconds: float, block: int = 256) -> np.ndarray
 
 
 def test_the_speaker_ducks_with_a_ramp_drops_nothing_and_resumes() -> None:
+    """BACKCHANNEL_HOLD=duck: the answer plays on, quieter."""
     sink = FakeStream()
-    stage = SpeakerStage(sink, SpeakerConfig(aec=False, duck_db=-20.0), lambda msg: None)
+    stage = SpeakerStage(sink, SpeakerConfig(aec=False, hold="duck", duck_db=-20.0),
+                         lambda msg: None)
     turn = m.user_turn(1)
     stage.handle(m.Transcript(turn, "Tell me a story."))
     stage.handle(tts(turn, 2.0))
@@ -253,7 +255,7 @@ def test_the_speaker_ducks_with_a_ramp_drops_nothing_and_resumes() -> None:
     assert sink.buffer.frames_queued == 2 * RATE - before.size - ducked.size - after.size
 
 
-def test_an_interruption_cuts_the_ducked_answer_and_the_next_plays_at_full_volume() -> None:
+def test_an_interruption_cuts_the_held_answer_and_the_next_plays_at_full_volume() -> None:
     sink = FakeStream()
     stage = SpeakerStage(sink, SpeakerConfig(aec=False), lambda msg: None)
     one, two = m.user_turn(1), m.user_turn(2)

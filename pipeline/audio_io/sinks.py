@@ -107,6 +107,11 @@ class Sink(Protocol):
 
     def duck(self, ducked: bool, depth_db: float = -20.0) -> None: ...
 
+    def hold(self, held: bool, lead_in_s: float = 0.0) -> bool: ...
+
+    @property
+    def held(self) -> bool: ...
+
     def reference_start(self) -> float: ...
 
     def played_until(self) -> float: ...
@@ -191,6 +196,15 @@ class Speaker(Closes, EventLog):
         plays without a buffer, so there is nothing to duck."""
         if self.buffer is not None:
             self.buffer.duck(ducked, depth_db)
+
+    def hold(self, held: bool, lead_in_s: float = 0.0) -> bool:
+        """Pause (or resume) what plays; see :meth:`PlaybackBuffer.hold`. Without a buffer
+        nothing plays, and nothing is held."""
+        return self.buffer is not None and self.buffer.hold(held, lead_in_s)
+
+    @property
+    def held(self) -> bool:
+        return self.buffer is not None and self.buffer.held
 
     @property
     def is_playing(self) -> bool:

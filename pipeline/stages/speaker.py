@@ -13,9 +13,12 @@ queue by the playback buffer itself, behind every event of the segments it cuts,
 the other way round kept the segment "playing" for good and took later questions made of
 its words for echo).
 
-Speech over the answer first *ducks* it (`duck` from the vad: the volume drops by
-`duck_db` within a 20 ms ramp, nothing is dropped); a backchannel restores it, an
-interruption comes as `speech_started` and cuts it as ever.
+Speech over the answer first *holds* it (`duck` from the vad): by default it pauses (fades to
+silence within 20 ms, keeps its place; BACKCHANNEL_HOLD=pause), or it plays on `duck_db`
+lower (BACKCHANNEL_HOLD=duck). A backchannel resumes it where it stopped (or restores the
+volume); an interruption comes as `speech_started` and cuts it as ever. While paused the
+echo canceller's reference is cut at the silence, and everything still queued is sent again
+from where the sound resumes: it must say what is really heard.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from pipeline.audio import resample
 from pipeline.audio_io import DeviceError, Sink
 from pipeline.echo import reference_lead_in_s
 from pipeline.metrics import TurnMetrics
-from pipeline.playback import PlaybackEvent
+from pipeline.playback import HOLD, RESUME, PlaybackEvent
 from pipeline.runtime import Event, Tick
 from pipeline.settings import DEFAULTS, Settings
 from pipeline.stages.server_watch import EARCON_SEGMENT, Alarm, Notice, ServerWatch, earcon
@@ -62,13 +65,17 @@ class SpeakerConfig:
     mic_block_s: float = 0.02  # the microphone's block (the reference must arrive before it)
     metrics_file: str = ""  # METRICS_FILE: one JSON line per turn
     server_reply_timeout_s: float = 20.0  # SERVER_REPLY_TIMEOUT_S (pipeline/stages/server_watch.py)
+    hold: str = DEFAULTS.backchannel_hold  # BACKCHANNEL_HOLD: "pause" or "duck"
     duck_db: float = DEFAULTS.duck_db  # DUCK_DB: the answer's volume while the user may talk over it
+    # a pause the vad never ends (its `duck` off was lost) ends by itself after this long:
+    # longer than the backchannel gate can hold a turn (its probe times out after 3 s)
+    max_hold_s: float = 6.0
 
     @classmethod
     def from_settings(cls, s: Settings) -> SpeakerConfig:
         return cls(aec=s.aec, barge_in=s.barge_in, mic_block_s=s.mic_block_ms / 1000.0,
                    metrics_file=s.metrics_file, server_reply_timeout_s=s.server_reply_timeout_s,
-                   duck_db=s.duck_db)
+                   hold=s.backchannel_hold, duck_db=s.duck_db)
 
 
 class Reporter:
@@ -153,6 +160,7 @@ class SpeakerStage:
         self.commits = CommitGate()
         self.seen = SeenSegments()  # after a tts crash the segmenter sends segments again
         self._faults: list[m.Message] = []  # device faults for the live view, sent with the next output
+        self._held_at: float | None = None  # when the answer was paused (time.monotonic)
         self._thread = threading.Thread(target=self._report_loop, name="played", daemon=True)
 
     def start(self) -> None:
@@ -176,12 +184,13 @@ class SpeakerStage:
             self.watch.talking(event.turn_id)
             self._speech_started(event.turn_id)
         elif isinstance(event, m.Duck):
-            self.sink.duck(event.on, self.config.duck_db)
+            self._hold(event.on)
         elif isinstance(event, m.Utterance) and event.final:
             self.watch.asked(event.turn_id)
         elif isinstance(event, m.ServerAlive):
             self._news(self.watch.heard())
         elif isinstance(event, Tick):
+            self._check_hold()
             return self._check_server()
         return []
 
@@ -195,6 +204,29 @@ class SpeakerStage:
             self.sink.events.put(_STOP)
             self._thread.join(timeout_s)
         self.sink.close()
+
+    # ------------------------------------------------------------------ speech over the answer
+
+    def _hold(self, on: bool) -> None:
+        """The user may be talking over the answer (`on`): pause it (or duck it); off: it was
+        a backchannel, the answer goes on from where it stopped."""
+        if self.config.hold == "duck":
+            self.sink.duck(on, self.config.duck_db)
+            return
+        aec = self.config.aec and self.sink.echoes
+        lead_in = reference_lead_in_s(self.sink.latency, self.config.mic_block_s) if aec else 0.0
+        if self.sink.hold(on, lead_in):
+            log.info("answer %s", "paused: the user may be interrupting" if on else "resumed")
+        self._held_at = time.monotonic() if on else None
+
+    def _check_hold(self) -> None:
+        """A pause nobody ended (the vad's `duck` off was lost) must not silence the
+        assistant for good."""
+        held_at = self._held_at
+        if held_at is not None and time.monotonic() - held_at > self.config.max_hold_s:
+            log.warning("answer paused for %.0f s without a verdict on the speech over it: "
+                        "resumed", self.config.max_hold_s)
+            self._hold(False)
 
     # ------------------------------------------------------------------ the server watch
 
@@ -222,7 +254,7 @@ class SpeakerStage:
         reported as `played`: nobody upstream should take a tone for an answer)."""
         rate = self.sink.output_rate
         tone = earcon(rate)
-        aec = self.config.aec and self.sink.echoes
+        aec = self.config.aec and self.sink.echoes and not self.sink.held
         try:
             accepted = self.sink.add(turn_id, EARCON_SEGMENT, tone, rate, last=True)
         except DeviceError as exc:
@@ -252,7 +284,10 @@ class SpeakerStage:
         if self.config.barge_in:
             # the buffer records a `cut` event: the report thread reports it, in order
             self.sink.clear(turn_id_below=turn_id)
-            self.sink.duck(False)  # a ducked answer was cut: the next one plays at full volume
+            # a paused or ducked answer was cut: the next one plays, at full volume
+            self.sink.duck(False)
+            self.sink.hold(False)
+            self._held_at = None
 
     def _audio(self, msg: m.TtsAudio) -> list[m.Message]:
         turn = msg.turn_id
@@ -268,7 +303,8 @@ class SpeakerStage:
     def _play(self, msg: m.TtsAudio) -> list[m.Message]:
         is_end = msg.event == m.END
         audio, rate = msg.samples, msg.sample_rate
-        aec = self.config.aec and self.sink.echoes and audio.size > 0
+        # paused, what is queued is sent to the canceller when (and where) it resumes
+        aec = self.config.aec and self.sink.echoes and audio.size > 0 and not self.sink.held
         lead_in = reference_lead_in_s(self.sink.latency, self.config.mic_block_s) if aec else 0.0
         if lead_in > 0 and not self.sink.is_playing:
             # Starting from silence, the reference would reach the echo canceller only just
@@ -339,7 +375,20 @@ class SpeakerStage:
             return [m.Reference(event=m.DELAY, t_start=ev.t, delay_s=ev.delay_s)]
         if ev.kind == m.CUT:
             return self._cut(ev)
+        if ev.kind in (HOLD, RESUME):
+            return self._held(ev)
         return [self.reporter.played(ev.kind, ev.turn_id, ev.segment_index, ev.t, ev.text)]
+
+    def _held(self, ev: PlaybackEvent) -> list[m.Message]:
+        """A pause or its end, for the echo canceller: nothing is heard from a pause on;
+        from a resume on, everything queued then is (back to back, as it plays)."""
+        if not (self.config.aec and self.sink.echoes):
+            return []
+        out = [m.Reference(event=m.CUT, t_start=ev.t)]
+        if ev.kind == RESUME and ev.samples is not None and ev.samples.size:
+            out.append(m.Reference(event=m.PLAY, t_start=ev.t, samples=resample(
+                ev.samples, self.sink.output_rate, m.ASR_RATE)))
+        return out
 
     def _cut(self, ev: PlaybackEvent) -> list[m.Message]:
         """A barge-in: the echo canceller hears nothing after `ev.t`; what the user heard

@@ -13,7 +13,7 @@ Besides the endpointing itself (pipeline/vad.py) it keeps the assistant from hea
 * Without barge-in (half duplex), the microphone is muted while an answer plays, from the
   speaker's `played` messages.
 * Speech that starts while the assistant is audible may be a backchannel ("yeah"): the
-  :class:`~pipeline.turn.backchannel.BackchannelGate` ducks the answer, has the ASR
+  :class:`~pipeline.turn.backchannel.BackchannelGate` pauses the answer, has the ASR
   transcribe the first words (a `probe`) and only then starts the turn, or lets it go.
 * When a pause ends the turn is the end-of-turn policy's call (pipeline/turn/policy.py): the
   turn model on the audio so far and, from the ASR's tentative `transcript` of the pause,
@@ -86,7 +86,7 @@ class VadStageConfig:
     barge_in: bool = True
     # None: a turn ends after the endpoint's fixed end silence.
     end_of_turn: PolicyConfig | None = None
-    # None: speech over the answer interrupts it at once (no ducking, no backchannels).
+    # None: speech over the answer interrupts it at once (no pause, no backchannels).
     backchannels: GateConfig | None = None
 
     @classmethod

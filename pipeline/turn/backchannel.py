@@ -74,14 +74,15 @@ class BackchannelGate:
 
     The vad gives it the endpointer's messages of that turn instead of sending them:
 
-    * :meth:`onset` (a `SpeechStarted`): `Duck` on; the `SpeechStarted` is held.
+    * :meth:`onset` (a `SpeechStarted`): `Duck` on (the speaker pauses the answer); the
+      `SpeechStarted` is held.
     * :meth:`utterance`: the first utterance of the held turn (the tentative one the
       endpointer sends after a short pause, or the final one) goes out as a `Probe`; a final
       utterance is held too. The endpointer gives a new turn when the voice resumes after a
       tentative utterance: its `SpeechStarted` replaces the held one (same onset) and the
       next pause is probed again, with all the audio since the onset.
     * :meth:`answer` (the probe's `ProbeText`): a backchannel (or nothing: noise, echo)
-      gives `Duck` off and drops the turn; anything else releases the held messages.
+      gives `Duck` off (the answer resumes) and drops the turn; anything else releases the held messages.
     * :meth:`check` (every block): voice still going `max_ms` after the onset, or a probe
       unanswered for `answer_timeout_s`, releases them.
 
@@ -110,7 +111,7 @@ class BackchannelGate:
         self._final, self._probe = None, None
         if not first:
             return []
-        log.info("turn %d: speech over the answer: ducking until its words are known",
+        log.info("turn %d: speech over the answer: holding it until its words are known",
                  started.turn_id)
         return [m.Duck(started.turn_id, True, now)]
 

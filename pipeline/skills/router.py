@@ -2,7 +2,7 @@
 
 The order matters only where phrases overlap: control first ("cancel" alone is a stop,
 "cancel the timer" is not, because control needs the whole utterance), then timers,
-clock and arithmetic. Every matcher accepts a whole normalised utterance and nothing
+clock, arithmetic and unit conversions. Every matcher accepts a whole normalised utterance and nothing
 else, so anything not clearly a skill returns None and goes to the LLM.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
-from . import arithmetic, clock
+from . import arithmetic, clock, units
 from .clock import WallClock, local_now
 from .control import Control, control
 from .normalize import normalize
@@ -37,7 +37,7 @@ class ReplyKind(Enum):
 class SkillReply:
     kind: ReplyKind
     text: str
-    skill: str  # "time", "date", "timer", "arithmetic", "stop", "repeat"
+    skill: str  # "time", "date", "timer", "arithmetic", "units", "stop", "repeat"
 
 
 NOTHING_TO_REPEAT = "I haven't said anything yet."
@@ -75,7 +75,8 @@ class Skills:
             return True
         if self._asked is not None and self._answers_question(said, self._asked):
             return True
-        return clock.answer(said, now or self.clock()) is not None or arithmetic.answer(said) is not None
+        return (clock.answer(said, now or self.clock()) is not None or arithmetic.answer(said) is not None
+                or units.answer(said) is not None)
 
     @staticmethod
     def _answers_question(said: str, asked: tuple[str, str | None]) -> bool:
@@ -111,6 +112,8 @@ class Skills:
             return self._answer(found[1], found[0])
         if (result := arithmetic.answer(said)) is not None:
             return self._answer(result, "arithmetic")
+        if (result := units.answer(said)) is not None:
+            return self._answer(result, "units")
         return None
 
     def _timer(self, request: SetTimer | TimeLeft | CancelTimer) -> str:

@@ -62,7 +62,7 @@ class LlmConfig:
     max_sentences: int = DEFAULTS.llm_max_sentences  # 0 = the whole answer (pipeline/answer_length.py)
     # llama.cpp sampling options (repeat_penalty, top_k, min_p) sent to the embedded server only:
     # the OpenAI API rejects fields it does not know. Pairs, so the config stays hashable.
-    sampling: tuple[tuple[str, float], ...] = ()
+    sampling: tuple[tuple[str, float], ...] = (("repeat_penalty", DEFAULTS.llm_repeat_penalty),)
 
     @classmethod
     def from_settings(cls, s: Settings) -> LlmConfig:
@@ -84,6 +84,7 @@ class LlmConfig:
             hold_phrase=s.llm_hold_phrase,
             tools=s.uses_llm_tools,
             max_sentences=s.llm_max_sentences,
+            sampling=(("repeat_penalty", s.llm_repeat_penalty),),
         )
 
     def __repr__(self) -> str:

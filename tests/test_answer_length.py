@@ -77,3 +77,34 @@ def test_the_client_stops_reading_after_the_first_sentence() -> None:
     assert whole == script.answer
     # the cut stream was closed early: fewer tokens went out than two whole answers
     assert sent_for_both < 2 * len(script.answer.split())
+
+
+@pytest.mark.parametrize(
+    ("question", "heard"),
+    [
+        ("What is the capital of France?", "The capital of France is Paris."),
+        ("Explain what Paris is like.", "The capital of France is Paris. It is a lovely city. It has old bridges."),
+    ],
+)
+def test_the_responder_cuts_unless_the_question_asks_for_more(question: str, heard: str) -> None:
+    from pipeline import messages as m
+    from pipeline.llm import Conversation
+    from pipeline.responder import Responder
+
+    got: list[m.LlmText] = []
+    ended = threading.Event()
+
+    def sink(msg: m.LlmText) -> None:
+        got.append(msg)
+        if msg.event == m.END:
+            ended.set()
+
+    script = Script(answer="The capital of France is Paris. It is a lovely city. It has old bridges.")
+    with ScriptedServer(script) as srv:
+        client = LlmClient(LlmConfig(base_url=srv.base_url, model="scripted", retries=0, hold_after_s=0.0,
+                                     max_sentences=1))
+        responder = Responder(client, Conversation("be brief"), "Sorry.", sink)
+        responder.on_transcript(m.Transcript(1, question))
+        assert ended.wait(10)
+    assert "".join(x.text for x in got if x.event == m.DELTA) == heard
+    assert got[-1].reason == m.REASON_STOP

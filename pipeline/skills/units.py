@@ -67,10 +67,9 @@ UNITS: dict[str, Unit] = {u.singular: u for u in (
     _u("year", "years", "time", 365 * _DAY),
     _u("decade", "decades", "time", 3650 * _DAY),
     _u("century", "centuries", "time", 36500 * _DAY),
-    _u("degree celsius", "degrees Celsius", "temperature", 1),
-    _u("degree fahrenheit", "degrees Fahrenheit", "temperature", 1),
     _u("kelvin", "kelvin", "temperature", 1),
 )}  # fmt: skip
+# Keyed in lower case like the others, said with the capital.
 UNITS["degree celsius"] = Unit("degree Celsius", "degrees Celsius", "temperature", Fraction(1))
 UNITS["degree fahrenheit"] = Unit("degree Fahrenheit", "degrees Fahrenheit", "temperature", Fraction(1))
 _MONTH = Unit("month", "months", "calendar", Fraction(1))

@@ -85,6 +85,26 @@ class Skills:
             return parse_duration(words[1:] if words[:1] == ["for"] else words) is not None
         return parse_choice(said) is not None
 
+    def answer_now(self, text: str, now: datetime | None = None) -> SkillReply | None:
+        """The reply for ``text`` when it is a skill that only *tells* something (the time or
+        date, arithmetic, a unit conversion), else None. Such a reply changes nothing, so it
+        may go out on a tentative transcript, as an LLM answer does; a skill that acts
+        (timers, "stop", "say that again", the answer to a question just asked) waits for
+        the final one."""
+        said = normalize(text)
+        if not said or self._asked is not None or control(said) is not None or parse_request(said) is not None:
+            return None
+        reply = None
+        if (found := clock.answer(said, now or self.clock())) is not None:
+            reply = self._answer(found[1], found[0])
+        elif (result := arithmetic.answer(said)) is not None:
+            reply = self._answer(result, "arithmetic")
+        elif (result := units.answer(said)) is not None:
+            reply = self._answer(result, "units")
+        if reply is not None:
+            self._last_answer = reply.text
+        return reply
+
     def handle(self, text: str, now: datetime | None = None) -> SkillReply | None:
         """The reply for ``text`` (Whisper's transcript), or None when it is not a skill."""
         said = normalize(text)

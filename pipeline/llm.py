@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.answer_length import SentenceLimit
 from pipeline.settings import DEFAULTS, Settings
 from pipeline.skills.tools import ToolCall, ToolCallAssembler
 
@@ -58,6 +59,10 @@ class LlmConfig:
     hold_after_s: float = DEFAULTS.llm_hold_after_s
     hold_phrase: str = DEFAULTS.llm_hold_phrase
     tools: bool = False  # offer the skills as function-calling tools (LLM_TOOLS)
+    max_sentences: int = DEFAULTS.llm_max_sentences  # 0 = the whole answer (pipeline/answer_length.py)
+    # llama.cpp sampling options (repeat_penalty, top_k, min_p) sent to the embedded server only:
+    # the OpenAI API rejects fields it does not know. Pairs, so the config stays hashable.
+    sampling: tuple[tuple[str, float], ...] = (("repeat_penalty", DEFAULTS.llm_repeat_penalty),)
 
     @classmethod
     def from_settings(cls, s: Settings) -> LlmConfig:
@@ -78,6 +83,8 @@ class LlmConfig:
             hold_after_s=s.llm_hold_after_s,
             hold_phrase=s.llm_hold_phrase,
             tools=s.uses_llm_tools,
+            max_sentences=s.llm_max_sentences,
+            sampling=(("repeat_penalty", s.llm_repeat_penalty),),
         )
 
     def __repr__(self) -> str:
@@ -419,20 +426,26 @@ class LlmClient:
         return True
 
     def stream(self, messages: list[dict[str, Any]], cancel: threading.Event,
-               tools: list[dict] | None = None, calls: list[ToolCall] | None = None) -> Iterator[str]:
+               tools: list[dict] | None = None, calls: list[ToolCall] | None = None,
+               max_sentences: int | None = None) -> Iterator[str]:
         """Yield text deltas as the SDK yields them; raise LlmError on any failure.
 
         Setting `cancel` (from another thread) and calling `close_current()` stops the
         stream at once; the generator then just ends. With `tools` offered, the tool calls
         the model made (assembled from the stream's deltas) are appended to `calls`.
+        The answer ends after `max_sentences` sentences (default: the config's; 0 = no
+        limit): the stream is closed there, so the server stops generating.
         """
+        if max_sentences is None:
+            max_sentences = self.config.max_sentences
         deadline = time.monotonic() + self.config.first_token_timeout_s
         retry = 0
         while True:
             spoke = False
             assembler = ToolCallAssembler()  # a fresh one per attempt: a failed one's fragments go
             try:
-                for delta in self._attempt(messages, cancel, deadline, retry + 1, tools, assembler):
+                limit = SentenceLimit(max_sentences)  # a fresh one per attempt, like the assembler
+                for delta in self._attempt(messages, cancel, deadline, retry + 1, tools, assembler, limit):
                     spoke = True
                     yield delta
                 if calls is not None:
@@ -461,6 +474,7 @@ class LlmClient:
     def _attempt(
         self, messages: list[dict[str, Any]], cancel: threading.Event, deadline: float, attempt: int,
         tools: list[dict] | None = None, calls: ToolCallAssembler | None = None,
+        limit: SentenceLimit | None = None,
     ) -> Iterator[str]:
         """One request; raises LlmError (with the attempt number in its message)."""
         left = deadline - time.monotonic()
@@ -479,6 +493,7 @@ class LlmClient:
                 stream=self.config.streaming,
                 timeout=timeout,
                 **({"tools": tools} if tools else {}),
+                **({"extra_body": dict(self.config.sampling)} if self.config.sampling and self.config.embedded else {}),
             )
         except Exception as exc:  # noqa: BLE001
             if cancel.is_set():
@@ -491,13 +506,14 @@ class LlmClient:
             message = response.choices[0].message  # type: ignore[union-attr]
             if calls is not None:
                 calls.add(message.tool_calls)
-            if message.content:
-                yield message.content
+            text = limit.push(message.content or "") if limit is not None else message.content
+            if text:
+                yield text
             return
-        yield from self._read(response, cancel, deadline, attempt, calls)
+        yield from self._read(response, cancel, deadline, attempt, calls, limit)
 
     def _read(self, stream: Any, cancel: threading.Event, deadline: float, attempt: int,
-              calls: ToolCallAssembler | None = None) -> Iterator[str]:
+              calls: ToolCallAssembler | None = None, limit: SentenceLimit | None = None) -> Iterator[str]:
         key = id(stream)
         with self._lock:
             self._open[key] = (stream, cancel)
@@ -520,7 +536,12 @@ class LlmClient:
                 if delta:
                     watchdog.kick()
                     tokens += 1
-                    yield delta
+                    text = limit.push(delta) if limit is not None else delta
+                    if text:
+                        yield text
+                    if limit is not None and limit.done:
+                        finished = True  # long enough: closing the stream stops the server
+                        break
         except Exception as exc:  # noqa: BLE001
             if cancel.is_set():
                 return

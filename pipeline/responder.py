@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline import messages as m
+from pipeline.answer_length import asks_for_more
 from pipeline.journal import JournalEntry, TurnJournal
 from pipeline.llm import Conversation, LlmClient, LlmError
 from pipeline.skills.tools import SkillTools, ToolCall, ToolResult, assistant_message, tool_message
@@ -286,12 +287,15 @@ class Responder:
         results themselves are spoken (a malformed call gets its short error, never silence).
         """
         messages: list[dict[str, Any]] = list(self.conversation.messages(turn.question))
+        # one or two spoken sentences, unless the user asked for more (LLM_MAX_SENTENCES)
+        sentences = 0 if asks_for_more(turn.question) else None
         results: list[ToolResult] = []
         for round_ in range(TOOL_ROUNDS + 1):
             offered = self.tools.definitions if self.tools is not None and round_ < TOOL_ROUNDS else None
             calls: list[ToolCall] = []
             said = False
-            for delta in self.client.stream(messages, turn.cancel, tools=offered, calls=calls):
+            for delta in self.client.stream(messages, turn.cancel, tools=offered, calls=calls,
+                                            max_sentences=sentences):
                 said = True
                 yield delta
             if said or turn.cancel.is_set():

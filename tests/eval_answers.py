@@ -4,12 +4,17 @@ The dev set (tests/data/eval_questions.json, written for this project) holds eve
 questions (facts, simple science, units, definitions, how-to, follow-ups), each with the
 words a right answer must contain: every group in `expect` needs one of its words.
 
-Text mode (default) asks the questions in order, as one conversation, straight into the
-llm stage's client (pipeline/llm.py) against the embedded server, so history hygiene is
-measured too. Each variant (prompt, sampling, history policy) is run in the same process,
-one after the other, against the same server; the order alternates between rounds.
-Printed per variant: accuracy, answers that drifted to an earlier topic, mean words per
-answer, first-token and whole-answer latency (medians).
+Text mode (default) asks the questions in order, as one conversation, the way the product
+meets them: each is a final transcript handed to the llm stage (`LlmStage.answer`: the
+skills first, then the LLM through the responder) against the embedded server, and each
+answer is reported heard, so history hygiene is measured too. No ASR, TTS or audio: fast.
+Each variant (prompt, sampling, answer length, history policy, skills on or off) runs in
+the same process, one after the other, against the same server; the order alternates
+between rounds. `before` is the assistant as it was (no skills, old prompt, temperature
+0.3, whole history, whole answers); `after` is the current settings.
+Printed per variant: accuracy per split (the dev set and the held-out questions, which
+are never tuned on), answers that drifted to an earlier topic, mean words per answer,
+first-text and whole-answer latency (medians).
 
 Voice mode (`--voice`) speaks the questions with Piper through the whole dataflow in file
 mode and scores the answers the speaker played (pipeline/metrics.py's per-turn records).
@@ -22,24 +27,32 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import queue
 import re
 import statistics
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from pipeline import messages as m
 from pipeline.llm import Conversation, LlmClient, LlmConfig
 from pipeline.llm_server import EmbeddedServer
 from pipeline.settings import load
+from pipeline.skills import Skills
+from pipeline.stages.llm import LlmStage
 
 DEV_SET = Path(__file__).parent / "data" / "eval_questions.json"
 
 # The defaults before the answers were tuned (issue #12), kept to compare against.
+# No skills, the whole answer, the server's default sampling; a fixed seed, so that the
+# 0.3 temperature draws the same answers in every run.
 BASELINE = {"system_prompt": "You are a helpful voice assistant. Answer briefly in plain English.",
-            "temperature": 0.3, "max_tokens": 120, "history": "all"}
+            "temperature": 0.3, "max_tokens": 120, "history": "all", "skills": False,
+            "max_sentences": 0, "sampling": {"seed": 12}}
 
 
 @dataclass
@@ -47,6 +60,7 @@ class Item:
     question: str
     expect: list[list[str]]
     follow_up: bool = False
+    heldout: bool = False  # the held-out split: never tuned on, reported apart
 
 
 @dataclass
@@ -59,7 +73,8 @@ class Result:
 
 
 def load_dev_set(path: Path = DEV_SET) -> list[Item]:
-    return [Item(d["q"], d["expect"], bool(d.get("follow_up"))) for d in json.loads(path.read_text())]
+    return [Item(d["q"], d["expect"], bool(d.get("follow_up")), bool(d.get("heldout")))
+            for d in json.loads(path.read_text())]
 
 
 def _norm(text: str) -> str:
@@ -81,49 +96,126 @@ def drifted(answer: str, item: Item, earlier: list[Item]) -> bool:
                if len(w) > 3)
 
 
-def ask_all(items: list[Item], client: LlmClient, conv: Conversation) -> Result:
+class _NoSkills(Skills):
+    """The assistant before the skills: everything goes to the LLM (the "before" variant)."""
+
+    def claims(self, text: str, now: object = None) -> bool:
+        return False
+
+    def handle(self, text: str, now: object = None) -> None:
+        return None
+
+
+class _InstructionInUser(Conversation):
+    """A variant: the instruction goes at the head of the question, not in a system message."""
+
+    def messages(self, question: str) -> list[dict[str, str]]:
+        msgs = super().messages(question)[1:]
+        if question:
+            msgs[-1] = {"role": "user", "content": f"{self.system_prompt}\n\n{question}"}
+        return msgs
+
+
+class StageRun:
+    """The product's path for one variant: each question is a final transcript handed to the
+    llm stage (`LlmStage.answer`: skills first, then the LLM through the responder), and the
+    answer is heard to its end (the speaker's `played` reports), so history, skills' memory
+    and prompt cache behave as in the dataflow."""
+
+    def __init__(self, client: LlmClient, conv: Conversation, skills: bool) -> None:
+        self.out: queue.Queue[m.Message] = queue.Queue()
+        self.stage = LlmStage(client, conv, "Sorry, I can't answer right now.", self.out.put,
+                              skills=Skills() if skills else _NoSkills())
+        self.stage.start()
+        self.stage.handle(m.ServerReady(client.config.base_url, embedded=True))
+        self._wait(lambda msg: isinstance(msg, m.LlmReady))
+        self.turn = 0
+
+    def _wait(self, done: Callable[[m.Message], bool]) -> m.Message:
+        while True:
+            msg = self.out.get(timeout=120)
+            if done(msg):
+                return msg
+
+    def ask(self, question: str) -> tuple[str, float, float]:
+        """The answer, seconds to its first text and to its end."""
+        self.turn += 1
+        turn = self.turn
+        start = time.perf_counter()
+        self.stage.handle(m.SpeechStarted(turn, m.now()))
+        self.stage.handle(m.Transcript(turn, question, True, {"t_speech_end": m.now(), "t_transcript": m.now()}))
+        first: float | None = None
+        text = ""
+        while True:
+            msg = self.out.get(timeout=120)
+            if not isinstance(msg, m.LlmText) or msg.turn_id != turn:
+                continue
+            if msg.event == m.DELTA:
+                first = time.perf_counter() - start if first is None else first
+                text += msg.text
+            elif msg.event == m.END:
+                break
+        total = time.perf_counter() - start
+        for event in (m.FINISHED, m.TURN_END):
+            self.stage.handle(m.Played(turn, event, 0, m.now(), text=text if event == m.FINISHED else ""))
+        # A trimmed history is read by the server now (`LlmClient.prefill`), while a user
+        # would still be silent; the next question waits for it as it would in a real turn.
+        for thread in threading.enumerate():
+            if thread.name == "prefill":
+                thread.join()
+        return text, (first if first is not None else total), total
+
+    def close(self) -> None:
+        self.stage.finish()
+
+
+def ask_all(items: list[Item], run: StageRun) -> Result:
     res = Result()
     for k, item in enumerate(items):
-        messages = conv.messages(item.question)
-        start = time.perf_counter()
-        first = None
-        text = ""
-        for delta in client.stream(messages, threading.Event()):
-            if first is None:
-                first = time.perf_counter() - start
-            text += delta
-        res.total_s.append(time.perf_counter() - start)
-        res.first_token_s.append(first if first is not None else res.total_s[-1])
-        conv.record(item.question, text, False)
+        text, first, total = run.ask(item.question)
+        res.first_token_s.append(first)
+        res.total_s.append(total)
         res.answers.append(text.strip())
         res.right.append(is_right(text, item.expect))
         res.drifted.append(drifted(text, item, items[:k]))
     return res
 
 
-def report(name: str, res: Result) -> str:
-    n = len(res.right)
-    words = statistics.mean(len(a.split()) for a in res.answers)
-    return (f"{name:10s} right {sum(res.right)}/{n} ({100 * sum(res.right) / n:.0f} %), "
-            f"drifted to an earlier topic {sum(res.drifted)}, {words:.1f} words per answer, "
+def report(name: str, res: Result, items: list[Item]) -> str:
+    """One line per split (dev, held-out) and the latency over all questions."""
+    parts = []
+    for split, held in (("dev", False), ("held-out", True)):
+        idx = [k for k, item in enumerate(items[: len(res.right)]) if item.heldout == held]
+        if idx:
+            right = sum(res.right[k] for k in idx)
+            parts.append(f"{split} {right}/{len(idx)} ({100 * right / len(idx):.0f} %)")
+    words = statistics.mean(len(a.split()) for a in res.answers) if res.answers else 0.0
+    return (f"{name:10s} right: {', '.join(parts)}; drifted to an earlier topic {sum(res.drifted)}, "
+            f"{words:.1f} words per answer, "
             f"first token median {statistics.median(res.first_token_s) * 1000:.0f} ms, "
             f"whole answer median {statistics.median(res.total_s) * 1000:.0f} ms")
 
 
 def variants() -> dict[str, dict]:
     s = load()
-    return {"baseline": BASELINE,
-            "current": {"system_prompt": s.llm_system_prompt, "temperature": s.llm_temperature,
-                        "max_tokens": s.llm_max_tokens, "history": "follow-ups"}}
+    return {"before": BASELINE,
+            "after": {"system_prompt": s.llm_system_prompt, "temperature": s.llm_temperature,
+                      "max_tokens": s.llm_max_tokens, "history": s.llm_history, "skills": True,
+                      "max_sentences": s.llm_max_sentences,
+                      "sampling": {"repeat_penalty": s.llm_repeat_penalty}}}
 
 
-def make_client(base_url: str, v: dict, history_turns: int) -> tuple[LlmClient, Conversation]:
+def make_run(base_url: str, v: dict, history_turns: int) -> StageRun:
+    """A variant: prompt, sampling, answer length, history policy, skills on or off, and
+    where the instruction goes (`"instruction": "user"`: at the head of the question)."""
     config = LlmConfig(base_url=base_url, system_prompt=v["system_prompt"], max_tokens=v["max_tokens"],
                        temperature=v["temperature"], embedded=True, first_token_timeout_s=60,
-                       token_timeout_s=30)
-    conv = Conversation(v["system_prompt"], history_turns, history=v["history"],
-                        examples=tuple(tuple(e) for e in v.get("examples", ())))
-    return LlmClient(config), conv
+                       token_timeout_s=30, max_sentences=v.get("max_sentences", 0),
+                       sampling=tuple(sorted(v.get("sampling", {}).items())))
+    kind = _InstructionInUser if v.get("instruction") == "user" else Conversation
+    conv = kind(v["system_prompt"], history_turns, history=v["history"],
+                examples=tuple(tuple(e) for e in v.get("examples", ())))
+    return StageRun(LlmClient(config), conv, skills=v.get("skills", False))
 
 
 def voice_mode(items: list[Item], gap_s: float, workdir: Path) -> None:
@@ -152,7 +244,7 @@ def voice_mode(items: list[Item], gap_s: float, workdir: Path) -> None:
         res.total_s.append(float(durations.get("answer_total", 0.0)))
     print(f"voice mode: {len(turns)} turns heard for {len(items)} questions "
           f"(latency columns: end of speech to first sound, and to the answer's end)")
-    print(report("voice", res), flush=True)
+    print(report("voice", res, items), flush=True)
     for item, turn in zip(items, turns, strict=False):
         print(f"    heard {turn.get('transcript')!r} for {item.question!r}")
 
@@ -161,6 +253,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--limit", type=int, default=0, help="only the first N questions")
+    ap.add_argument("--split", choices=("all", "dev", "held-out"), default="all")
     ap.add_argument("--show", action="store_true", help="print every wrong answer")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
                     help="another variant: the current one with these fields changed")
@@ -172,10 +265,12 @@ def main() -> None:
     table = variants()
     for spec in args.variant:
         name, _, raw = spec.partition("=")
-        table[name] = {**table["current"], **json.loads(raw)}
+        table[name] = {**table["after"], **json.loads(raw)}
     if args.only:
         table = {k: v for k, v in table.items() if k in args.only.split(",")}
     items = load_dev_set()
+    if args.split != "all":
+        items = [i for i in items if i.heldout == (args.split == "held-out")]
     if args.limit:
         items = items[: args.limit]
     if args.voice:
@@ -190,9 +285,12 @@ def main() -> None:
         names = list(table)
         for r in range(args.rounds):
             for name in names if r % 2 == 0 else names[::-1]:
-                client, conv = make_client(server.base_url, table[name], s.llm_history_turns)
-                res = ask_all(items, client, conv)
-                print(f"round {r + 1} " + report(name, res), flush=True)
+                run = make_run(server.base_url, table[name], s.llm_history_turns)
+                try:
+                    res = ask_all(items, run)
+                finally:
+                    run.close()
+                print(f"round {r + 1} " + report(name, res, items), flush=True)
                 if args.show:
                     for item, answer, ok in zip(items, res.answers, res.right, strict=True):
                         if not ok:

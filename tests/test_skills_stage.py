@@ -98,6 +98,20 @@ def test_a_tentative_transcript_that_is_a_skill_is_not_sent_to_the_llm(server):
     stage.finish()
 
 
+def test_a_tentative_transcript_that_only_asks_is_answered_at_once(server):
+    """Like an LLM answer, a skill that only tells something goes out on the tentative
+    transcript (the speaker holds it until the turn is confirmed), so it is never later."""
+    emit = Collected()
+    stage = make_stage(server, emit)
+    stage.handle(m.Transcript(ONE, "How many centimeters are in a meter?", final=False))
+    assert emit.wait_for(ended(ONE))
+    assert said(emit, ONE) == "There are 100 centimeters in a meter."
+    stage.handle(m.Transcript(ONE, "How many centimeters are in a meter?", final=True))
+    assert len([x for x in texts(emit, ONE) if x.event == m.END]) == 1  # answered once
+    assert server.script.requests == []
+    stage.finish()
+
+
 def test_stop_says_nothing_and_asks_nothing(server):
     emit = Collected()
     stage = make_stage(server, emit)

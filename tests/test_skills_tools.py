@@ -30,14 +30,15 @@ def tools() -> SkillTools:
 
 def test_definitions_are_openai_function_tools() -> None:
     names = [t["function"]["name"] for t in TOOLS]
-    assert names == ["get_time", "get_date", "set_timer", "timers_left", "cancel_timer", "calculate"]
+    assert names == ["get_time", "get_date", "set_timer", "timers_left", "cancel_timer", "calculate",
+                     "convert_units"]
     for tool in TOOLS:
         assert tool["type"] == "function"
         params = tool["function"]["parameters"]
         assert params["type"] == "object"
         assert set(params["required"]) <= set(params["properties"])
         json.dumps(tool)  # sendable as is
-    calculate = TOOLS[-1]["function"]["parameters"]["properties"]
+    calculate = TOOLS[5]["function"]["parameters"]["properties"]
     assert "expression" not in calculate and "enum" in calculate["operation"]
 
 
@@ -63,6 +64,11 @@ def test_definitions_are_openai_function_tools() -> None:
             '{"operation": "divide", "a": 1, "b": 0}',
             "Dividing by zero has no answer, so I can't work that out.",
         ),
+        ("convert_units", '{"value": 5, "from_unit": "mile", "to_unit": "kilometer"}',
+         "5 miles is about 8.05 kilometers."),
+        ("convert_units", '{"value": 100, "from_unit": "degree fahrenheit", "to_unit": "degree celsius"}',
+         "100 degrees Fahrenheit is about 37.78 degrees Celsius."),
+        ("convert_units", '{"value": 1, "from_unit": "Miles", "to_unit": "ft"}', "1 mile is 5280 feet."),
     ],
 )
 def test_calls(name: str, arguments: str, content: str) -> None:
@@ -86,6 +92,9 @@ def test_calls(name: str, arguments: str, content: str) -> None:
         ("set_timer", '{"seconds": 60, "name": 7}', "'name' must be a string"),
         ("set_timer", "[60]", "must be a JSON object"),
         ("launch_rocket", "{}", "unknown tool 'launch_rocket'"),
+        ("convert_units", '{"value": 1, "from_unit": "meter", "to_unit": "gram"}', "measure different things"),
+        ("convert_units", '{"value": 1, "from_unit": "furlong", "to_unit": "meter"}', "'from_unit' must be one of"),
+        ("convert_units", '{"value": "x", "from_unit": "mile", "to_unit": "meter"}', "'value' must be a number"),
         ("__init__", "{}", "unknown tool"),
         ("get_time", None, None),
     ],

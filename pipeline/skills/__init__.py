@@ -1,4 +1,5 @@
-"""Requests answered exactly without the LLM: time and date, timers, arithmetic, control.
+"""Requests answered exactly without the LLM: time and date, timers, arithmetic, unit
+conversions, control.
 
 Pure Python (no dora, no network). :class:`Skills` is the entry point the dataflow calls
 with each transcript; :mod:`.tools` offers the same skills as OpenAI function-calling tools.

@@ -1,7 +1,8 @@
 """Spoken arithmetic, parsed into a tiny tree and evaluated exactly (never ``eval``).
 
 "what is 14 times 12", "14 x 12", "15 percent of 80", "square root of 144",
-"12 divided by 5", "2 to the power of 10", "5 subtracted from 12", "multiply 6 by 7".
+"12 divided by 5", "2 to the power of 10", "5 subtracted from 12", "multiply 6 by 7",
+"the square of 5", "5 squared", "half of 30", "a third of 90", "double 8".
 Numbers are read by :mod:`.numbers` (digits, words, mixed). Values are exact
 :class:`~fractions.Fraction` s; only roots and fractional powers that have no exact
 rational result fall back to floats, and the answer then says "about".
@@ -166,6 +167,11 @@ class _Parser:
             return Unary(CBRT, self.unary())
         if self.accept("square", "of"):
             return Binary(POW, self.unary(), Lit(Fraction(2)))
+        if self.accept("cube", "of"):
+            return Binary(POW, self.unary(), Lit(Fraction(3)))
+        for word, factor in (("double", 2), ("twice", 2), ("triple", 3)):
+            if self.accept(word):  # "double 8", "twice 7": said back as "2 times 8"
+                return Binary(MUL, Lit(Fraction(factor)), self.unary())
         num = self.number()
         if num is None:
             self.fail()

@@ -2,7 +2,7 @@
 
 The order matters only where phrases overlap: control first ("cancel" alone is a stop,
 "cancel the timer" is not, because control needs the whole utterance), then timers,
-clock and arithmetic. Every matcher accepts a whole normalised utterance and nothing
+clock, arithmetic and unit conversions. Every matcher accepts a whole normalised utterance and nothing
 else, so anything not clearly a skill returns None and goes to the LLM.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
-from . import arithmetic, clock
+from . import arithmetic, clock, units
 from .clock import WallClock, local_now
 from .control import Control, control
 from .normalize import normalize
@@ -37,7 +37,7 @@ class ReplyKind(Enum):
 class SkillReply:
     kind: ReplyKind
     text: str
-    skill: str  # "time", "date", "timer", "arithmetic", "stop", "repeat"
+    skill: str  # "time", "date", "timer", "arithmetic", "units", "stop", "repeat"
 
 
 NOTHING_TO_REPEAT = "I haven't said anything yet."
@@ -75,7 +75,8 @@ class Skills:
             return True
         if self._asked is not None and self._answers_question(said, self._asked):
             return True
-        return clock.answer(said, now or self.clock()) is not None or arithmetic.answer(said) is not None
+        return (clock.answer(said, now or self.clock()) is not None or arithmetic.answer(said) is not None
+                or units.answer(said) is not None)
 
     @staticmethod
     def _answers_question(said: str, asked: tuple[str, str | None]) -> bool:
@@ -83,6 +84,26 @@ class Skills:
             words = said.split()
             return parse_duration(words[1:] if words[:1] == ["for"] else words) is not None
         return parse_choice(said) is not None
+
+    def answer_now(self, text: str, now: datetime | None = None) -> SkillReply | None:
+        """The reply for ``text`` when it is a skill that only *tells* something (the time or
+        date, arithmetic, a unit conversion), else None. Such a reply changes nothing, so it
+        may go out on a tentative transcript, as an LLM answer does; a skill that acts
+        (timers, "stop", "say that again", the answer to a question just asked) waits for
+        the final one."""
+        said = normalize(text)
+        if not said or self._asked is not None or control(said) is not None or parse_request(said) is not None:
+            return None
+        reply = None
+        if (found := clock.answer(said, now or self.clock())) is not None:
+            reply = self._answer(found[1], found[0])
+        elif (result := arithmetic.answer(said)) is not None:
+            reply = self._answer(result, "arithmetic")
+        elif (result := units.answer(said)) is not None:
+            reply = self._answer(result, "units")
+        if reply is not None:
+            self._last_answer = reply.text
+        return reply
 
     def handle(self, text: str, now: datetime | None = None) -> SkillReply | None:
         """The reply for ``text`` (Whisper's transcript), or None when it is not a skill."""
@@ -111,6 +132,8 @@ class Skills:
             return self._answer(found[1], found[0])
         if (result := arithmetic.answer(said)) is not None:
             return self._answer(result, "arithmetic")
+        if (result := units.answer(said)) is not None:
+            return self._answer(result, "units")
         return None
 
     def _timer(self, request: SetTimer | TimeLeft | CancelTimer) -> str:

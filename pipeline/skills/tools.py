@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
-from . import arithmetic
+from . import arithmetic, units
 from .arithmetic import Binary, Lit, MathError, Unary
 from .clock import say_date, say_time
 from .numbers import say_number
@@ -76,6 +76,16 @@ TOOLS: list[dict] = [
             "b": {"type": "number", "description": "Second operand; not for roots."},
         },
         ["operation", "a"],
+    ),
+    _tool(
+        "convert_units",
+        "Exact unit conversion (length, mass, volume, time, temperature), as a sentence.",
+        {
+            "value": _NUMBER,
+            "from_unit": {"type": "string", "enum": units.unit_names()},
+            "to_unit": {"type": "string", "enum": units.unit_names()},
+        },
+        ["value", "from_unit", "to_unit"],
     ),
 ]
 
@@ -177,6 +187,19 @@ class SkillTools:
         except (OverflowError, ValueError, ZeroDivisionError) as exc:
             raise ToolError("the result cannot be computed") from exc
         return f"{arithmetic.render(node)} is {'about ' if spoken.approximate else ''}{spoken.text}."
+
+    def _tool_convert_units(self, arguments: dict) -> str:
+        names = []
+        for key in ("from_unit", "to_unit"):
+            raw = arguments.get(key)
+            unit = units.unit_key(raw) if isinstance(raw, str) else None
+            if unit is None:
+                raise ToolError(f"'{key}' must be one of {', '.join(units.unit_names())}")
+            names.append(unit)
+        said = units.say_conversion(_number(arguments, "value"), names[0], names[1])
+        if said is None:
+            raise ToolError(f"{names[0]} and {names[1]} measure different things")
+        return said
 
 
 @dataclass

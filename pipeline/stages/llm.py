@@ -119,15 +119,20 @@ class LlmStage:
     def answer(self, transcript: m.Transcript) -> None:
         """The one place where what the user said becomes a request for an answer.
 
-        Skills come first and answer without the LLM. They are decided on the final
-        transcript only (a skill acts: it sets a timer, stops an answer), so a tentative
-        transcript that would be one is not sent to the LLM either. Other tentative
-        transcripts are answered at once (the speaker holds the audio until the turn is
-        confirmed); the responder answers each turn once.
+        Skills come first and answer without the LLM. A skill that only tells something
+        (time, arithmetic, units) answers a tentative transcript at once, like the LLM
+        would, so its answer is not later than an LLM answer; a skill that acts (it sets a
+        timer, stops an answer) is decided on the final transcript only, and such a
+        tentative transcript is not sent to the LLM either. Other tentative transcripts are
+        answered at once (the speaker holds the audio until the turn is confirmed); the
+        responder answers each turn once.
         """
         text = transcript.text.strip()
         if not transcript.final:
-            if not self.skills.claims(text):
+            if text and self.responder.is_new(transcript.turn_id) \
+                    and (reply := self.skills.answer_now(text)) is not None:
+                self._reply(transcript, reply)
+            elif not self.skills.claims(text):
                 self.responder.on_transcript(transcript)
             return
         if text and self.responder.is_new(transcript.turn_id):

@@ -34,7 +34,7 @@ from tests.conftest import _speech_16k
 # --turns), so `make bench` reports skill and LLM answers apart in one run.
 QUESTIONS = [
     "What is the capital of France?",
-    "How many days are there in a week?",
+    "What do bees make?",
     "What color is the sky?",
     "Who wrote Romeo and Juliet?",
     "What is two plus two?",

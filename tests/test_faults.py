@@ -510,7 +510,9 @@ def test_tts_killed_mid_answer_the_rest_of_the_answer_is_spoken(tmp_path, make_s
     question = make_speech(QUESTIONS, gap_s=12.0)
     script = Script(answer_fn=long_then_short)
     with ScriptedServer(script) as srv:
-        env = {"OPENAI_BASE_URL": srv.base_url, "LLM_SERVER_PORT": str(free_port_in_range()), **FAST}
+        # the whole long answer (no LLM_MAX_SENTENCES cut): segments to lose and resend
+        env = {"OPENAI_BASE_URL": srv.base_url, "LLM_SERVER_PORT": str(free_port_in_range()),
+               "LLM_MAX_SENTENCES": "0", **FAST}
         with FileDataflow(question, tmp_path, env) as flow:
             spoken, back = kill_mid_answer(flow, "tts")
             code = flow.wait(timeout=120)

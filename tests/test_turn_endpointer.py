@@ -21,6 +21,20 @@ PROBS = [0.0] * 5 + [0.9] * HALF + [0.0] * PAUSE + [0.9] * REST + [0.0] * 80
 RESUME = 5 + HALF + PAUSE  # index of the first frame of the second half
 
 
+class ScriptedProbs:
+    """A VAD whose speech probabilities are PROBS, one per frame."""
+
+    def __init__(self) -> None:
+        self.k = 0
+
+    def prob(self, frame: np.ndarray) -> float:
+        self.k += 1
+        return PROBS[self.k - 1]
+
+    def reset(self) -> None:
+        self.k = 0
+
+
 class Scripted:
     """A turn model that answers from a list, one probability per call."""
 
@@ -84,19 +98,8 @@ def test_a_stale_transcript_is_ignored() -> None:
 
 
 def test_the_stage_feeds_tentative_transcripts_to_the_policy() -> None:
-    class Probs:
-        def __init__(self) -> None:
-            self.k = 0
-
-        def prob(self, frame: np.ndarray) -> float:
-            self.k += 1
-            return PROBS[self.k - 1]
-
-        def reset(self) -> None:
-            self.k = 0
-
     config = VadStageConfig(endpoint=SPEC, end_of_turn=POLICY)
-    stage = VadStage(config, Probs(), turn_model=Scripted(0.9, 0.9))
+    stage = VadStage(config, ScriptedProbs(), turn_model=Scripted(0.9, 0.9))
     out: list[m.Message] = []
     for k in range(len(PROBS)):
         if k == 5 + HALF + 6:
@@ -126,21 +129,10 @@ def test_the_stage_hands_whisper_s_doubt_about_the_ending_to_the_policy() -> Non
     """"What time does the" heard as "What time does that?" (last word unlikely): the pause
     waits as an unsure one instead of ending at the check, and the user's second half joins
     the turn; the same transcript heard with confidence ends it at once."""
-    class Probs:
-        def __init__(self) -> None:
-            self.k = 0
-
-        def prob(self, frame: np.ndarray) -> float:
-            self.k += 1
-            return PROBS[self.k - 1]
-
-        def reset(self) -> None:
-            self.k = 0
-
     def whole_turns(word_p: float) -> list[bool]:
         cues = PolicyConfig(check_ms=256, end_silence_ms=512, max_pause_ms=1984, use_model=False,
                             unsure_ms=1984, min_word_p=0.8)
-        stage = VadStage(VadStageConfig(endpoint=SPEC, end_of_turn=cues), Probs())
+        stage = VadStage(VadStageConfig(endpoint=SPEC, end_of_turn=cues), ScriptedProbs())
         out: list[m.Message] = []
         for k in range(len(PROBS)):
             if k == 5 + HALF + 6:

@@ -6,6 +6,7 @@ its monitor); what the assistant says is recorded from `speaker.monitor`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -13,6 +14,7 @@ import signal
 import subprocess
 import threading
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,8 +135,24 @@ def play(wav: Path, device: str = "uservoice") -> None:
     subprocess.run(["paplay", f"--device={device}", str(wav)], check=True, timeout=120)
 
 
+def unconnected_nodes(log: str) -> dict[str, int]:
+    """Nodes that dora spawned but that never connected (no "node is ready"): name -> pid."""
+    spawned = dict(re.findall(r"(\S+): spawner spawned node with pid (\d+)", log))
+    ready = set(re.findall(r"(\S+): daemon node is ready", log))
+    return {name: int(pid) for name, pid in spawned.items() if name not in ready}
+
+
 class LiveAssistant:
-    """`dora run dataflow.yml` on the default (virtual) sound devices."""
+    """`dora run dataflow.yml` on the default (virtual) sound devices.
+
+    Every node runs with Python's faulthandler on, so a node that hangs can be made to print
+    where it hangs (SIGABRT). dora 1.1 has no start-up deadline (dora-rs/dora#3022): a node
+    that hangs before it connects to its daemon holds the whole dataflow back for good. That
+    was seen once in ~150 starts (the llm node, in CI); `wait_ready` then dumps the hung
+    nodes' stacks into the log and starts the dataflow once more.
+    """
+
+    can_restart = True
 
     def __init__(self, workdir: Path, env: dict[str, str] | None = None,
                  root: Path = REPO_ROOT) -> None:
@@ -142,29 +160,64 @@ class LiveAssistant:
         self.workdir = workdir
         self.metrics = workdir / "metrics.jsonl"
         self.log_path = workdir / "dora.log"
-        settings = {"METRICS_FILE": str(self.metrics), "MIC_FILE": "", "SPEAKER_FILE": ""}
+        self.root = root
+        settings = {"METRICS_FILE": str(self.metrics), "MIC_FILE": "", "SPEAKER_FILE": "",
+                    "PYTHONFAULTHANDLER": "1"}
         if root != REPO_ROOT:
             settings["PYTHONPATH"] = str(root)
         settings.update(env or {})
+        self.settings = settings
+        self.restarts = 0
+        self._launch()
+
+    def _launch(self) -> None:
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            ["dora", "run", str(root / "dataflow.yml")], env=dora_env(settings),
-            cwd=str(root), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
+            ["dora", "run", str(self.root / "dataflow.yml")], env=dora_env(self.settings),
+            cwd=str(self.root), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def wait_ready(self, timeout: float = 120.0) -> None:
+    def wait_ready(self, timeout: float = 120.0, hung_after_s: float = 60.0) -> None:
+        """Until the llm node says `assistant ready`; a node still not connected to dora after
+        `hung_after_s` is taken as hung: its stack goes to the log and the dataflow starts
+        again, once."""
+        if self._wait_log("assistant ready", min(hung_after_s, timeout)):
+            return
+        hung = unconnected_nodes(self.log())
+        if hung and self.can_restart and not self.restarts:
+            self._restart_hung(hung)
+            if self._wait_log("assistant ready", timeout):
+                return
+        elif self._wait_log("assistant ready", max(0.0, timeout - hung_after_s)):
+            return
+        raise TimeoutError("assistant not ready:\n" + self.log()[-3000:])
+
+    def _wait_log(self, line: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if "assistant ready" in self.log():
-                return
+            if line in self.log():
+                return True
             if self.proc.poll() is not None:
                 raise RuntimeError("dataflow ended early:\n" + self.log()[-3000:])
             time.sleep(0.2)
-        raise TimeoutError("assistant not ready:\n" + self.log()[-3000:])
+        return False
+
+    def _restart_hung(self, hung: dict[str, int]) -> None:
+        for pid in hung.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGABRT)  # faulthandler prints the stack into the log
+        time.sleep(1.0)
+        self.stop()
+        kept = self.log_path.with_name(f"dora.hung{self.restarts}.log")
+        self.log_path.replace(kept)
+        self.restarts += 1
+        warnings.warn(f"nodes {sorted(hung)} never connected to dora; their stacks are in {kept}; "
+                      "the dataflow starts again", RuntimeWarning, stacklevel=3)
+        self._launch()
 
     def view_url(self, timeout: float = 60.0) -> str:
         """The live view's address, as the view node logged it (VIEW_PORT=0 picks any port)."""
@@ -203,6 +256,8 @@ class LiveAssistant:
 class DistributedAssistant(LiveAssistant):
     """`make run-distributed` on this machine: a board and a server daemon (pipeline/cluster.py)
     on free ports, `dora start dataflow.distributed.yml --attach` on the virtual sound card."""
+
+    can_restart = False  # its cluster's daemons would have to start again too
 
     def __init__(self, workdir: Path, env: dict[str, str] | None = None) -> None:
         from pipeline import deploy

@@ -147,6 +147,54 @@ def pct(values: list[float], q: float) -> float:
     return vals[min(len(vals) - 1, int(round(q * (len(vals) - 1))))]
 
 
+@dataclass(frozen=True)
+class Queued:
+    """A turn asked while an earlier answer still played, whose answer waited for its end."""
+
+    asked_before_end_s: float  # the question started this long before the earlier answer ended
+    waited_s: float  # its first audio was ready this long before it could be heard
+
+
+def queued_behind_an_answer(turns: list[dict]) -> dict[int, Queued]:
+    """File mode: the turns whose first sound waited for the end of an earlier answer.
+
+    The file speaker (pipeline/audio_io/sinks.py, SpeakerFile) plays "instantly": it writes
+    each answer whole as soon as it gets it, stamped on a virtual clock that starts after the
+    previous answer's last sample. So when the next question starts, nothing is left to cut
+    (no barge-in) and the vad was told the answer ended (no pause, no backchannel gate): an
+    answer ready before the earlier one's end is stamped as heard after it. Live, the same
+    question would have cut the earlier answer; in file mode that turn's latency is mostly
+    the earlier answer's length and says nothing about the pipeline.
+    """
+    queued: dict[int, Queued] = {}
+    playhead: float | None = None  # where the file speaker's virtual clock has got to
+    for turn in sorted(turns, key=lambda t: t["times"].get("t_speech_start", float("inf"))):
+        times = turn["times"]
+        start, ready = times.get("t_speech_start"), times.get("t_first_audio")
+        if None not in (start, ready, playhead) and start < playhead and ready < playhead:
+            heard = min(playhead, times.get("t_first_played", playhead))
+            queued[turn["turn_id"]] = Queued(playhead - start, heard - ready)
+        heard_at = [times[k] for k in ("t_first_played", "t_answer_done") if k in times]
+        if heard_at:
+            playhead = max(heard_at + ([] if playhead is None else [playhead]))
+    return queued
+
+
+def print_queued(turns: list[dict], queued: dict[int, Queued]) -> None:
+    """The turns left out of the medians in file mode, with what they waited."""
+    print(f"\n{len(queued)} turn(s) asked while an earlier answer still played, whose answer "
+          "waited for its end: file mode has no barge-in (its speaker writes every answer "
+          "whole, back to back), so they are left out of the medians above:")
+    for t in turns:
+        q = queued.get(t["turn_id"])
+        if q is not None:
+            kind = "skill" if "t_skill" in t["times"] else "LLM"
+            v2v = t["durations"].get("voice_to_voice", float("nan")) * 1000
+            print(f"- turn {t['turn_id']} ({kind}) {t['transcript']!r}: asked "
+                  f"{q.asked_before_end_s:.1f} s before the end of the earlier answer; "
+                  f"voice_to_voice {v2v:.0f} ms, of which {q.waited_s * 1000:.0f} ms waiting for it")
+
+
 def run_file(wav: Path, work: Path, env: dict[str, str]) -> tuple[list[dict], RssSampler]:
     from pipeline.filemode import run_file_mode
 
@@ -197,13 +245,17 @@ def main() -> None:
         side_by_side(wav, spans, work, env, args.view_ab, VIEW_AB)
         return
     measured: list[float] = []
+    over: dict[int, Queued] = {}
     if args.sound:
         turns, rss, measured = run_sound(wav, spans, work, env)
     else:
         turns, rss = run_file(wav, work, env)
+        over = queued_behind_an_answer(turns)
     print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"mode: {'virtual sound card' if args.sound else 'file'}; {len(turns)} turns answered of {args.turns}"
+          f"{f', {len(over)} of them queued behind an earlier answer (left out, see below)' if over else ''}"
           f"{'; settings ' + ' '.join(args.env) if args.env else ''}")
+    everything, turns = turns, [t for t in turns if t["turn_id"] not in over]
     print("\n| stage | median | p95 |\n|---|---|---|")
     for name, _a, _b in STAGES:
         vals = [t["durations"][name] for t in turns if name in t["durations"]]
@@ -218,8 +270,12 @@ def main() -> None:
     if measured:
         print(f"| voice_to_voice on the recording | {statistics.median(measured) * 1000:.0f} ms | "
               f"{pct(measured, 0.95) * 1000:.0f} ms |")
-    asr_rtf = [t["times"]["asr_s"] / t["times"]["asr_audio_s"] for t in turns if t["times"].get("asr_audio_s")]
-    tts_rtf = [t["times"]["tts_s"] / t["times"]["tts_audio_s"] for t in turns if t["times"].get("tts_audio_s")]
+    if over:
+        print_queued(everything, over)
+    asr_rtf = [t["times"]["asr_s"] / t["times"]["asr_audio_s"] for t in everything
+               if t["times"].get("asr_audio_s")]
+    tts_rtf = [t["times"]["tts_s"] / t["times"]["tts_audio_s"] for t in everything
+               if t["times"].get("tts_audio_s")]
     if asr_rtf:
         print(f"\nASR real-time factor: median {statistics.median(asr_rtf):.3f}")
     if tts_rtf:

@@ -44,7 +44,7 @@ QUESTIONS = [
     "Name a fruit that is yellow.",
     "How many centimeters are in a meter?",
 ]
-GAP_S = 7.0
+GAP_S = 7.0  # silence after each question (`--gap`); answers longer than that are queued in file mode
 
 
 def rss_by_node(field: str = "VmRSS:", marker: str = "") -> dict[str, int]:
@@ -113,16 +113,16 @@ class RssSampler:
         self._thread.join(2)
 
 
-def questions_wav(folder: Path, n: int) -> tuple[Path, list[tuple[float, float]]]:
-    """A WAV with n questions separated by GAP_S, and (start, end) of each question in s."""
+def questions_wav(folder: Path, n: int, gap_s: float = GAP_S) -> tuple[Path, list[tuple[float, float]]]:
+    """A WAV with n questions separated by `gap_s`, and (start, end) of each question in s."""
     parts = [np.zeros(8000, dtype=np.float32)]
     spans = []
     pos = 8000
     for i in range(n):
         speech = np.asarray(_speech_16k(QUESTIONS[i % len(QUESTIONS)]))
         spans.append((pos / 16000, (pos + speech.size) / 16000))
-        parts += [speech, np.zeros(int(GAP_S * 16000), dtype=np.float32)]
-        pos += speech.size + int(GAP_S * 16000)
+        parts += [speech, np.zeros(int(gap_s * 16000), dtype=np.float32)]
+        pos += speech.size + int(gap_s * 16000)
     path = folder / "bench_questions.wav"
     write_wav(path, np.concatenate(parts), 16000)
     return path, spans
@@ -233,10 +233,13 @@ def main() -> None:
                     help="with --sound: ROUNDS x (VIEW=false, VIEW=true with the page open in "
                          "headless chromium, VIEW=true with no page), interleaved; prints the "
                          "voice-to-voice medians")
+    ap.add_argument("--gap", type=float, default=GAP_S,
+                    help="seconds of silence after each question (in file mode, a question "
+                         "asked before the previous answer would end waits for it: no barge-in)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
-    wav, spans = questions_wav(work, args.turns)
-    env = {"MIC_FILE_TAIL_S": f"{GAP_S:g}"}  # "7.0" is refused by `dora start --env`
+    wav, spans = questions_wav(work, args.turns, args.gap)
+    env = {"MIC_FILE_TAIL_S": f"{args.gap:g}"}  # "7.0" is refused by `dora start --env`
     env.update(dict(item.split("=", 1) for item in args.env))
     if args.distributed:
         side_by_side(wav, spans, work, env, args.distributed, DEPLOYMENTS)
@@ -254,7 +257,7 @@ def main() -> None:
     print(f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"mode: {'virtual sound card' if args.sound else 'file'}; {len(turns)} turns answered of {args.turns}"
           f"{f', {len(over)} of them queued behind an earlier answer (left out, see below)' if over else ''}"
-          f"{'; settings ' + ' '.join(args.env) if args.env else ''}")
+          f"; {args.gap:g} s after each question{'; settings ' + ' '.join(args.env) if args.env else ''}")
     everything, turns = turns, [t for t in turns if t["turn_id"] not in over]
     print("\n| stage | median | p95 |\n|---|---|---|")
     for name, _a, _b in STAGES:

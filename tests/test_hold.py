@@ -143,6 +143,21 @@ def test_an_interruption_while_paused_cuts_the_answer_and_the_next_one_plays() -
     assert np.all(pull(sink.buffer, 0.5)[round(PlaybackBuffer.HOLD_FADE_S * TTS_RATE):] == 1.0)
 
 
+def test_an_answer_that_comes_before_its_turns_speech_started_still_cuts_the_old_one() -> None:
+    """Inputs are not ordered: a new turn's transcript and audio (a skill answers at once)
+    may come before its `speech_started`. The paused older answer must not play on first."""
+    sink, stage, _ = speaker(aec=False)
+    one, two = m.user_turn(1), m.user_turn(2)
+    stage.handle(m.Transcript(one, "Tell me a story."))
+    stage.handle(tts(one, 5.0))
+    stage.handle(m.Duck(two, True, 0.0))
+    stage.handle(m.Transcript(two, "What is two plus two?"))
+    stage.handle(tts(two, 1.0))
+    assert sink.buffer is not None and sink.buffer.frames_queued == TTS_RATE and not sink.held
+    stage.handle(m.SpeechStarted(two, 0.0))  # late: nothing more to cut
+    assert sink.buffer.frames_queued == TTS_RATE
+
+
 def test_a_pause_nobody_ends_ends_by_itself() -> None:
     """The vad's `duck` off lost (the vad node restarted): the answer must not stay silent."""
     sink, stage, _ = speaker(aec=False, max_hold_s=0.0)

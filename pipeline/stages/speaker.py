@@ -291,6 +291,11 @@ class SpeakerStage:
 
     def _audio(self, msg: m.TtsAudio) -> list[m.Message]:
         turn = msg.turn_id
+        if m.is_user_turn(turn) and turn > self.gate.current and (self.sink.is_playing
+                                                                   or self.sink.held):
+            # its `speech_started` is late (inputs are not ordered): make its barge-in now,
+            # or the older answer, paused or not, would play on before this one
+            self._speech_started(turn)
         if not self.gate.accept(turn):
             return []
         if not self.seen.first(turn, msg.segment_index, msg.event, msg.chunk_index):

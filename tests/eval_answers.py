@@ -60,7 +60,7 @@ class Item:
     question: str
     expect: list[list[str]]
     follow_up: bool = False
-    heldout: bool = False  # the held-out split: never tuned on, reported apart
+    split: str = "dev"  # "held-out" and "held-out-2" are never tuned on and reported apart
 
 
 @dataclass
@@ -72,8 +72,13 @@ class Result:
     total_s: list[float] = field(default_factory=list)
 
 
+# `"heldout": true` (or 1) marks the first held-out set, `"heldout": 2` the second one,
+# written later to confirm the choices made on the dev and first held-out sets.
+SPLITS = ("dev", "held-out", "held-out-2")
+
+
 def load_dev_set(path: Path = DEV_SET) -> list[Item]:
-    return [Item(d["q"], d["expect"], bool(d.get("follow_up")), bool(d.get("heldout")))
+    return [Item(d["q"], d["expect"], bool(d.get("follow_up")), SPLITS[int(d.get("heldout", 0))])
             for d in json.loads(path.read_text())]
 
 
@@ -182,10 +187,10 @@ def ask_all(items: list[Item], run: StageRun) -> Result:
 
 
 def report(name: str, res: Result, items: list[Item]) -> str:
-    """One line per split (dev, held-out) and the latency over all questions."""
+    """One line per split (dev, held-out, held-out-2) and the latency over all questions."""
     parts = []
-    for split, held in (("dev", False), ("held-out", True)):
-        idx = [k for k, item in enumerate(items[: len(res.right)]) if item.heldout == held]
+    for split in SPLITS:
+        idx = [k for k, item in enumerate(items[: len(res.right)]) if item.split == split]
         if idx:
             right = sum(res.right[k] for k in idx)
             parts.append(f"{split} {right}/{len(idx)} ({100 * right / len(idx):.0f} %)")
@@ -253,7 +258,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--limit", type=int, default=0, help="only the first N questions")
-    ap.add_argument("--split", choices=("all", "dev", "held-out"), default="all")
+    ap.add_argument("--split", default="all",
+                    help=f"comma-separated splits to ask ({', '.join(SPLITS)}) or all")
     ap.add_argument("--show", action="store_true", help="print every wrong answer")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
                     help="another variant: the current one with these fields changed")
@@ -270,7 +276,7 @@ def main() -> None:
         table = {k: v for k, v in table.items() if k in args.only.split(",")}
     items = load_dev_set()
     if args.split != "all":
-        items = [i for i in items if i.heldout == (args.split == "held-out")]
+        items = [i for i in items if i.split in args.split.split(",")]
     if args.limit:
         items = items[: args.limit]
     if args.voice:

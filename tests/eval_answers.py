@@ -186,19 +186,43 @@ def ask_all(items: list[Item], run: StageRun) -> Result:
     return res
 
 
+def skill_questions(items: list[Item]) -> set[str]:
+    """The questions a skill answers in the product (units, arithmetic...), so the LLM's own
+    share of a split can be compared between variants with and without skills."""
+    skills = Skills()
+    return {item.question for item in items if skills.answer_now(item.question) is not None}
+
+
 def report(name: str, res: Result, items: list[Item]) -> str:
-    """One line per split (dev, held-out, held-out-2) and the latency over all questions."""
+    """One part per split (dev, held-out, held-out-2; in brackets the questions no skill
+    answers, the LLM's share) and the latency over all questions."""
     parts = []
+    by_skill = skill_questions(items)
     for split in SPLITS:
         idx = [k for k, item in enumerate(items[: len(res.right)]) if item.split == split]
         if idx:
             right = sum(res.right[k] for k in idx)
-            parts.append(f"{split} {right}/{len(idx)} ({100 * right / len(idx):.0f} %)")
+            llm = [k for k in idx if items[k].question not in by_skill]
+            parts.append(f"{split} {right}/{len(idx)} ({100 * right / len(idx):.0f} %; "
+                         f"LLM part {sum(res.right[k] for k in llm)}/{len(llm)})")
     words = statistics.mean(len(a.split()) for a in res.answers) if res.answers else 0.0
     return (f"{name:10s} right: {', '.join(parts)}; drifted to an earlier topic {sum(res.drifted)}, "
             f"{words:.1f} words per answer, "
             f"first token median {statistics.median(res.first_token_s) * 1000:.0f} ms, "
             f"whole answer median {statistics.median(res.total_s) * 1000:.0f} ms")
+
+
+def compare(results: dict[str, Result], items: list[Item]) -> list[str]:
+    """The questions on which the variants disagree (right for some, wrong for others), with
+    each variant's answer: where a setting wins or loses answers."""
+    lines = []
+    for k, item in enumerate(items):
+        marks = {name: res.right[k] for name, res in results.items() if k < len(res.right)}
+        if len(set(marks.values())) > 1:
+            lines.append(f"  [{item.split}] {item.question!r}")
+            lines += [f"      {'+' if marks[name] else '-'} {name:10s} {results[name].answers[k][:110]!r}"
+                      for name in marks]
+    return lines
 
 
 def variants() -> dict[str, dict]:
@@ -261,6 +285,8 @@ def main() -> None:
     ap.add_argument("--split", default="all",
                     help=f"comma-separated splits to ask ({', '.join(SPLITS)}) or all")
     ap.add_argument("--show", action="store_true", help="print every wrong answer")
+    ap.add_argument("--compare", action="store_true",
+                    help="print the questions on which the variants disagree, with their answers")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
                     help="another variant: the current one with these fields changed")
     ap.add_argument("--port", type=int, default=18391, help="port of the embedded server")
@@ -289,6 +315,7 @@ def main() -> None:
         if not server.wait_ready(s.llm_server_start_timeout_s):
             raise SystemExit(f"the embedded server did not start: {server.log_tail()}")
         names = list(table)
+        first: dict[str, Result] = {}
         for r in range(args.rounds):
             for name in names if r % 2 == 0 else names[::-1]:
                 run = make_run(server.base_url, table[name], s.llm_history_turns)
@@ -296,11 +323,14 @@ def main() -> None:
                     res = ask_all(items, run)
                 finally:
                     run.close()
+                first.setdefault(name, res)
                 print(f"round {r + 1} " + report(name, res, items), flush=True)
                 if args.show:
                     for item, answer, ok in zip(items, res.answers, res.right, strict=True):
                         if not ok:
                             print(f"    {item.question!r} -> {answer[:100]!r}")
+        if args.compare:
+            print("\n".join(["where the variants disagree (round 1):", *compare(first, items)]))
     finally:
         server.stop()
 

@@ -28,6 +28,7 @@ import argparse
 import dataclasses
 import json
 import queue
+import random
 import re
 import statistics
 import threading
@@ -186,6 +187,20 @@ def ask_all(items: list[Item], run: StageRun) -> Result:
     return res
 
 
+def shuffled(items: list[Item], seed: int) -> list[Item]:
+    """The questions in another order (each follow-up stays right after its question): the
+    sets are grouped by topic, which a whole-history variant turns into in-topic examples
+    that real conversations do not give."""
+    groups: list[list[Item]] = []
+    for item in items:
+        if item.follow_up and groups:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    random.Random(seed).shuffle(groups)
+    return [item for group in groups for item in group]
+
+
 def skill_questions(items: list[Item]) -> set[str]:
     """The questions a skill answers in the product (units, arithmetic...), so the LLM's own
     share of a split can be compared between variants with and without skills."""
@@ -242,7 +257,7 @@ def make_run(base_url: str, v: dict, history_turns: int) -> StageRun:
                        token_timeout_s=30, max_sentences=v.get("max_sentences", 0),
                        sampling=tuple(sorted(v.get("sampling", {}).items())))
     kind = _InstructionInUser if v.get("instruction") == "user" else Conversation
-    conv = kind(v["system_prompt"], history_turns, history=v["history"],
+    conv = kind(v["system_prompt"], v.get("history_turns", history_turns), history=v["history"],
                 examples=tuple(tuple(e) for e in v.get("examples", ())))
     return StageRun(LlmClient(config), conv, skills=v.get("skills", False))
 
@@ -292,6 +307,8 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=18391, help="port of the embedded server")
     ap.add_argument("--voice", action="store_true", help="voice mode: spoken through the whole chain")
     ap.add_argument("--gap", type=float, default=9.0, help="voice mode: seconds between questions")
+    ap.add_argument("--shuffle", type=int, default=0, metavar="SEED",
+                    help="ask the questions in a random order drawn from SEED (0 = file order)")
     ap.add_argument("--only", default="", help="comma-separated variant names to run")
     args = ap.parse_args()
     table = variants()
@@ -303,6 +320,8 @@ def main() -> None:
     items = load_dev_set()
     if args.split != "all":
         items = [i for i in items if i.split in args.split.split(",")]
+    if args.shuffle:
+        items = shuffled(items, args.shuffle)
     if args.limit:
         items = items[: args.limit]
     if args.voice:

@@ -376,15 +376,13 @@ def test_history_goes_with_follow_ups_only():
                .messages("Who wrote Hamlet?")) == 4  # control: `all` keeps it
 
 
-def test_the_recent_exchanges_go_with_every_question_by_default():
-    """LLM_HISTORY=all: the 135M model answers in the short style of its last answers, right
-    more often on held-out questions than with history for follow-ups only (docs/answers.md)."""
+def test_the_node_conversation_follows_the_history_settings():
+    """LLM_HISTORY=follow-ups by default: with the whole history the 135M model repeated one
+    answer over several new questions of the second held-out set (docs/answers.md)."""
     conv = Conversation.from_settings(load({}))
     conv.record("What is the capital of France?", "The capital of France is Paris.", False)
-    contents = [x["content"] for x in conv.messages("Who wrote Hamlet?")]
-    assert contents[1:] == ["What is the capital of France?", "The capital of France is Paris.",
-                            "Who wrote Hamlet?"]
-    follow_ups = Conversation.from_settings(load({"LLM_HISTORY": "follow-ups"}))
-    follow_ups.exchanges = list(conv.exchanges)
-    assert len(follow_ups.messages("Who wrote Hamlet?")) == 2  # control: a new topic goes alone
-    assert Conversation.from_settings(load({"LLM_HISTORY_TURNS": "3"})).max_turns == 3
+    assert [x["content"] for x in conv.messages("Who wrote Hamlet?")][1:] == ["Who wrote Hamlet?"]
+    assert "The capital of France is Paris." in [x["content"] for x in conv.messages("And Spain?")]
+    whole = Conversation.from_settings(load({"LLM_HISTORY": "all", "LLM_HISTORY_TURNS": "3"}))
+    whole.exchanges = list(conv.exchanges)
+    assert len(whole.messages("Who wrote Hamlet?")) == 4 and whole.max_turns == 3

@@ -12,9 +12,10 @@ Each variant (prompt, sampling, answer length, history policy, skills on or off)
 the same process, one after the other, against the same server; the order alternates
 between rounds. `before` is the assistant as it was (no skills, old prompt, temperature
 0.3, whole history, whole answers); `after` is the current settings.
-Printed per variant: accuracy per split (the dev set and the held-out questions, which
-are never tuned on), answers that drifted to an earlier topic, mean words per answer,
-first-text and whole-answer latency (medians).
+Printed per variant: accuracy per split (dev; held-out; held-out-2, written to confirm a
+tuning round once at its end), each with the LLM's part (the questions no skill answers),
+answers that drifted to an earlier topic, mean words per answer, first-text and
+whole-answer latency (medians). `--compare` prints the questions the variants disagree on.
 
 Voice mode (`--voice`) speaks the questions with Piper through the whole dataflow in file
 mode and scores the answers the speaker played (pipeline/metrics.py's per-turn records).

@@ -17,7 +17,7 @@ def run(node: Any, s: Settings) -> None:
     out = Outbox(node)
     stage = LlmStage(
         LlmClient(LlmConfig.from_settings(s)),
-        Conversation(s.llm_system_prompt, s.llm_history_turns, history=s.llm_history),
+        Conversation.from_settings(s),
         s.llm_apology,
         out.emit,
         s.llm_server_start_timeout_s,

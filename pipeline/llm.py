@@ -233,6 +233,11 @@ class Conversation:
     history: str = "all"
     examples: tuple[tuple[str, str], ...] = ()
 
+    @classmethod
+    def from_settings(cls, s: Settings) -> Conversation:
+        """The llm node's conversation: LLM_SYSTEM_PROMPT, LLM_HISTORY_TURNS, LLM_HISTORY."""
+        return cls(s.llm_system_prompt, s.llm_history_turns, history=s.llm_history)
+
     def messages(self, question: str) -> list[dict[str, str]]:
         msgs = [{"role": "system", "content": self.system_prompt}]
         for q, a in self.examples:

@@ -12,9 +12,10 @@ Each variant (prompt, sampling, answer length, history policy, skills on or off)
 the same process, one after the other, against the same server; the order alternates
 between rounds. `before` is the assistant as it was (no skills, old prompt, temperature
 0.3, whole history, whole answers); `after` is the current settings.
-Printed per variant: accuracy per split (the dev set and the held-out questions, which
-are never tuned on), answers that drifted to an earlier topic, mean words per answer,
-first-text and whole-answer latency (medians).
+Printed per variant: accuracy per split (dev; held-out; held-out-2, written to confirm a
+tuning round once at its end), each with the LLM's part (the questions no skill answers),
+answers that drifted to an earlier topic, mean words per answer, first-text and
+whole-answer latency (medians). `--compare` prints the questions the variants disagree on.
 
 Voice mode (`--voice`) speaks the questions with Piper through the whole dataflow in file
 mode and scores the answers the speaker played (pipeline/metrics.py's per-turn records).
@@ -28,6 +29,7 @@ import argparse
 import dataclasses
 import json
 import queue
+import random
 import re
 import statistics
 import threading
@@ -60,7 +62,7 @@ class Item:
     question: str
     expect: list[list[str]]
     follow_up: bool = False
-    heldout: bool = False  # the held-out split: never tuned on, reported apart
+    split: str = "dev"  # "held-out" and "held-out-2" are never tuned on and reported apart
 
 
 @dataclass
@@ -72,8 +74,13 @@ class Result:
     total_s: list[float] = field(default_factory=list)
 
 
+# `"heldout": true` (or 1) marks the first held-out set, `"heldout": 2` the second one,
+# written later to confirm the choices made on the dev and first held-out sets.
+SPLITS = ("dev", "held-out", "held-out-2")
+
+
 def load_dev_set(path: Path = DEV_SET) -> list[Item]:
-    return [Item(d["q"], d["expect"], bool(d.get("follow_up")), bool(d.get("heldout")))
+    return [Item(d["q"], d["expect"], bool(d.get("follow_up")), SPLITS[int(d.get("heldout", 0))])
             for d in json.loads(path.read_text())]
 
 
@@ -181,19 +188,57 @@ def ask_all(items: list[Item], run: StageRun) -> Result:
     return res
 
 
+def shuffled(items: list[Item], seed: int) -> list[Item]:
+    """The questions in another order (each follow-up stays right after its question): the
+    sets are grouped by topic, which a whole-history variant turns into in-topic examples
+    that real conversations do not give."""
+    groups: list[list[Item]] = []
+    for item in items:
+        if item.follow_up and groups:
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    random.Random(seed).shuffle(groups)
+    return [item for group in groups for item in group]
+
+
+def skill_questions(items: list[Item]) -> set[str]:
+    """The questions a skill answers in the product (units, arithmetic...), so the LLM's own
+    share of a split can be compared between variants with and without skills."""
+    skills = Skills()
+    return {item.question for item in items if skills.answer_now(item.question) is not None}
+
+
 def report(name: str, res: Result, items: list[Item]) -> str:
-    """One line per split (dev, held-out) and the latency over all questions."""
+    """One part per split (dev, held-out, held-out-2; in brackets the questions no skill
+    answers, the LLM's share) and the latency over all questions."""
     parts = []
-    for split, held in (("dev", False), ("held-out", True)):
-        idx = [k for k, item in enumerate(items[: len(res.right)]) if item.heldout == held]
+    by_skill = skill_questions(items)
+    for split in SPLITS:
+        idx = [k for k, item in enumerate(items[: len(res.right)]) if item.split == split]
         if idx:
             right = sum(res.right[k] for k in idx)
-            parts.append(f"{split} {right}/{len(idx)} ({100 * right / len(idx):.0f} %)")
+            llm = [k for k in idx if items[k].question not in by_skill]
+            parts.append(f"{split} {right}/{len(idx)} ({100 * right / len(idx):.0f} %; "
+                         f"LLM part {sum(res.right[k] for k in llm)}/{len(llm)})")
     words = statistics.mean(len(a.split()) for a in res.answers) if res.answers else 0.0
     return (f"{name:10s} right: {', '.join(parts)}; drifted to an earlier topic {sum(res.drifted)}, "
             f"{words:.1f} words per answer, "
             f"first token median {statistics.median(res.first_token_s) * 1000:.0f} ms, "
             f"whole answer median {statistics.median(res.total_s) * 1000:.0f} ms")
+
+
+def compare(results: dict[str, Result], items: list[Item]) -> list[str]:
+    """The questions on which the variants disagree (right for some, wrong for others), with
+    each variant's answer: where a setting wins or loses answers."""
+    lines = []
+    for k, item in enumerate(items):
+        marks = {name: res.right[k] for name, res in results.items() if k < len(res.right)}
+        if len(set(marks.values())) > 1:
+            lines.append(f"  [{item.split}] {item.question!r}")
+            lines += [f"      {'+' if marks[name] else '-'} {name:10s} {results[name].answers[k][:110]!r}"
+                      for name in marks]
+    return lines
 
 
 def variants() -> dict[str, dict]:
@@ -213,7 +258,7 @@ def make_run(base_url: str, v: dict, history_turns: int) -> StageRun:
                        token_timeout_s=30, max_sentences=v.get("max_sentences", 0),
                        sampling=tuple(sorted(v.get("sampling", {}).items())))
     kind = _InstructionInUser if v.get("instruction") == "user" else Conversation
-    conv = kind(v["system_prompt"], history_turns, history=v["history"],
+    conv = kind(v["system_prompt"], v.get("history_turns", history_turns), history=v["history"],
                 examples=tuple(tuple(e) for e in v.get("examples", ())))
     return StageRun(LlmClient(config), conv, skills=v.get("skills", False))
 
@@ -253,13 +298,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--limit", type=int, default=0, help="only the first N questions")
-    ap.add_argument("--split", choices=("all", "dev", "held-out"), default="all")
+    ap.add_argument("--split", default="all",
+                    help=f"comma-separated splits to ask ({', '.join(SPLITS)}) or all")
     ap.add_argument("--show", action="store_true", help="print every wrong answer")
+    ap.add_argument("--compare", action="store_true",
+                    help="print the questions on which the variants disagree, with their answers")
     ap.add_argument("--variant", action="append", default=[], metavar="NAME=JSON",
                     help="another variant: the current one with these fields changed")
     ap.add_argument("--port", type=int, default=18391, help="port of the embedded server")
     ap.add_argument("--voice", action="store_true", help="voice mode: spoken through the whole chain")
     ap.add_argument("--gap", type=float, default=9.0, help="voice mode: seconds between questions")
+    ap.add_argument("--shuffle", type=int, default=0, metavar="SEED",
+                    help="ask the questions in a random order drawn from SEED (0 = file order)")
     ap.add_argument("--only", default="", help="comma-separated variant names to run")
     args = ap.parse_args()
     table = variants()
@@ -270,7 +320,9 @@ def main() -> None:
         table = {k: v for k, v in table.items() if k in args.only.split(",")}
     items = load_dev_set()
     if args.split != "all":
-        items = [i for i in items if i.heldout == (args.split == "held-out")]
+        items = [i for i in items if i.split in args.split.split(",")]
+    if args.shuffle:
+        items = shuffled(items, args.shuffle)
     if args.limit:
         items = items[: args.limit]
     if args.voice:
@@ -283,6 +335,7 @@ def main() -> None:
         if not server.wait_ready(s.llm_server_start_timeout_s):
             raise SystemExit(f"the embedded server did not start: {server.log_tail()}")
         names = list(table)
+        first: dict[str, Result] = {}
         for r in range(args.rounds):
             for name in names if r % 2 == 0 else names[::-1]:
                 run = make_run(server.base_url, table[name], s.llm_history_turns)
@@ -290,11 +343,14 @@ def main() -> None:
                     res = ask_all(items, run)
                 finally:
                     run.close()
+                first.setdefault(name, res)
                 print(f"round {r + 1} " + report(name, res, items), flush=True)
                 if args.show:
                     for item, answer, ok in zip(items, res.answers, res.right, strict=True):
                         if not ok:
                             print(f"    {item.question!r} -> {answer[:100]!r}")
+        if args.compare:
+            print("\n".join(["where the variants disagree (round 1):", *compare(first, items)]))
     finally:
         server.stop()
 

@@ -10,6 +10,7 @@ import pytest
 from pipeline import messages as m
 from pipeline.llm import Conversation, LlmClient, LlmConfig, LlmError
 from pipeline.responder import Responder
+from pipeline.settings import load
 from tests.conftest import wait_until
 from tests.scripted_server import Script, ScriptedServer, free_port
 
@@ -373,3 +374,15 @@ def test_history_goes_with_follow_ups_only():
         assert "Pasta with lemon butter." in [x["content"] for x in conv.messages(q)]
     assert len(Conversation("be brief", history="all", exchanges=list(conv.exchanges))
                .messages("Who wrote Hamlet?")) == 4  # control: `all` keeps it
+
+
+def test_the_node_conversation_follows_the_history_settings():
+    """LLM_HISTORY=follow-ups by default: with the whole history the 135M model repeated one
+    answer over several new questions of the second held-out set (docs/answers.md)."""
+    conv = Conversation.from_settings(load({}))
+    conv.record("What is the capital of France?", "The capital of France is Paris.", False)
+    assert [x["content"] for x in conv.messages("Who wrote Hamlet?")][1:] == ["Who wrote Hamlet?"]
+    assert "The capital of France is Paris." in [x["content"] for x in conv.messages("And Spain?")]
+    whole = Conversation.from_settings(load({"LLM_HISTORY": "all", "LLM_HISTORY_TURNS": "3"}))
+    whole.exchanges = list(conv.exchanges)
+    assert len(whole.messages("Who wrote Hamlet?")) == 4 and whole.max_turns == 3

@@ -111,8 +111,8 @@ class BackchannelGate:
         self._final, self._probe = None, None
         if not first:
             return []
-        log.info("turn %d: speech over the answer: holding it until its words are known",
-                 started.turn_id)
+        log.info("turn %d: speech over the answer (voice from %.3f): holding it until its words "
+                 "are known", started.turn_id, t_onset)
         return [m.Duck(started.turn_id, True, now)]
 
     def utterance(self, utt: m.Utterance, now: float) -> list[m.Message]:

@@ -146,6 +146,9 @@ class Settings:
     barge_in: bool = setting(True, "Let the user interrupt the assistant; false = half duplex, the microphone is ignored while the assistant speaks.")
     backchannels: bool = setting(True, "Speech over the answer first pauses it (BACKCHANNEL_HOLD); a backchannel (\"yeah\", \"mm-hmm\", \"okay\") lets it go on, anything else interrupts it. False: every onset interrupts at once.")
     backchannel_max_ms: int = setting(700, "Speech over the answer longer than this (from its onset) is an interruption without waiting for its words (spoken backchannels measured at most ~610 ms).", minimum=100, maximum=3000)
+    backchannel_pause_ms: int = setting(32, "Voice over the answer this long (before VAD_START_MS makes it speech) already pauses it; voice that then stops short, or is the assistant's own echo, lets it go on at once. 0 = pause at VAD_START_MS.", minimum=0, maximum=2000)
+    backchannel_probe_ms: int = setting(300, "Speech over the answer still going this long after its onset is transcribed so far, and interrupts as soon as its words cannot begin a backchannel (\"What is...\"), before BACKCHANNEL_MAX_MS. 0 = off.", minimum=0, maximum=3000)
+    backchannel_probe_silence_ms: int = setting(32, "Pause in speech over the answer after which what was said is transcribed to tell a backchannel (the verdict is only taken if the voice has not resumed by then).", minimum=32, maximum=1000)
     backchannel_hold: str = setting("pause", "What the answer does while speech over it is told apart from a backchannel: `pause` (silent within ~20 ms, resumed where it stopped if it was one) or `duck` (plays on DUCK_DB lower, so an interruption without a short first word is heard until BACKCHANNEL_MAX_MS).", choices=("pause", "duck"))
     duck_db: float = setting(-20.0, "Volume of the answer while the user may be talking over it, with BACKCHANNEL_HOLD=duck.", minimum=-60, maximum=0)
     # asr

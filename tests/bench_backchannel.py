@@ -115,8 +115,8 @@ class Round:
 
 _LINE = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) INFO (.*)")
 MILESTONES = {  # name: (node, pattern of its log line); the first after the phrase started
-    "vad onset": ("vad", re.compile(r"speech over the answer \(voice from ([\d.]+)\)")),
-    "pause sent": ("vad", re.compile(r"speech over the answer")),
+    "vad onset": ("vad", re.compile(r"(?:voice|speech) over the answer \((?:voice )?from ([\d.]+)\)")),
+    "pause sent": ("vad", re.compile(r"(?:voice|speech) over the answer")),
     "paused": ("speaker", re.compile(r"answer paused")),
     "verdict": ("vad", re.compile(r"over the answer: (a backchannel|an interruption)|still speaking")),
     "resumed": ("speaker", re.compile(r"answer resumed")),
@@ -165,15 +165,15 @@ def run_version(root: Path, work: Path, phrases: list[str],
             time.sleep(2.0)
             t_play = time.time()
             play(wav(work, said))
+            key = {w for w in words(said) if len(w) > 3}
             if backchannel:
                 time.sleep(3.0)
-            else:  # the story's turn (and the last round's) and the interruption's, answered
-                _wait_turns(assistant, n_turns + 2 + playing)
+            else:  # the interruption's turn (or the last of those it was split into), answered
+                _wait_answered(assistant, n_turns, key)
             a_spk, a_mic = spk.stop(), mic.stop()
             playing = backchannel
             onset = onset_after(a_mic, mic.first_t or t_play, t_play)
             got = None if onset is None else heard(a_spk, spk.first_t or t_play, onset)
-            key = {w for w in words(said) if len(w) > 3}
             answered = not backchannel and any(
                 key <= words(t.get("transcript", "")) and not t["interrupted"]
                 for t in assistant.turns()[n_turns:])
@@ -184,11 +184,17 @@ def run_version(root: Path, work: Path, phrases: list[str],
     return rounds, sum(is_backchannel(r) for r in requests)
 
 
-def _wait_turns(assistant: LiveAssistant, n: int, timeout: float = 30.0) -> None:
-    try:
-        assistant.wait_turns(n, timeout=timeout)
-    except TimeoutError:
-        print(f"  (only {len(assistant.turns())} of {n} turns after {timeout:.0f} s)", flush=True)
+def _wait_answered(assistant: LiveAssistant, n_turns: int, key: set[str],
+                   timeout: float = 30.0) -> None:
+    """Until a turn after the first `n_turns` has the words `key` and was not interrupted
+    (its answer played to the end), or `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(key <= words(t.get("transcript", "")) and not t["interrupted"]
+               for t in assistant.turns()[n_turns:]):
+            return
+        time.sleep(0.2)
+    print(f"  (no answered turn with {sorted(key)} after {timeout:.0f} s)", flush=True)
 
 
 def _describe(r: Round) -> str:

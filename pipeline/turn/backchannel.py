@@ -78,13 +78,18 @@ def _all_backchannels() -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
+MIN_WHOLE_WORDS = 2
+"""Whole words a partial transcript needs before they count: Whisper makes up a word or two
+for a cut-off sound (a cut-off "mm-hmm" came out as "in a" through the sound card)."""
+
+
 def could_become_backchannel(text: str) -> bool:
     """False only if `text`, the words of speech that is still going on, already shows it is
     not a backchannel: its whole words (all but the last, which may be cut off mid-word and
-    guessed by the ASR) cannot begin one. "What is" and "No, I" cannot; "Yeah", "I",
-    "Ray" (a cut-off "right"), "I said" (a cut-off "I see") still can."""
+    guessed by the ASR), at least two of them, cannot begin one. "What is the" and "No, I
+    meant" cannot; "Yeah", "in a", "I said" (a cut-off "I see"), "yeah yeah" still can."""
     words = _normalise(text).split()
-    if len(words) <= 1:
+    if len(words) <= MIN_WHOLE_WORDS:
         return True
     head = " ".join(words[:-1]) + " "
     phrases = _all_backchannels()

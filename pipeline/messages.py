@@ -354,7 +354,9 @@ class Utterance(Message):
 class Duck(Message):
     """vad/duck: the user may be talking over the answer (`on`): the speaker pauses it (or,
     BACKCHANNEL_HOLD=duck, lowers its volume) at once; `on` false resumes it (it was a
-    backchannel). `turn_id` is the user turn that would start; `t` when the vad decided."""
+    backchannel). `turn_id` is the user turn that would start; `t` when the vad decided.
+    `echo`: the assistant's voice may reach the microphone (the vad's echo canceller has not
+    ruled it out), so a resume from silence waits for its reference to reach the canceller."""
 
     OUTPUT: ClassVar[str] = "duck"
     PAYLOAD: ClassVar[str] = "turn_id"
@@ -363,6 +365,7 @@ class Duck(Message):
     turn_id: int
     on: bool
     t: float
+    echo: bool = True
 
 
 @_register

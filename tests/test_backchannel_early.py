@@ -14,12 +14,15 @@ import pytest
 from pipeline import messages as m
 from pipeline.asr import SpeculativeAsr
 from pipeline.asr import Transcript as Heard
+from pipeline.echo import reference_lead_in_s
 from pipeline.settings import load
 from pipeline.stages.asr import AsrStage
+from pipeline.stages.speaker import SpeakerConfig, SpeakerStage
 from pipeline.stages.vad import VadStage, VadStageConfig
 from pipeline.turn.backchannel import GateConfig, could_become_backchannel
 from pipeline.vad import EndpointConfig, Endpointer, Utterance, VoiceGone, VoiceOnset
-from tests.test_backchannels import ONSET, feed_until, gated_stage, rest
+from tests.test_backchannels import ONSET, feed_until, gated_stage, pull, rest, tts
+from tests.test_speaker_stage import RATE, FakeStream
 from tests.test_vad_stage import SR, FakeCanceller, LoudIsSpeech, blocks, kinds, speech
 
 EARLY = VadStageConfig(endpoint=EndpointConfig(speculate_ms=64, early_onset_ms=32),
@@ -181,3 +184,35 @@ def test_the_asr_reuses_a_probe_for_the_released_tentative_but_never_a_partial_o
     assert got[0].partial and got[0].text == "said 2"
     again = stage.handle(m.Utterance(nxt, audio, 2.0, 2.5, 2.6, final=True, same_as_tentative=True))
     assert [x.text for x in again] == ["said 3"] and len(calls) == 3
+
+
+# --------------------------------------------------------------------------- the resume
+
+
+@pytest.mark.parametrize("echo_heard", [True, False])
+def test_the_resume_says_whether_an_echo_may_be_heard(echo_heard: bool) -> None:
+    stage = VadStage(EARLY, LoudIsSpeech(), FakeCanceller(playing=True, echo_heard=echo_heard))
+    out, _ = feed_until(stage, blocks(speech(voice_s=0.4, tail_s=1.0)), m.Probe)
+    resume = stage.handle(m.ProbeText(out[-1].turn_id, "Yeah."))
+    assert kinds(resume) == ["Duck"] and not resume[0].on and resume[0].echo is echo_heard
+
+
+@pytest.mark.parametrize("echo", [True, False])
+def test_without_an_echo_the_answer_resumes_without_the_references_lead_in(echo: bool) -> None:
+    """The lead-in lets the echo canceller's reference arrive before the sound: with no echo
+    path (the vad's verdict) it is only silence added to the backchannel's pause."""
+    sink = FakeStream()
+    stage = SpeakerStage(sink, SpeakerConfig(aec=True), lambda msg: None)
+    one, two = m.user_turn(1), m.user_turn(2)
+    stage.handle(m.Transcript(one, "Tell me a story."))
+    stage.handle(tts(one, 2.0))
+    assert sink.buffer is not None
+    pull(sink.buffer, 0.2)
+    stage.handle(m.Duck(two, True, 0.0))
+    pull(sink.buffer, 0.1)  # faded out: silent
+    stage.handle(m.Duck(two, False, 0.0, echo=echo))
+    after = pull(sink.buffer, 0.1)
+    lead_in = round(reference_lead_in_s(sink.latency, SpeakerConfig().mic_block_s) * RATE)
+    assert lead_in > 0
+    silent = int(np.argmax(after > 0))  # samples before the sound comes back
+    assert silent >= lead_in if echo else silent <= 1

@@ -232,7 +232,7 @@ class VadStage:
             if isinstance(ev, VoiceOnset):
                 out += gate.early(ev, now) if self._audible() and not self._echo_heard() else []
             elif isinstance(ev, VoiceGone):
-                out += gate.gone(now)
+                out += gate.gone(now, self._echo_heard())
             elif isinstance(ev, m.SpeechStarted) and self._released:
                 out.append(ev)
             elif isinstance(ev, m.SpeechStarted) and (gate.paused or self._audible()):
@@ -240,7 +240,7 @@ class VadStage:
             elif isinstance(ev, m.Utterance) and ev.turn_id == gate.holding:
                 out += gate.utterance(ev, now)
             elif isinstance(ev, SpeechDiscarded) and ev.turn_id == gate.holding:
-                out += gate.discarded(ev.turn_id, now)
+                out += gate.discarded(ev.turn_id, now, self._echo_heard())
             else:
                 out.append(ev)
         ep = self.vad.endpointer
@@ -264,7 +264,7 @@ class VadStage:
         """The ASR's verdict on a probe; a backchannel's speech is forgotten (no turn)."""
         if self.gate is None:
             return []
-        dropped, out = self.gate.answer(text, self._now)
+        dropped, out = self.gate.answer(text, self._now, self._echo_heard())
         ep = self.vad.endpointer
         if dropped and ep.in_speech and ep.turn_id == text.turn_id:
             ep.reset()

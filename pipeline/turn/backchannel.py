@@ -179,12 +179,12 @@ class BackchannelGate:
         log.info("voice over the answer (from %.3f): pausing it", onset.t_start)
         return [m.Duck(m.NO_TURN, True, now)]
 
-    def gone(self, now: float) -> list[m.Message]:
+    def gone(self, now: float, echo: bool = True) -> list[m.Message]:
         """The voice that paused the answer was not speech: the answer goes on."""
         if not self._early or self._held is not None:
             return []
         self._t_gone = now
-        return self._resume(now)
+        return self._resume(now, echo)
 
     def onset(self, started: m.SpeechStarted, now: float) -> list[m.Message]:
         """Speech started over the answer (or resumed while a turn is held)."""
@@ -232,15 +232,16 @@ class BackchannelGate:
         return [m.Probe(so_far.turn_id, so_far.samples, so_far.t_speech_start,
                         so_far.t_speech_end, so_far.sample_rate, partial=True)]
 
-    def discarded(self, turn_id: int, now: float) -> list[m.Message]:
+    def discarded(self, turn_id: int, now: float, echo: bool = True) -> list[m.Message]:
         """The endpointer dropped the held turn's speech as too short: no turn."""
         if turn_id != self.holding:
             return []
-        return self._resume(now)
+        return self._resume(now, echo)
 
-    def answer(self, text: m.ProbeText, now: float) -> tuple[bool, list[m.Message]]:
+    def answer(self, text: m.ProbeText, now: float, echo: bool = True) -> tuple[bool, list[m.Message]]:
         """The probe's transcript: (dropped, messages). `dropped` says the held turn was a
-        backchannel (the caller forgets its speech); an answer to an older probe is ignored."""
+        backchannel (the caller forgets its speech); an answer to an older probe is ignored.
+        `echo`: the assistant's voice may reach the microphone (for the resume, see `Duck`)."""
         if text.partial:
             return False, self._partial_answer(text)
         if self._probe is None or text.turn_id != self._probe.turn_id:
@@ -250,7 +251,7 @@ class BackchannelGate:
             return False, self.release()
         log.info("turn %d: %r over the answer: a backchannel, the answer goes on",
                  text.turn_id, text.text)
-        return True, self._resume(now)
+        return True, self._resume(now, echo)
 
     def _partial_answer(self, text: m.ProbeText) -> list[m.Message]:
         """A partial probe's words: an interruption if they cannot begin a backchannel."""
@@ -290,10 +291,10 @@ class BackchannelGate:
         self._clear()
         return out
 
-    def _resume(self, now: float) -> list[m.Message]:
+    def _resume(self, now: float, echo: bool = True) -> list[m.Message]:
         turn = self.holding
         self._clear()
-        return [m.Duck(m.NO_TURN if turn is None else turn, False, now)]
+        return [m.Duck(m.NO_TURN if turn is None else turn, False, now, echo)]
 
     def _onset_time(self) -> float:
         assert self._held is not None

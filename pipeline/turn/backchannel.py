@@ -79,8 +79,9 @@ def _all_backchannels() -> tuple[str, ...]:
 
 
 MIN_WHOLE_WORDS = 2
-"""Whole words a partial transcript needs before they count: Whisper makes up a word or two
-for a cut-off sound (a cut-off "mm-hmm" came out as "in a" through the sound card)."""
+"""Whole words a partial transcript needs before they count: Whisper makes up words for a
+cut-off sound (through the sound card a cut-off "mm-hmm" came out as "in a", and as "in a
+month", which even two whole words do not catch: partial probes are off by default)."""
 
 
 def could_become_backchannel(text: str) -> bool:

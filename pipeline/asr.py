@@ -363,11 +363,20 @@ class SpeculativeAsr:
         self._tentative: dict[int, Transcript] = {}
 
     def utterance(self, turn_id: int, audio: np.ndarray, final: bool, same_as_tentative: bool) -> Transcript:
+        """The transcript of a turn's utterance; `same_as_tentative`: reuse the last
+        tentative one's (a tentative utterance with it repeats a probe's audio, and stays
+        cached for its final)."""
         cached = self._tentative.pop(turn_id, None)
-        if final and same_as_tentative and cached is not None:
+        if same_as_tentative and cached is not None:
+            if not final:
+                self._tentative[turn_id] = cached
             return cached
         result = self._transcribe(audio)
         if not final:
             self._tentative.clear()  # only the newest turn can still be confirmed
             self._tentative[turn_id] = result
         return result
+
+    def peek(self, audio: np.ndarray) -> Transcript:
+        """A transcript that is no utterance of a turn (a partial probe): nothing is kept."""
+        return self._transcribe(audio)

@@ -320,7 +320,9 @@ class Utterance(Message):
     """vad/utterance: a turn's speech, tentative (`final` false: the user paused) or final.
 
     A final utterance with `same_as_tentative` holds the same audio as the last tentative
-    one of its turn, so its transcript can be reused.
+    one of its turn, so its transcript can be reused; a tentative one with it holds the audio
+    of its turn's :class:`Probe` (the turn was held over the answer, then let go), whose
+    transcript is reused.
     """
 
     OUTPUT: ClassVar[str] = "utterance"
@@ -352,7 +354,9 @@ class Utterance(Message):
 class Duck(Message):
     """vad/duck: the user may be talking over the answer (`on`): the speaker pauses it (or,
     BACKCHANNEL_HOLD=duck, lowers its volume) at once; `on` false resumes it (it was a
-    backchannel). `turn_id` is the user turn that would start; `t` when the vad decided."""
+    backchannel). `turn_id` is the user turn that would start; `t` when the vad decided.
+    `echo`: the assistant's voice may reach the microphone (the vad's echo canceller has not
+    ruled it out), so a resume from silence waits for its reference to reach the canceller."""
 
     OUTPUT: ClassVar[str] = "duck"
     PAYLOAD: ClassVar[str] = "turn_id"
@@ -361,6 +365,7 @@ class Duck(Message):
     turn_id: int
     on: bool
     t: float
+    echo: bool = True
 
 
 @_register
@@ -383,6 +388,9 @@ class Probe(Message):
     t_speech_start: float
     t_speech_end: float
     sample_rate: int = ASR_RATE
+    # taken while the voice goes on (not in a pause): its words can show that the speech is
+    # not a backchannel, never that it is one (more may follow); the ASR keeps no copy
+    partial: bool = False
 
 
 @_register
@@ -398,6 +406,7 @@ class ProbeText(Message):
     text: str
     t_probe: float = 0.0  # when the asr started on the probe
     asr_s: float = 0.0  # seconds the ASR took
+    partial: bool = False  # the probe's
 
 
 @_register

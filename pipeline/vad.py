@@ -32,7 +32,7 @@ from pipeline.turn.policy import EndOfTurn
 __all__ = [
     "FRAME_SAMPLES", "SAMPLE_RATE", "EndpointConfig", "Endpointer", "Event", "FrameModel", "OnsetVeto",
     "SileroVad", "SpeechDiscarded", "SpeechStarted", "Utterance", "VadModelError",
-    "VadPipeline", "silero_model_path",
+    "VadPipeline", "VoiceGone", "VoiceOnset", "silero_model_path",
 ]
 
 HYSTERESIS = 0.15  # neg_threshold = threshold - 0.15, as in Silero's get_speech_timestamps
@@ -48,7 +48,21 @@ class SpeechDiscarded:
     turn_id: int
 
 
-Event = SpeechStarted | Utterance | SpeechDiscarded
+@dataclass(frozen=True)
+class VoiceOnset:
+    """Voice has lasted `early_onset_ms`, not yet `start_ms`: maybe speech, not a turn yet
+    (only with `early_onset_ms` on). `t_start`: capture time of its first voiced frame."""
+
+    t_start: float
+
+
+@dataclass(frozen=True)
+class VoiceGone:
+    """The voice of a :class:`VoiceOnset` ended before it became speech (too short, or the
+    onset veto found it is the assistant's own echo): there is no turn."""
+
+
+Event = SpeechStarted | Utterance | SpeechDiscarded | VoiceOnset | VoiceGone
 
 class FrameModel(Protocol):
     """What the pipeline needs of a VAD model (:class:`~pipeline.silero.SileroVad`)."""
@@ -96,6 +110,9 @@ class EndpointConfig:
     # would give Whisper only the end of what the user said. The audio kept is the raw
     # microphone.
     barge_in_preroll_ms: int = 1000
+    # Voice this long (under `start_ms`) gives a VoiceOnset event, and its end before
+    # `start_ms` a VoiceGone (0 = off): the vad pauses an answer on it (pipeline/turn/backchannel.py).
+    early_onset_ms: int = 0
 
     @classmethod
     def from_settings(cls, s: Settings) -> EndpointConfig:
@@ -120,7 +137,7 @@ class EndpointConfig:
         if self.sample_rate <= 0 or self.frame_samples <= 0:
             raise ValueError("sample_rate and frame_samples must be positive")
         for name in ("start_ms", "min_speech_ms", "end_silence_ms", "preroll_ms", "postroll_ms",
-                     "barge_in_preroll_ms"):
+                     "barge_in_preroll_ms", "early_onset_ms"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.max_utterance_s <= 0:
@@ -198,6 +215,7 @@ class _Current:
     pos: int = 0  # samples in the utterance buffer
     prefix: int = 0  # samples of preroll at the start of the buffer
     barge_in: bool = False  # started while the assistant was audible: it stopped the assistant
+    early: bool = False  # a VoiceOnset was given for it while pending
 
 
 @dataclass
@@ -212,6 +230,7 @@ class _Counts:
     barge_in_preroll: int
     postroll: int
     speculate: int
+    early: int
 
 
 class Endpointer:
@@ -248,6 +267,7 @@ class Endpointer:
             barge_in_preroll=cfg.samples(cfg.barge_in_preroll_ms),
             postroll=cfg.samples(cfg.postroll_ms),
             speculate=cfg.frames(cfg.speculate_ms) if cfg.speculate_ms > 0 else 0,
+            early=cfg.frames(cfg.early_onset_ms) if cfg.early_onset_ms > 0 else 0,
         )
         longest = max(self._counts.preroll, self._counts.barge_in_preroll)
         self._ring = _Ring(longest)
@@ -264,6 +284,9 @@ class Endpointer:
         self._onset_veto = onset_veto
         self._clock = clock  # stamps `t_utterance`
         self._assistant_audible = False
+        # silence after which a tentative utterance is sent, instead of `speculate_ms`, for
+        # now (set_speculate_ms): a probe of speech over the answer wants it sooner
+        self._speculate_now: int | None = None
 
     # -- controls --------------------------------------------------------------------
 
@@ -288,6 +311,12 @@ class Endpointer:
         """Whether the assistant can be heard now: speech that starts then is a barge-in,
         with a longer preroll and never dropped as too short (see `_min_voiced`)."""
         self._assistant_audible = bool(audible)
+
+    def set_speculate_ms(self, ms: int | None) -> None:
+        """Send the tentative utterance after `ms` of silence from now on (None: after the
+        configured `speculate_ms`). Its transcript is only an early guess: the final
+        utterance still waits for the end of the turn."""
+        self._speculate_now = None if ms is None else self.config.frames(ms)
 
     def set_threshold(self, threshold: float | None) -> None:
         """Raise (or lower) the speech threshold for a while, e.g. while the assistant talks,
@@ -324,6 +353,16 @@ class Endpointer:
                 and cur.speculated_voiced == cur.voiced and cur.silence > 0):
             self.end_of_turn.transcript(text, last_word_p, end_mark_p)
 
+    def so_far(self) -> Utterance | None:
+        """The utterance being spoken, as a tentative one (nothing changes), or None."""
+        cur = self._cur
+        if self._state != _SPEAKING or cur.t_start is None:
+            return None
+        return Utterance(turn_id=self.turn_id, samples=self._buf[:cur.pos].copy(),
+                         t_speech_start=cur.t_start, t_speech_end=cur.t_voiced_end,
+                         sample_rate=self.config.sample_rate, t_utterance=self._clock(),
+                         final=False)
+
     def reset(self) -> None:
         """Back to idle without events (e.g. the audio stream restarted); turn ids go on."""
         self._to_idle()
@@ -357,11 +396,14 @@ class Endpointer:
     def flush(self) -> list[Event]:
         """End of input: emit the utterance in progress (or its SpeechDiscarded) and go idle.
 
-        Speech still pending (under `start_ms`) is dropped without events; no turn was given.
+        Speech still pending (under `start_ms`) is dropped (VoiceGone if it was announced);
+        no turn was given.
         """
         events: list[Event] = []
         if self._state == _SPEAKING:
             self._finish(events, cut=False)
+        elif self._state == _PENDING:
+            self._abandon(events)
         self._to_idle()
         return events
 
@@ -397,7 +439,7 @@ class Endpointer:
     ) -> None:
         cur = self._cur
         if prob < self._neg:  # too short to be speech: forget it, no turn was given
-            self._to_idle()
+            self._abandon(events)
             return
         if cur.t_start is None:  # first frame after a max_utterance_s cut
             cur.t_start = frame_time
@@ -410,13 +452,23 @@ class Endpointer:
             if verdict is None:
                 return  # undecided: still pending, judged again with the next frame
             if verdict:
-                self._to_idle()  # not the user (e.g. the assistant's own echo): no turn
+                self._abandon(events)  # not the user (e.g. the assistant's own echo): no turn
                 return
             self._next_turn()
             self._state = _SPEAKING
             cur.barge_in = self._assistant_audible
             assert cur.t_start is not None
             events.append(SpeechStarted(self.turn_id, cur.t_start))
+        elif cur.run == self._counts.early and not cur.early:
+            cur.early = True
+            assert cur.t_start is not None
+            events.append(VoiceOnset(cur.t_start))
+
+    def _abandon(self, events: list[Event]) -> None:
+        """Pending voice that is not speech: idle again, and VoiceGone if it was announced."""
+        if self._cur.early:
+            events.append(VoiceGone())
+        self._to_idle()
 
     def _speaking_frame(
         self, frame: np.ndarray, prob: float, frame_time: float, events: list[Event]
@@ -439,8 +491,9 @@ class Endpointer:
             self._finish(events, cut=False)
             self._to_idle()
         elif (
-            self._counts.speculate
-            and cur.silence == self._counts.speculate
+            self._speculate()
+            and cur.silence == self._speculate()
+            and cur.speculated_voiced != cur.voiced  # (once per pause)
             and cur.voiced >= self._min_voiced()
         ):
             self._finish(events, cut=False, final=False)
@@ -454,6 +507,11 @@ class Endpointer:
                 self._cur = _Current()  # continue without preroll: the audio is seamless
                 self._state = _PENDING
                 self._cut_pending = True
+
+    def _speculate(self) -> int:
+        """Frames of silence before the tentative utterance (0: none)."""
+        now = self._speculate_now
+        return self._counts.speculate if now is None else now
 
     def _turn_ends(self) -> bool:
         """Whether the current pause ends the turn: the policy's verdict, or the fixed
@@ -580,6 +638,12 @@ class VadPipeline:
         if not muted and self.endpointer.muted:
             self.vad.reset()
         return self.endpointer.set_muted(muted)
+
+    def set_speculate_ms(self, ms: int | None) -> None:
+        """Send the tentative utterance after `ms` of silence from now on (None: after the
+        configured `speculate_ms`). Its transcript is only an early guess: the final
+        utterance still waits for the end of the turn."""
+        self._speculate_now = None if ms is None else self.config.frames(ms)
 
     def set_threshold(self, threshold: float | None) -> None:
         """See :meth:`Endpointer.set_threshold`."""

@@ -9,8 +9,11 @@ voiced sample (the onset), `speaker.monitor` what the assistant played. Per roun
 onset: `quiet`, the answer's level falls under a third of what it was in the second before
 (ducked or paused); `silent`, under -26 dB of it for 0.6 s (stopped: a duck at -20 dB is not
 silent); for a backchannel `back`, the level over half again, and whether the answer went
-on; for an interruption whether its question was answered. And the LLM requests made of a
-backchannel (there must be none).
+on; for an interruption whether its question was answered and `answer`, the first sound of
+its answer after the silence. And the LLM requests made of a backchannel (there must be none).
+Levels are taken in 10 ms windows. From the dataflow's log each round also gets where the
+time to silence went: the VAD's onset (the capture time of its first voiced frame), the
+vad's decision to pause, the speaker's pause (log times, ms resolution).
 
 Run: `.venv/bin/python -m tests.bench_backchannel [--n 1] [--old PATH] [--baseline]`: `--old`
 runs the same rounds first on the dataflow of another checkout (e.g. a clone of main),
@@ -21,11 +24,13 @@ the speed to match), then all rounds on this checkout.
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -42,12 +47,14 @@ from tests.test_e2e_turns import answer_for, wait_for_sound
 BACKCHANNELS = ["Yeah.", "Mm-hmm.", "Okay.", "Uh-huh.", "Right.", "I see."]
 INTERRUPTIONS = ["What is the capital of Spain?", "No, I meant the other one.", "Wait, go back.",
                  "Stop. What is the capital of Spain?"]
-WINDOW = REC_RATE // 20  # 50 ms
-PER_S = 20  # windows per second
+WINDOW = REC_RATE // 100  # 10 ms
+PER_S = 100  # windows per second
+QUIET_RUN_S = 0.15  # under a third of the level this long: ducked or paused
+SILENT_RUN_S = 0.6  # under -26 dB this long: stopped
 
 
 def levels(audio: np.ndarray) -> np.ndarray:
-    """RMS of each 50 ms window."""
+    """RMS of each 10 ms window."""
     n = audio.size // WINDOW * WINDOW
     return np.sqrt(np.mean(audio[:n].reshape(-1, WINDOW) ** 2, axis=1))
 
@@ -60,6 +67,7 @@ class Heard:
     silent: float | None = None  # under -26 dB of it for 0.6 s (stopped)
     back: float | None = None  # over half its level again after `quiet`
     went_on: bool = False  # and it played on for the next 2 s
+    answer: float | None = None  # (an interruption) the first sound after `silent`: its answer
 
 
 def heard(audio: np.ndarray, t0: float, onset: float) -> Heard | None:
@@ -76,11 +84,13 @@ def heard(audio: np.ndarray, t0: float, onset: float) -> Heard | None:
         return next((i for i in range(start, lv.size - run + 1) if np.all(ok(lv[i:i + run]))), None)
 
     out = Heard()
-    quiet = first(i0, 3, lambda x: x < ref / 3)
-    silent = first(i0, int(0.6 * PER_S), lambda x: x < ref / 20)
-    back = None if quiet is None else first(quiet + 3, 1, lambda x: x > ref / 2)
-    out.quiet, out.silent, out.back = (None if i is None else t0 + i / PER_S - onset
-                                       for i in (quiet, silent, back))
+    n_quiet = round(QUIET_RUN_S * PER_S)
+    quiet = first(i0, n_quiet, lambda x: x < ref / 3)
+    silent = first(i0, round(SILENT_RUN_S * PER_S), lambda x: x < ref / 20)
+    back = None if quiet is None else first(quiet + n_quiet, 1, lambda x: x > ref / 2)
+    answer = None if silent is None else first(silent, 3, lambda x: x > ref / 10)
+    out.quiet, out.silent, out.back, out.answer = (None if i is None else t0 + i / PER_S - onset
+                                                   for i in (quiet, silent, back, answer))
     if back is not None:
         after = lv[back:back + 2 * PER_S]
         out.went_on = after.size == 2 * PER_S and float(np.mean(after > ref / 10)) > 0.5
@@ -100,6 +110,36 @@ class Round:
     backchannel: bool
     heard: Heard | None
     answered: bool = False  # (an interruption) a turn with its words was answered
+    chain: dict[str, float] = field(default_factory=dict)  # log milestones, s from the onset
+
+
+_LINE = re.compile(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) (\w+) INFO (.*)")
+MILESTONES = {  # name: (node, pattern of its log line); the first after the phrase started
+    "vad onset": ("vad", re.compile(r"(?:voice|speech) over the answer \((?:voice )?from ([\d.]+)\)")),
+    "pause sent": ("vad", re.compile(r"(?:voice|speech) over the answer")),
+    "paused": ("speaker", re.compile(r"answer paused")),
+    "verdict": ("vad", re.compile(r"over the answer: (a backchannel|an interruption)|still speaking")),
+    "resumed": ("speaker", re.compile(r"answer resumed")),
+    "turn": ("vad", re.compile(r"turn \d+: speech started")),
+}
+
+
+def chain(log: str, t_from: float, onset: float) -> dict[str, float]:
+    """Where the time went: each milestone's time (the log line's, or for `vad onset` the
+    capture time it names) minus the onset heard on uservoice.monitor, first after `t_from`."""
+    out: dict[str, float] = {}
+    for line in log.splitlines():
+        found = _LINE.search(line)
+        if found is None:
+            continue
+        t = datetime.strptime(found.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        if t < t_from:
+            continue
+        for name, (node, pattern) in MILESTONES.items():
+            hit = pattern.search(found.group(3)) if found.group(2) == node else None
+            if hit is not None and name not in out:
+                out[name] = (float(hit.group(1)) if name == "vad onset" else t) - onset
+    return out
 
 
 def run_version(root: Path, work: Path, phrases: list[str],
@@ -125,29 +165,36 @@ def run_version(root: Path, work: Path, phrases: list[str],
             time.sleep(2.0)
             t_play = time.time()
             play(wav(work, said))
+            key = {w for w in words(said) if len(w) > 3}
             if backchannel:
                 time.sleep(3.0)
-            else:  # the story's turn (and the last round's) and the interruption's, answered
-                _wait_turns(assistant, n_turns + 2 + playing)
+            else:  # the interruption's turn (or the last of those it was split into), answered
+                _wait_answered(assistant, n_turns, key)
             a_spk, a_mic = spk.stop(), mic.stop()
             playing = backchannel
             onset = onset_after(a_mic, mic.first_t or t_play, t_play)
             got = None if onset is None else heard(a_spk, spk.first_t or t_play, onset)
-            key = {w for w in words(said) if len(w) > 3}
             answered = not backchannel and any(
                 key <= words(t.get("transcript", "")) and not t["interrupted"]
                 for t in assistant.turns()[n_turns:])
-            rounds.append(Round(said, backchannel, got, answered))
+            steps = {} if onset is None else chain(assistant.log(), t_play, onset)
+            rounds.append(Round(said, backchannel, got, answered, steps))
             print(f"  {said!r}: {_describe(rounds[-1])}", flush=True)
         requests = [r["messages"][-1]["content"] for r in srv.script.requests]
     return rounds, sum(is_backchannel(r) for r in requests)
 
 
-def _wait_turns(assistant: LiveAssistant, n: int, timeout: float = 30.0) -> None:
-    try:
-        assistant.wait_turns(n, timeout=timeout)
-    except TimeoutError:
-        print(f"  (only {len(assistant.turns())} of {n} turns after {timeout:.0f} s)", flush=True)
+def _wait_answered(assistant: LiveAssistant, n_turns: int, key: set[str],
+                   timeout: float = 30.0) -> None:
+    """Until a turn after the first `n_turns` has the words `key` and was not interrupted
+    (its answer played to the end), or `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(key <= words(t.get("transcript", "")) and not t["interrupted"]
+               for t in assistant.turns()[n_turns:]):
+            return
+        time.sleep(0.2)
+    print(f"  (no answered turn with {sorted(key)} after {timeout:.0f} s)", flush=True)
 
 
 def _describe(r: Round) -> str:
@@ -155,9 +202,10 @@ def _describe(r: Round) -> str:
     if h is None:
         return "no onset or no answer playing: not measured"
     text = f"quiet {_ms(h.quiet)}, silent {_ms(h.silent)}"
+    steps = " | " + ", ".join(f"{k} {_ms(v)}" for k, v in r.chain.items()) if r.chain else ""
     if r.backchannel:
-        return f"{text}, back {_ms(h.back)}, answer went on: {h.went_on}"
-    return f"{text}, answered: {r.answered}"
+        return f"{text}, back {_ms(h.back)}, answer went on: {h.went_on}{steps}"
+    return f"{text}, its answer {_ms(h.answer)}, answered: {r.answered}{steps}"
 
 
 def summary(name: str, rounds: list[Round], llm_backchannels: int) -> str:
@@ -166,7 +214,8 @@ def summary(name: str, rounds: list[Round], llm_backchannels: int) -> str:
     held = [h.back - h.quiet for h in bc if h.back is not None and h.quiet is not None]
     lines = [
         f"{name}: interruptions ({len(it)}): onset -> quiet {_stats([h.quiet for h in it])}; "
-        f"onset -> silent {_stats([h.silent for h in it])}; answered "
+        f"onset -> silent {_stats([h.silent for h in it])}; onset -> its answer "
+        f"{_stats([h.answer for h in it])}; answered "
         f"{sum(r.answered for r in rounds if not r.backchannel)}/{len(it)}",
         f"{name}: backchannels ({len(bc)}): went on {sum(h.went_on for h in bc)}/{len(bc)}; "
         f"onset -> quiet {_stats([h.quiet for h in bc])}; onset -> back {_stats([h.back for h in bc])}; "

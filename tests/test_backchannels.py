@@ -21,7 +21,8 @@ from tests.test_speaker_stage import RATE, FakeStream
 from tests.test_stages import Collected, llm_stage
 from tests.test_vad_stage import SR, T0, FakeCanceller, LoudIsSpeech, blocks, kinds, played, speech
 
-GATED = VadStageConfig(endpoint=EndpointConfig(speculate_ms=64), backchannels=GateConfig(max_ms=700))
+GATED = VadStageConfig(endpoint=EndpointConfig(speculate_ms=64),
+                       backchannels=GateConfig(max_ms=700, probe_ms=0))  # no partial probe
 ONSET = T0 + 0.5  # speech() starts its voice 0.5 s in
 
 
@@ -76,9 +77,13 @@ def test_an_interruption_starts_the_turn_with_the_speech_since_the_onset() -> No
     mic = blocks(speech(voice_s=0.4, tail_s=2.0))
     out, n = feed_until(stage, mic, m.Probe)
     started = stage.handle(m.ProbeText(out[-1].turn_id, "Stop."))
-    assert kinds(started) == ["SpeechStarted"]
-    assert started[0].turn_id == m.user_turn(1)
+    # the turn goes on as any other: its probed tentative utterance goes out too (the LLM may
+    # start on it, its transcript is the end-of-turn cue), marked for the ASR to reuse the probe's
+    assert kinds(started) == ["SpeechStarted", "Utterance"]
+    assert started[0].turn_id == started[1].turn_id == m.user_turn(1)
     assert started[0].t_speech_start == pytest.approx(ONSET, abs=0.04)
+    assert not started[1].final and started[1].same_as_tentative
+    assert started[1].samples is out[-1].samples  # the probe's audio
     later = rest(stage, mic[n:])
     assert kinds(later) == ["Utterance"] and later[0].final
     assert later[0].samples.size >= 0.4 * SR and later[0].t_speech_start == started[0].t_speech_start
@@ -91,7 +96,7 @@ def test_speech_that_goes_on_after_an_interruption_is_not_gated_again() -> None:
     voice = speech(voice_s=0.4, tail_s=0.0)
     mic = blocks(np.concatenate([voice, speech(lead_s=0.3, voice_s=1.0)]))
     out, n = feed_until(stage, mic, m.Probe)
-    assert kinds(stage.handle(m.ProbeText(out[-1].turn_id, "Stop."))) == ["SpeechStarted"]
+    assert kinds(stage.handle(m.ProbeText(out[-1].turn_id, "Stop."))) == ["SpeechStarted", "Utterance"]
     later = rest(stage, mic[n:])
     assert "Duck" not in kinds(later) and "Probe" not in kinds(later)
     assert [x.final for x in later if isinstance(x, m.Utterance)][-1]
@@ -100,7 +105,7 @@ def test_speech_that_goes_on_after_an_interruption_is_not_gated_again() -> None:
 
 def test_an_answer_after_the_end_of_the_utterance_releases_both() -> None:
     """Without speculation the probe is the final utterance, held until the verdict."""
-    config = VadStageConfig(backchannels=GateConfig(max_ms=700))
+    config = VadStageConfig(backchannels=GateConfig(max_ms=700, probe_ms=0))
     stage = gated_stage(config=config)
     out = rest(stage, blocks(speech(voice_s=0.4)))
     assert kinds(out) == ["Duck", "Probe"]

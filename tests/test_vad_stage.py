@@ -42,8 +42,10 @@ class LoudIsSpeech:
 class FakeCanceller:
     """Records every call (and the thread it came from); `process` scales the audio by `gain`."""
 
-    def __init__(self, gain: float = 1.0, echo: bool | None = False, playing: bool = False) -> None:
+    def __init__(self, gain: float = 1.0, echo: bool | None = False, playing: bool = False,
+                 echo_heard: bool = False) -> None:
         self.gain, self.echo, self.playing = gain, echo, playing
+        self.echo_heard = echo_heard  # the presence detector's verdict
         self.available = True
         self.stats = EchoStats()
         self.calls: list[tuple[str, Any]] = []

@@ -56,14 +56,15 @@ class AsrStage:
         audio = probe.samples
         if probe.sample_rate != m.ASR_RATE:
             audio = resample(audio, probe.sample_rate, m.ASR_RATE)
-        result = self.asr.utterance(probe.turn_id, audio, final=False, same_as_tentative=False)
+        result = (self.asr.peek(audio) if probe.partial else
+                  self.asr.utterance(probe.turn_id, audio, final=False, same_as_tentative=False))
         text = result.text
         if text and self.echo.is_echo(text, probe.t_speech_start, probe.t_speech_end):
             log.info("turn %d: probe %r is the assistant's own voice", probe.turn_id, text)
             text = ""
-        log.info("turn %d: probe over the answer: %r (%.2f s audio in %.2f s)", probe.turn_id,
-                 text, result.audio_s, result.elapsed_s)
-        return m.ProbeText(probe.turn_id, text, t_probe, round(result.elapsed_s, 4))
+        log.info("turn %d: %sprobe over the answer: %r (%.2f s audio in %.2f s)", probe.turn_id,
+                 "partial " if probe.partial else "", text, result.audio_s, result.elapsed_s)
+        return m.ProbeText(probe.turn_id, text, t_probe, round(result.elapsed_s, 4), probe.partial)
 
     def transcribe(self, utt: m.Utterance) -> list[m.Transcript]:
         turn, final = utt.turn_id, utt.final

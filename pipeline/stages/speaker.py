@@ -184,7 +184,7 @@ class SpeakerStage:
             self.watch.talking(event.turn_id)
             self._speech_started(event.turn_id)
         elif isinstance(event, m.Duck):
-            self._hold(event.on)
+            self._hold(event.on, event.echo)
         elif isinstance(event, m.Utterance) and event.final:
             self.watch.asked(event.turn_id)
         elif isinstance(event, m.ServerAlive):
@@ -207,13 +207,14 @@ class SpeakerStage:
 
     # ------------------------------------------------------------------ speech over the answer
 
-    def _hold(self, on: bool) -> None:
+    def _hold(self, on: bool, echo: bool = True) -> None:
         """The user may be talking over the answer (`on`): pause it (or duck it); off: it was
-        a backchannel, the answer goes on from where it stopped."""
+        a backchannel, the answer goes on from where it stopped (after the echo reference's
+        lead-in, unless the vad found that no `echo` reaches the microphone)."""
         if self.config.hold == "duck":
             self.sink.duck(on, self.config.duck_db)
             return
-        aec = self.config.aec and self.sink.echoes
+        aec = self.config.aec and self.sink.echoes and echo
         lead_in = reference_lead_in_s(self.sink.latency, self.config.mic_block_s) if aec else 0.0
         if self.sink.hold(on, lead_in):
             log.info("answer %s", "paused: the user may be interrupting" if on else "resumed")

@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -39,7 +39,14 @@ from pipeline.runtime import CLOSED, Control, Event
 from pipeline.settings import DEFAULTS, Settings
 from pipeline.turn.backchannel import BackchannelGate, GateConfig
 from pipeline.turn.policy import EndOfTurn, PolicyConfig, TurnModel
-from pipeline.vad import EndpointConfig, FrameModel, SpeechDiscarded, VadPipeline
+from pipeline.vad import (
+    EndpointConfig,
+    FrameModel,
+    SpeechDiscarded,
+    VadPipeline,
+    VoiceGone,
+    VoiceOnset,
+)
 from pipeline.vad import Event as VadEvent
 
 log = logging.getLogger("vad")
@@ -68,6 +75,9 @@ class Canceller(Protocol):
 
     def playing_at(self, t: float, tail_s: float = 0.0) -> bool: ...
 
+    @property
+    def echo_heard(self) -> bool: ...
+
     def onset_is_echo(self, n_samples: int) -> bool | None: ...
 
     def add_reference(self, samples: np.ndarray, t_start: float) -> None: ...
@@ -93,7 +103,10 @@ class VadStageConfig:
     def from_settings(cls, s: Settings) -> VadStageConfig:
         policy = PolicyConfig.from_settings(s)
         gate = GateConfig.from_settings(s) if s.backchannels and s.barge_in else None
-        return cls(endpoint=EndpointConfig.from_settings(s),
+        endpoint = EndpointConfig.from_settings(s)
+        if gate is not None:  # the first voiced frames over the answer already pause it
+            endpoint = replace(endpoint, early_onset_ms=s.backchannel_pause_ms)
+        return cls(endpoint=endpoint,
                    threshold_playing=s.vad_threshold_playing, barge_in=s.barge_in,
                    end_of_turn=policy if policy.active else None, backchannels=gate)
 
@@ -201,6 +214,13 @@ class VadStage:
         from the speaker's `played` messages."""
         return self.vad.endpointer.assistant_audible or self.playback.playing
 
+    def _echo_heard(self) -> bool:
+        """The assistant's voice may reach the microphone (the canceller has not ruled it
+        out): the first voiced frames may be its echo, so they do not pause it; the onset,
+        once the canceller has judged it, does."""
+        aec = self.aec
+        return aec is not None and aec.available and aec.echo_heard
+
     def _gated(self, events: Iterable[VadEvent]) -> list[VadEvent | m.Message]:
         """The endpointer's events with those of a turn started over the answer held back
         by the backchannel gate (and what the gate sends instead); then the gate's timers."""
@@ -209,19 +229,29 @@ class VadStage:
             return list(events)
         out: list[VadEvent | m.Message] = []
         for ev in events:
-            if isinstance(ev, m.SpeechStarted) and self._released:
+            if isinstance(ev, VoiceOnset):
+                out += gate.early(ev, now) if self._audible() and not self._echo_heard() else []
+            elif isinstance(ev, VoiceGone):
+                out += gate.gone(now, self._echo_heard())
+            elif isinstance(ev, m.SpeechStarted) and self._released:
                 out.append(ev)
-            elif isinstance(ev, m.SpeechStarted) and (gate.holding is not None or self._audible()):
+            elif isinstance(ev, m.SpeechStarted) and (gate.paused or self._audible()):
                 out += gate.onset(ev, now)
             elif isinstance(ev, m.Utterance) and ev.turn_id == gate.holding:
                 out += gate.utterance(ev, now)
             elif isinstance(ev, SpeechDiscarded) and ev.turn_id == gate.holding:
-                out += gate.discarded(ev.turn_id, now)
+                out += gate.discarded(ev.turn_id, now, self._echo_heard())
             else:
                 out.append(ev)
         ep = self.vad.endpointer
-        out += self._released_if(gate.check(now, ep.in_speech and self.vad.last_prob >= ep.threshold))
+        voiced = ep.in_speech and self.vad.last_prob >= ep.threshold
+        if gate.wants_partial(now, voiced):
+            so_far = ep.so_far()
+            out += gate.partial(so_far) if so_far is not None else []
+        out += self._released_if(gate.check(now, voiced))
         self._released = self._released and ep.in_speech
+        # speech over the answer is probed after a shorter pause than the speculative one
+        ep.set_speculate_ms(gate.config.probe_silence_ms if gate.holding is not None else None)
         return out
 
     def _released_if(self, out: list[m.Message]) -> list[m.Message]:
@@ -234,7 +264,7 @@ class VadStage:
         """The ASR's verdict on a probe; a backchannel's speech is forgotten (no turn)."""
         if self.gate is None:
             return []
-        dropped, out = self.gate.answer(text, self._now)
+        dropped, out = self.gate.answer(text, self._now, self._echo_heard())
         ep = self.vad.endpointer
         if dropped and ep.in_speech and ep.turn_id == text.turn_id:
             ep.reset()
@@ -251,6 +281,8 @@ class VadStage:
             if isinstance(ev, SpeechDiscarded):
                 log.info("turn %d: too short to be speech, ignored", ev.turn_id)
                 continue
+            if isinstance(ev, VoiceOnset | VoiceGone):
+                continue  # only the backchannel gate reads them
             if isinstance(ev, m.SpeechStarted):
                 log.info("turn %d: speech started", ev.turn_id)
             elif isinstance(ev, m.Utterance) and ev.final:

@@ -126,7 +126,7 @@ def test_settings_choose_the_policy() -> None:
 
 
 def test_the_stage_hands_whisper_s_doubt_about_the_ending_to_the_policy() -> None:
-    """"What time does the" heard as "What time does that?" (last word unlikely): the pause
+    """"Can you tell me about the" heard as "...about that?" (last word unlikely): the pause
     waits as an unsure one instead of ending at the check, and the user's second half joins
     the turn; the same transcript heard with confidence ends it at once."""
     def whole_turns(word_p: float) -> list[bool]:
@@ -137,7 +137,7 @@ def test_the_stage_hands_whisper_s_doubt_about_the_ending_to_the_policy() -> Non
         for k in range(len(PROBS)):
             if k == 5 + HALF + 6:
                 out += stage.handle(m.Transcript(stage.vad.endpointer.turn_id,
-                                                 "What time does that?", False,
+                                                 "Can you tell me about that?", False,
                                                  last_word_p=word_p, end_mark_p=0.9))
             out += stage.handle(m.MicAudio(samples=np.zeros(FRAME, np.float32),
                                            sample_rate=16000, capture_time=T0 + k * FRAME_S,

@@ -17,8 +17,12 @@ leaves it off a sentence that trails off, "who wrote the book", but also off som
 ones) waits `unsure_ms` (not less than `end_silence_ms`; `max_pause_ms` ends any pause), and so does one that reads
 finished but whose last word (or final mark) Whisper was unsure of, below `min_word_p`
 (`min_mark_p`), unless that word is a name: Whisper completes half a question with a guess ("What time does the" ->
-"What time does that?", "What is the capital of" -> "What is the capital on?"); one judged incomplete waits until `max_pause_ms`, which always
-ends the turn. A cue that
+"What time does that?", "What is the capital of" -> "What is the capital on?"). The doubt is
+graded by the kind of the last word (pipeline/turn/cues.py): a pronoun Whisper uses as its
+guess ("that", "this", "it") is doubted below `guess_word_p`, higher than `min_word_p`; a
+content word ("moon", "book") doubted only mildly (at least `content_word_p`) waits
+`doubt_ms` instead of `unsure_ms`, since Whisper's guesses are seldom content words. One
+judged incomplete waits until `max_pause_ms`, which always ends the turn. A cue that
 says incomplete ("... of") outweighs the model; when the cue says complete and the model
 does not, the pause ends the turn after `disagree_ms` (Whisper often completes half a
 question in its transcript, "What is the capital on?", and the model often doubts whole
@@ -36,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.settings import DEFAULTS, Settings
-from pipeline.turn.cues import Cue, ends_on_a_name, transcript_cue
+from pipeline.turn.cues import Cue, Ending, ending_kind, transcript_cue
 
 TurnModel = Callable[[np.ndarray], float]
 """P(turn complete) of the utterance's audio so far (16 kHz float32)."""
@@ -56,6 +60,10 @@ class PolicyConfig:
     unsure_ms: int = DEFAULTS.turn_unsure_ms
     min_word_p: float = DEFAULTS.turn_min_word_p
     min_mark_p: float = 0.0
+    guess_word_p: float = DEFAULTS.turn_guess_word_p
+    content_word_p: float = DEFAULTS.turn_content_word_p
+    doubt_ms: int = DEFAULTS.turn_doubt_ms
+    do_questions: bool = True  # the cue of a "do" question without its verb (cues.py)
 
     @classmethod
     def from_settings(cls, s: Settings, use_model: bool | None = None) -> PolicyConfig:
@@ -65,6 +73,9 @@ class PolicyConfig:
                    disagree_ms=min(max(s.turn_disagree_ms, s.turn_check_ms), max_pause),
                    unsure_ms=min(max(s.turn_unsure_ms, s.vad_end_silence_ms), max_pause),
                    min_word_p=s.turn_min_word_p,
+                   guess_word_p=s.turn_guess_word_p,
+                   content_word_p=s.turn_content_word_p,
+                   doubt_ms=min(max(s.turn_doubt_ms, s.vad_end_silence_ms), max_pause),
                    threshold=s.turn_threshold,
                    use_model=s.turn_model if use_model is None else use_model,
                    use_cues=s.turn_cues)
@@ -102,6 +113,7 @@ class EndOfTurn:
         self.cue = Cue.UNKNOWN
         self._cue_seen = False
         self.last_word_p: float | None = None  # of the pause's transcript
+        self._unsure_wait_ms = config.unsure_ms  # how long this pause's unsure state waits
         # Why the last turn ended, the model's probability, the cue and Whisper's last word
         # probability then (for the log).
         self.reason = ""
@@ -115,18 +127,37 @@ class EndOfTurn:
         self.cue = Cue.UNKNOWN
         self._cue_seen = False
         self.last_word_p = None
+        self._unsure_wait_ms = self.config.unsure_ms
 
     def transcript(self, text: str, last_word_p: float = 1.0, end_mark_p: float = 1.0) -> None:
         """The speculative transcript of the current pause has arrived, with Whisper's
         probabilities of its last word and final mark."""
-        cue = transcript_cue(text)
         cfg = self.config
+        cue = transcript_cue(text, cfg.do_questions)
         self.last_word_p = last_word_p
-        doubted = last_word_p < cfg.min_word_p and not ends_on_a_name(text)
-        if cue is Cue.COMPLETE and (doubted or end_mark_p < cfg.min_mark_p):
-            cue = Cue.UNKNOWN  # reads finished, but the ending may be Whisper's guess
+        self._unsure_wait_ms = cfg.unsure_ms
+        if cue is Cue.COMPLETE:
+            wait = self._doubt_wait(ending_kind(text), last_word_p)
+            if wait is None and end_mark_p < cfg.min_mark_p:
+                wait = cfg.unsure_ms
+            if wait is not None:
+                cue = Cue.UNKNOWN  # reads finished, but the ending may be Whisper's guess
+                self._unsure_wait_ms = wait
         self.cue = cue
         self._cue_seen = True
+
+    def _doubt_wait(self, kind: Ending, word_p: float) -> int | None:
+        """How long a finished-looking transcript whose last word is of `kind`, with
+        Whisper's probability `word_p`, waits as unsure; None: it is not doubted."""
+        cfg = self.config
+        if kind is Ending.NAME:
+            return None
+        threshold = max(cfg.min_word_p, cfg.guess_word_p) if kind is Ending.GUESS else cfg.min_word_p
+        if word_p >= threshold:
+            return None
+        if kind is Ending.CONTENT and word_p >= cfg.content_word_p:
+            return cfg.doubt_ms
+        return cfg.unsure_ms
 
     def should_end(self, silence_ms: float, audio: Callable[[], np.ndarray]) -> bool:
         """True when the turn ends after `silence_ms` of silence; `audio()` gives the
@@ -144,7 +175,7 @@ class EndOfTurn:
         if self._disagree() and silence_ms >= cfg.disagree_ms:
             return self._end("disagree")
         if verdict is Cue.UNKNOWN:
-            if self._unsure() and silence_ms >= max(cfg.unsure_ms, cfg.end_silence_ms):
+            if self._unsure() and silence_ms >= max(self._unsure_wait_ms, cfg.end_silence_ms):
                 return self._end("unsure")
             if not self._unsure() and silence_ms >= cfg.end_silence_ms:
                 return self._end("unsettled")

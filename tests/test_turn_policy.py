@@ -261,3 +261,10 @@ def test_a_do_question_that_stops_after_its_subject_is_unfinished(text: str) -> 
                                   "Yes, I do.", "How long does it take?"])
 def test_a_do_question_with_its_verb_reads_finished(text: str) -> None:
     assert transcript_cue(text) is Cue.COMPLETE
+
+
+def test_the_do_question_cue_is_a_setting() -> None:
+    assert PolicyConfig.from_settings(load({})).do_questions is True
+    off = PolicyConfig.from_settings(load({"TURN_DO_QUESTIONS": "false"}))
+    assert off.do_questions is False
+    assert ends_at("Why do cats?", 0.99, replace(GRADED, do_questions=False)) == 256

@@ -63,7 +63,7 @@ class PolicyConfig:
     guess_word_p: float = DEFAULTS.turn_guess_word_p
     content_word_p: float = DEFAULTS.turn_content_word_p
     doubt_ms: int = DEFAULTS.turn_doubt_ms
-    do_questions: bool = True  # the cue of a "do" question without its verb (cues.py)
+    do_questions: bool = DEFAULTS.turn_do_questions
 
     @classmethod
     def from_settings(cls, s: Settings, use_model: bool | None = None) -> PolicyConfig:
@@ -76,6 +76,7 @@ class PolicyConfig:
                    guess_word_p=s.turn_guess_word_p,
                    content_word_p=s.turn_content_word_p,
                    doubt_ms=min(max(s.turn_doubt_ms, s.vad_end_silence_ms), max_pause),
+                   do_questions=s.turn_do_questions,
                    threshold=s.turn_threshold,
                    use_model=s.turn_model if use_model is None else use_model,
                    use_cues=s.turn_cues)

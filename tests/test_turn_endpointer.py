@@ -92,8 +92,23 @@ def test_an_incomplete_transcript_outweighs_a_complete_model() -> None:
 
 def test_a_stale_transcript_is_ignored() -> None:
     ep = Endpointer(SPEC, end_of_turn=EndOfTurn(POLICY, Scripted(0.9, 0.9)))
-    ep.transcript(m.user_turn(1), "What is the capital of")  # no turn in progress
+    ep.transcript(m.user_turn(1), "Tell me a joke.")  # no turn in progress
     events = run(ep)
+    # not taken for the pause's transcript, which is waited for: the half does not end it
+    assert [k for k, _ in finals(events)][0] > RESUME
+
+
+def test_a_slow_transcript_of_the_pause_is_waited_for() -> None:
+    """Whisper takes 640 ms (busy cores), more than the 512 ms end silence: the endpointer
+    told the policy a transcript is coming, so the half question does not end the turn."""
+    tentative_at = 5 + HALF + 2
+    cues = PolicyConfig(check_ms=256, end_silence_ms=512, max_pause_ms=1984, use_model=False)
+    events = run(Endpointer(SPEC, end_of_turn=EndOfTurn(cues)),
+                 transcripts={tentative_at + 20: "What is the capital of"})
+    (k, utt), = finals(events)
+    assert k > RESUME and utt.duration_s > (HALF + PAUSE + REST) * FRAME_S
+    # without speculation no transcript comes: the end silence ends the pause as before
+    events = run(Endpointer(EndpointConfig(), end_of_turn=EndOfTurn(cues)))
     assert [k for k, _ in finals(events)][0] < RESUME
 
 

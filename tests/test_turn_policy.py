@@ -268,3 +268,22 @@ def test_the_do_question_cue_is_a_setting() -> None:
     off = PolicyConfig.from_settings(load({"TURN_DO_QUESTIONS": "false"}))
     assert off.do_questions is False
     assert ends_at("Why do cats?", 0.99, replace(GRADED, do_questions=False)) == 256
+
+
+def test_a_transcript_on_its_way_is_waited_for_past_the_end_silence() -> None:
+    """ASR slower than the end silence (the cores are busy): the half question's transcript
+    "What is the capital of" comes at 800 ms; the pause must not end as unsettled at 512."""
+    cues = PolicyConfig(256, 512, 1984, use_model=False, unsure_ms=1504)
+    policy = EndOfTurn(cues)
+    policy.speculated()
+    assert first_end(policy, transcript_at=800, text="What is the capital of") == 1984
+    policy = EndOfTurn(cues)
+    policy.speculated()
+    assert first_end(policy, transcript_at=800, text="What is the capital of Spain?") == 800
+    # a transcript that never comes is waited for up to the unsure wait
+    policy = EndOfTurn(cues)
+    policy.speculated()
+    assert first_end(policy) == 1504 and policy.reason == "unsettled"
+    # the user speaks again: the next pause expects its own transcript
+    policy.voice()
+    assert first_end(policy) == 512

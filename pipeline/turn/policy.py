@@ -11,7 +11,9 @@ silence. The policy asks two signals once the user has been silent a little
   has sent it for this pause.
 
 A pause judged complete ends the turn at once; one the signals cannot settle yet (the model
-says complete but the transcript has not come) ends at the latest after `end_silence_ms`;
+says complete but the transcript has not come) ends at the latest after `end_silence_ms`,
+or `unsure_ms` when the endpointer said a transcript is on its way (:meth:`speculated`: ASR is
+only slower than the end silence, and a half question must not end the turn for that);
 one whose transcript reads neither finished nor unfinished (no final punctuation: Whisper
 leaves it off a sentence that trails off, "who wrote the book", but also off some whole
 ones) waits `unsure_ms` (not less than `end_silence_ms`; `max_pause_ms` ends any pause), and so does one that reads
@@ -113,6 +115,7 @@ class EndOfTurn:
         self.probability: float | None = None
         self.cue = Cue.UNKNOWN
         self._cue_seen = False
+        self._expected = False  # a tentative utterance of this pause went to ASR
         self.last_word_p: float | None = None  # of the pause's transcript
         self._unsure_wait_ms = config.unsure_ms  # how long this pause's unsure state waits
         # Why the last turn ended, the model's probability, the cue and Whisper's last word
@@ -127,8 +130,13 @@ class EndOfTurn:
         self.probability = None
         self.cue = Cue.UNKNOWN
         self._cue_seen = False
+        self._expected = False
         self.last_word_p = None
         self._unsure_wait_ms = self.config.unsure_ms
+
+    def speculated(self) -> None:
+        """A tentative utterance of the current pause went to ASR: its transcript will come."""
+        self._expected = True
 
     def transcript(self, text: str, last_word_p: float = 1.0, end_mark_p: float = 1.0) -> None:
         """The speculative transcript of the current pause has arrived, with Whisper's
@@ -178,9 +186,16 @@ class EndOfTurn:
         if verdict is Cue.UNKNOWN:
             if self._unsure() and silence_ms >= max(self._unsure_wait_ms, cfg.end_silence_ms):
                 return self._end("unsure")
-            if not self._unsure() and silence_ms >= cfg.end_silence_ms:
+            settled_ms = max(cfg.unsure_ms, cfg.end_silence_ms) if self._awaited() else cfg.end_silence_ms
+            if not self._unsure() and silence_ms >= settled_ms:
                 return self._end("unsettled")
         return False
+
+    def _awaited(self) -> bool:
+        """The pause's transcript is on its way but has not come: ASR is slower than the end
+        silence (the LLM or another transcription has the cores). Without it a half question
+        would end the turn as "unsettled"; it is waited for, up to the unsure wait."""
+        return self.config.use_cues and self._expected and not self._cue_seen
 
     def _unsure(self) -> bool:
         """The transcript came and reads neither finished nor unfinished."""

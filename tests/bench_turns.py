@@ -332,19 +332,20 @@ def report(name: str, items: list[Item], outcomes: list[Outcome]) -> str:
 def main_policy() -> PolicyConfig:
     """The default policy before the graded doubt and the "do" cue (session 7's)."""
     return replace(PolicyConfig.from_settings(DEFAULTS), guess_word_p=0.0, content_word_p=1.0,
-                   do_questions=False)
+                   do_questions=False, await_transcript=False)
 
 
 def policies(check_ms: int) -> list[tuple[str, PolicyConfig | None]]:
     base = PolicyConfig(check_ms=check_ms, end_silence_ms=500, max_pause_ms=2000,
                         disagree_ms=2000, unsure_ms=500, min_word_p=0.0, guess_word_p=0.0,
-                        content_word_p=1.0, do_questions=False)
+                        content_word_p=1.0, do_questions=False, await_transcript=False)
     cues = replace(base, use_model=False)
     before, after = main_policy(), PolicyConfig.from_settings(DEFAULTS)
     return [
         ("fixed 500 ms silence", None),
         ("main's default (before)", before),
         ("defaults (after)", after),
+        ("before + await a slow transcript", replace(before, await_transcript=True)),
         ("before + do cue", replace(before, do_questions=True)),
         ("before + guess words 0.9", replace(before, guess_word_p=0.9)),
         ("before + content words >=0.5 wait 1 s", replace(before, content_word_p=0.5)),

@@ -287,3 +287,9 @@ def test_a_transcript_on_its_way_is_waited_for_past_the_end_silence() -> None:
     # the user speaks again: the next pause expects its own transcript
     policy.voice()
     assert first_end(policy) == 512
+
+
+def test_awaiting_the_transcript_can_be_turned_off() -> None:
+    policy = EndOfTurn(PolicyConfig(256, 512, 1984, use_model=False, await_transcript=False))
+    policy.speculated()
+    assert first_end(policy) == 512

@@ -66,6 +66,7 @@ class PolicyConfig:
     content_word_p: float = DEFAULTS.turn_content_word_p
     doubt_ms: int = DEFAULTS.turn_doubt_ms
     do_questions: bool = DEFAULTS.turn_do_questions
+    await_transcript: bool = True  # wait for a transcript on its way (see `speculated`)
 
     @classmethod
     def from_settings(cls, s: Settings, use_model: bool | None = None) -> PolicyConfig:
@@ -195,7 +196,8 @@ class EndOfTurn:
         """The pause's transcript is on its way but has not come: ASR is slower than the end
         silence (the LLM or another transcription has the cores). Without it a half question
         would end the turn as "unsettled"; it is waited for, up to the unsure wait."""
-        return self.config.use_cues and self._expected and not self._cue_seen
+        cfg = self.config
+        return cfg.use_cues and cfg.await_transcript and self._expected and not self._cue_seen
 
     def _unsure(self) -> bool:
         """The transcript came and reads neither finished nor unfinished."""

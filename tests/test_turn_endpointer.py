@@ -162,3 +162,24 @@ def test_the_stage_hands_whisper_s_doubt_about_the_ending_to_the_policy() -> Non
 
     assert whole_turns(0.41) == [True]
     assert whole_turns(0.99)[0] is False  # confident: the half ends the turn at the check
+
+
+def test_a_question_over_the_answer_ends_its_turn_on_the_probe_s_text() -> None:
+    """Speech over the answer goes to ASR as a probe, not as a tentative utterance: its text
+    is the pause's transcript, so "What time is it?" ends the turn at the check instead of
+    waiting (up to TURN_UNSURE_MS) for a transcript that never comes."""
+    from pipeline.turn.backchannel import GateConfig
+    from tests.test_vad_stage import FakeCanceller, LoudIsSpeech, blocks, speech
+
+    cues = PolicyConfig(check_ms=256, end_silence_ms=512, max_pause_ms=1984, use_model=False)
+    config = VadStageConfig(endpoint=SPEC, backchannels=GateConfig(max_ms=700), end_of_turn=cues)
+    stage = VadStage(config, LoudIsSpeech(), FakeCanceller(playing=True))
+    mic = blocks(speech(voice_s=0.4, tail_s=2.5))
+    ended = None
+    for block in mic:
+        for msg in stage.handle(block):
+            if isinstance(msg, m.Probe):
+                stage.handle(m.ProbeText(msg.turn_id, "What time is it?"))
+            if isinstance(msg, Utterance) and msg.final:
+                ended = block.capture_time - msg.t_speech_end
+    assert ended is not None and ended < 0.5

@@ -496,8 +496,11 @@ class Endpointer:
             and cur.speculated_voiced != cur.voiced  # (once per pause)
             and cur.voiced >= self._min_voiced()
         ):
+            sent = len(events)
             self._finish(events, cut=False, final=False)
             cur.speculated_voiced = cur.voiced
+            if self.end_of_turn is not None and len(events) > sent:
+                self.end_of_turn.speculated()
         elif cur.frames >= self._counts.max_frames:
             if cur.silence > 0:  # already pausing: a normal end, not a cut
                 self._finish(events, cut=False)

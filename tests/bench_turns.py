@@ -12,8 +12,9 @@ every policy sees the same signals.
 
 Reported per policy: premature endpoints (a half question ended the turn: the assistant
 answers half of it), and the delay from the end of the last voiced frame to the endpoint for
-complete questions (median, p90, how many waited over 600 ms), side by side with the fixed
-500 ms silence of before, for the dev set and for a held-out set of other sentences (never
+complete questions (median, p90, how many waited over 600 ms and over 1.5 s, i.e. about the
+full unsure wait), side by side with the fixed 500 ms silence and main's policy before the
+graded doubt, for the dev set and for a held-out set of other sentences (never
 used to tune the policy). `--cost` measures Smart Turn's time per call with and without
 Whisper busy in another process, and what reading Whisper's token probabilities (the ending
 probabilities, pipeline/asr.py) adds to a transcription.
@@ -320,19 +321,38 @@ def report(name: str, items: list[Item], outcomes: list[Outcome]) -> str:
         split = [o for it, o in pairs if it.resume_s is not None]
         delays = [o.delay_s for it, o in pairs if it.resume_s is None and o.delay_s is not None]
         slow = sum(d > 0.6 for d in delays)
+        slowest = sum(d > 1.5 for d in delays)
         cells.append(f"{sum(o.premature for o in split):>3}/{len(split):<3} "
                      f"{statistics.median(delays) * 1000:>5.0f} {pct(delays, 0.9) * 1000:>5.0f} "
-                     f"{max(delays) * 1000:>5.0f} {slow:>3}/{len(delays):<3}")
-    return f"{name:<36} " + " | ".join(cells)
+                     f"{max(delays) * 1000:>5.0f} {slow:>3}/{len(delays):<3} "
+                     f"{slowest:>3}/{len(delays):<3}")
+    return f"{name:<44} " + " | ".join(cells)
+
+
+def main_policy() -> PolicyConfig:
+    """The default policy before the graded doubt and the "do" cue (session 7's)."""
+    return replace(PolicyConfig.from_settings(DEFAULTS), guess_word_p=0.0, content_word_p=1.0,
+                   do_questions=False, await_transcript=False)
 
 
 def policies(check_ms: int) -> list[tuple[str, PolicyConfig | None]]:
     base = PolicyConfig(check_ms=check_ms, end_silence_ms=500, max_pause_ms=2000,
-                        disagree_ms=2000, unsure_ms=500, min_word_p=0.0)
+                        disagree_ms=2000, unsure_ms=500, min_word_p=0.0, guess_word_p=0.0,
+                        content_word_p=1.0, do_questions=False, await_transcript=False)
     cues = replace(base, use_model=False)
+    before, after = main_policy(), PolicyConfig.from_settings(DEFAULTS)
     return [
-        ("fixed 500 ms silence (before)", None),
-        ("cues (the default before this work)", cues),
+        ("fixed 500 ms silence", None),
+        ("main's default (before)", before),
+        ("defaults (after)", after),
+        ("before + await a slow transcript", replace(before, await_transcript=True)),
+        ("before + do cue", replace(before, do_questions=True)),
+        ("before + guess words 0.9", replace(before, guess_word_p=0.9)),
+        ("before + content words >=0.5 wait 1 s", replace(before, content_word_p=0.5)),
+        *[(f"after, content words >={c} wait {w} ms", replace(after, content_word_p=c, doubt_ms=w))
+          for c, w in ((0.5, 700), (0.5, 1500), (0.3, 1000), (0.6, 1000))],
+        ("after, guess words 0.95", replace(after, guess_word_p=0.95)),
+        ("cues alone (the default of session 6)", cues),
         ("cues, unsure 2000", replace(cues, unsure_ms=2000)),
         *[(f"cues, word p {w}, unsure {u}", replace(cues, unsure_ms=u, min_word_p=w))
           for w, u in ((0.6, 2000), (0.8, 1000), (0.8, 1500), (0.9, 2000))],
@@ -354,14 +374,13 @@ def bench(n_voices: int) -> None:
             item.probs = [vad.prob(item.audio[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES])
                           for k in range(n)]
             items.append(item)
-    cell = f"{'premat.':>7} {'med':>5} {'p90':>5} {'max':>5} {'>600ms':>7}"
+    cell = f"{'premat.':>7} {'med':>5} {'p90':>5} {'max':>5} {'>600ms':>7} {'>1.5s':>7}"
     print(f"{len(items)} items ({n_voices} voices); premat.: half questions answered; "
-          "med/p90/max: whole questions, end of voice to endpoint (ms); >600ms: whole "
-          "questions that waited longer than 600 ms")
-    print(f"{'policy':<36} " + " | ".join(f"{g:<33}" for g in GROUPS))
-    print(f"{'':<36} " + " | ".join(cell for _ in GROUPS))
+          "med/p90/max: whole questions, end of voice to endpoint (ms); >600ms, >1.5s: whole "
+          "questions that waited longer")
+    print(f"{'policy':<44} " + " | ".join(f"{g:<41}" for g in GROUPS))
+    print(f"{'':<44} " + " | ".join(cell for _ in GROUPS))
     rows: list[tuple[str, PolicyConfig | None]] = policies(256)
-    rows.insert(1, ("defaults (after)", PolicyConfig.from_settings(DEFAULTS)))
     details: dict[str, list[Outcome]] = {}
     for name, policy in rows:
         outcomes = [run_item(it, policy, signals) for it in items]

@@ -92,8 +92,23 @@ def test_an_incomplete_transcript_outweighs_a_complete_model() -> None:
 
 def test_a_stale_transcript_is_ignored() -> None:
     ep = Endpointer(SPEC, end_of_turn=EndOfTurn(POLICY, Scripted(0.9, 0.9)))
-    ep.transcript(m.user_turn(1), "What is the capital of")  # no turn in progress
+    ep.transcript(m.user_turn(1), "Tell me a joke.")  # no turn in progress
     events = run(ep)
+    # not taken for the pause's transcript, which is waited for: the half does not end it
+    assert [k for k, _ in finals(events)][0] > RESUME
+
+
+def test_a_slow_transcript_of_the_pause_is_waited_for() -> None:
+    """Whisper takes 640 ms (busy cores), more than the 512 ms end silence: the endpointer
+    told the policy a transcript is coming, so the half question does not end the turn."""
+    tentative_at = 5 + HALF + 2
+    cues = PolicyConfig(check_ms=256, end_silence_ms=512, max_pause_ms=1984, use_model=False)
+    events = run(Endpointer(SPEC, end_of_turn=EndOfTurn(cues)),
+                 transcripts={tentative_at + 20: "What is the capital of"})
+    (k, utt), = finals(events)
+    assert k > RESUME and utt.duration_s > (HALF + PAUSE + REST) * FRAME_S
+    # without speculation no transcript comes: the end silence ends the pause as before
+    events = run(Endpointer(EndpointConfig(), end_of_turn=EndOfTurn(cues)))
     assert [k for k, _ in finals(events)][0] < RESUME
 
 
@@ -126,7 +141,7 @@ def test_settings_choose_the_policy() -> None:
 
 
 def test_the_stage_hands_whisper_s_doubt_about_the_ending_to_the_policy() -> None:
-    """"What time does the" heard as "What time does that?" (last word unlikely): the pause
+    """"Can you tell me about the" heard as "...about that?" (last word unlikely): the pause
     waits as an unsure one instead of ending at the check, and the user's second half joins
     the turn; the same transcript heard with confidence ends it at once."""
     def whole_turns(word_p: float) -> list[bool]:
@@ -137,7 +152,7 @@ def test_the_stage_hands_whisper_s_doubt_about_the_ending_to_the_policy() -> Non
         for k in range(len(PROBS)):
             if k == 5 + HALF + 6:
                 out += stage.handle(m.Transcript(stage.vad.endpointer.turn_id,
-                                                 "What time does that?", False,
+                                                 "Can you tell me about that?", False,
                                                  last_word_p=word_p, end_mark_p=0.9))
             out += stage.handle(m.MicAudio(samples=np.zeros(FRAME, np.float32),
                                            sample_rate=16000, capture_time=T0 + k * FRAME_S,
@@ -147,3 +162,24 @@ def test_the_stage_hands_whisper_s_doubt_about_the_ending_to_the_policy() -> Non
 
     assert whole_turns(0.41) == [True]
     assert whole_turns(0.99)[0] is False  # confident: the half ends the turn at the check
+
+
+def test_a_question_over_the_answer_ends_its_turn_on_the_probe_s_text() -> None:
+    """Speech over the answer goes to ASR as a probe, not as a tentative utterance: its text
+    is the pause's transcript, so "What time is it?" ends the turn at the check instead of
+    waiting (up to TURN_UNSURE_MS) for a transcript that never comes."""
+    from pipeline.turn.backchannel import GateConfig
+    from tests.test_vad_stage import FakeCanceller, LoudIsSpeech, blocks, speech
+
+    cues = PolicyConfig(check_ms=256, end_silence_ms=512, max_pause_ms=1984, use_model=False)
+    config = VadStageConfig(endpoint=SPEC, backchannels=GateConfig(max_ms=700), end_of_turn=cues)
+    stage = VadStage(config, LoudIsSpeech(), FakeCanceller(playing=True))
+    mic = blocks(speech(voice_s=0.4, tail_s=2.5))
+    ended = None
+    for block in mic:
+        for msg in stage.handle(block):
+            if isinstance(msg, m.Probe):
+                stage.handle(m.ProbeText(msg.turn_id, "What time is it?"))
+            if isinstance(msg, Utterance) and msg.final:
+                ended = block.capture_time - msg.t_speech_end
+    assert ended is not None and ended < 0.5

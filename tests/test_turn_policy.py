@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -118,7 +120,7 @@ def test_a_finished_reading_whisper_doubts_is_unsure() -> None:
     cues = PolicyConfig(256, 512, 1984, use_model=False, unsure_ms=1504, min_word_p=0.8,
                         min_mark_p=0.5)
     guessed = EndOfTurn(cues)
-    guessed.transcript("What time does that?", last_word_p=0.41, end_mark_p=0.9)
+    guessed.transcript("Can you tell me about that?", last_word_p=0.41, end_mark_p=0.9)
     assert first_end(guessed) == 1504 and guessed.reason == "unsure"
     unsure_mark = EndOfTurn(cues)
     unsure_mark.transcript("What time is it?", last_word_p=0.99, end_mark_p=0.3)
@@ -196,3 +198,98 @@ def test_names_at_the_end(text: str, name: bool) -> None:
     from pipeline.turn.cues import ends_on_a_name
 
     assert ends_on_a_name(text) is name
+
+
+# graded doubt (issue #13): the kind of the last word decides how much of Whisper's doubt counts
+
+GRADED = PolicyConfig(256, 512, 1984, use_model=False, unsure_ms=1984, min_word_p=0.8,
+                      guess_word_p=0.9, content_word_p=0.5, doubt_ms=992)
+
+
+def ends_at(text: str, word_p: float, config: PolicyConfig = GRADED) -> int | None:
+    policy = EndOfTurn(config)
+    policy.transcript(text, last_word_p=word_p, end_mark_p=0.9)
+    return first_end(policy)
+
+
+def test_a_pronoun_ending_needs_more_confidence_than_another_word() -> None:
+    # "Um, what is the" heard as "What is that?" with P("that") 0.86: a guess, it waits
+    assert ends_at("What is that?", 0.86) == 1984
+    assert ends_at("What is the weather like today?", 0.86) == 256
+    # a whole question ending on a pronoun Whisper is sure of ends at once
+    assert ends_at("What time is it?", 0.94) == 256
+
+
+def test_a_mildly_doubted_content_word_waits_less_than_a_doubted_function_word() -> None:
+    # "How far away is the moon?" with P("moon") 0.6: a misheard real word more often than a
+    # guess, it waits doubt_ms; a preposition or a pronoun as unsure waits the full unsure_ms
+    assert ends_at("How far away is the moon?", 0.6) == 992
+    assert ends_at("Where are you from?", 0.6) == 1984
+    assert ends_at("Can you tell me about that?", 0.6) == 1984
+    # a content word Whisper hardly believes is as unsure as any other
+    assert ends_at("How many legs are made?", 0.35) == 1984
+    # above min_word_p nothing is doubted
+    assert ends_at("How far away is the moon?", 0.85) == 256
+
+
+def test_the_graded_doubt_can_be_turned_off() -> None:
+    before = replace(GRADED, guess_word_p=0.0, content_word_p=1.0)
+    assert ends_at("What is that?", 0.86, before) == 256
+    assert ends_at("How far away is the moon?", 0.6, before) == 1984
+
+
+def test_the_graded_doubt_settings_are_read_and_clamped() -> None:
+    s = load({"TURN_GUESS_WORD_P": "0.95", "TURN_CONTENT_WORD_P": "0.4", "TURN_DOUBT_MS": "300",
+              "VAD_END_SILENCE_MS": "500"})
+    config = PolicyConfig.from_settings(s)
+    assert (config.guess_word_p, config.content_word_p, config.doubt_ms) == (0.95, 0.4, 500)
+    s = load({"TURN_DOUBT_MS": "5000", "TURN_MAX_PAUSE_MS": "2000"})
+    assert PolicyConfig.from_settings(s).doubt_ms == 2000
+
+
+@pytest.mark.parametrize("text", ["Why do cats?", "How many likes does this?",
+                                  "What time does the dog?", "Does it?",
+                                  "Tell me a joke. Why don't you?"])
+def test_a_do_question_that_stops_after_its_subject_is_unfinished(text: str) -> None:
+    assert transcript_cue(text) is Cue.INCOMPLETE
+    assert transcript_cue(text, do_questions=False) is not Cue.INCOMPLETE
+    assert ends_at(text, 0.99) == 1984
+
+
+@pytest.mark.parametrize("text", ["Why do cats purr?", "What does this mean?",
+                                  "How many legs does a spider have?", "What did you do?",
+                                  "Yes, I do.", "How long does it take?"])
+def test_a_do_question_with_its_verb_reads_finished(text: str) -> None:
+    assert transcript_cue(text) is Cue.COMPLETE
+
+
+def test_the_do_question_cue_is_a_setting() -> None:
+    assert PolicyConfig.from_settings(load({})).do_questions is True
+    off = PolicyConfig.from_settings(load({"TURN_DO_QUESTIONS": "false"}))
+    assert off.do_questions is False
+    assert ends_at("Why do cats?", 0.99, replace(GRADED, do_questions=False)) == 256
+
+
+def test_a_transcript_on_its_way_is_waited_for_past_the_end_silence() -> None:
+    """ASR slower than the end silence (the cores are busy): the half question's transcript
+    "What is the capital of" comes at 800 ms; the pause must not end as unsettled at 512."""
+    cues = PolicyConfig(256, 512, 1984, use_model=False, unsure_ms=1504)
+    policy = EndOfTurn(cues)
+    policy.speculated()
+    assert first_end(policy, transcript_at=800, text="What is the capital of") == 1984
+    policy = EndOfTurn(cues)
+    policy.speculated()
+    assert first_end(policy, transcript_at=800, text="What is the capital of Spain?") == 800
+    # a transcript that never comes is waited for up to the unsure wait
+    policy = EndOfTurn(cues)
+    policy.speculated()
+    assert first_end(policy) == 1504 and policy.reason == "unsettled"
+    # the user speaks again: the next pause expects its own transcript
+    policy.voice()
+    assert first_end(policy) == 512
+
+
+def test_awaiting_the_transcript_can_be_turned_off() -> None:
+    policy = EndOfTurn(PolicyConfig(256, 512, 1984, use_model=False, await_transcript=False))
+    policy.speculated()
+    assert first_end(policy) == 512

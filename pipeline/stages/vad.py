@@ -268,6 +268,11 @@ class VadStage:
         ep = self.vad.endpointer
         if dropped and ep.in_speech and ep.turn_id == text.turn_id:
             ep.reset()
+        elif not dropped:
+            # The probe is the tentative utterance of the pause the user may be in: its text
+            # is that pause's transcript for the end-of-turn policy, which waits for one
+            # (without Whisper's ending probabilities, which probes do not carry).
+            ep.transcript(text.turn_id, text.text)
         return self._logged(self._released_if(out))
 
     def _messages(self, events: Iterable[VadEvent]) -> list[m.Message]:

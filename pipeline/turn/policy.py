@@ -11,14 +11,20 @@ silence. The policy asks two signals once the user has been silent a little
   has sent it for this pause.
 
 A pause judged complete ends the turn at once; one the signals cannot settle yet (the model
-says complete but the transcript has not come) ends at the latest after `end_silence_ms`;
+says complete but the transcript has not come) ends at the latest after `end_silence_ms`,
+or `unsure_ms` when the endpointer said a transcript is on its way (:meth:`speculated`: ASR is
+only slower than the end silence, and a half question must not end the turn for that);
 one whose transcript reads neither finished nor unfinished (no final punctuation: Whisper
 leaves it off a sentence that trails off, "who wrote the book", but also off some whole
 ones) waits `unsure_ms` (not less than `end_silence_ms`; `max_pause_ms` ends any pause), and so does one that reads
 finished but whose last word (or final mark) Whisper was unsure of, below `min_word_p`
 (`min_mark_p`), unless that word is a name: Whisper completes half a question with a guess ("What time does the" ->
-"What time does that?", "What is the capital of" -> "What is the capital on?"); one judged incomplete waits until `max_pause_ms`, which always
-ends the turn. A cue that
+"What time does that?", "What is the capital of" -> "What is the capital on?"). The doubt is
+graded by the kind of the last word (pipeline/turn/cues.py): a pronoun Whisper uses as its
+guess ("that", "this", "it") is doubted below `guess_word_p`, higher than `min_word_p`; a
+content word ("moon", "book") doubted only mildly (at least `content_word_p`) waits
+`doubt_ms` instead of `unsure_ms`, since Whisper's guesses are seldom content words. One
+judged incomplete waits until `max_pause_ms`, which always ends the turn. A cue that
 says incomplete ("... of") outweighs the model; when the cue says complete and the model
 does not, the pause ends the turn after `disagree_ms` (Whisper often completes half a
 question in its transcript, "What is the capital on?", and the model often doubts whole
@@ -36,7 +42,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.settings import DEFAULTS, Settings
-from pipeline.turn.cues import Cue, ends_on_a_name, transcript_cue
+from pipeline.turn.cues import Cue, Ending, ending_kind, transcript_cue
 
 TurnModel = Callable[[np.ndarray], float]
 """P(turn complete) of the utterance's audio so far (16 kHz float32)."""
@@ -56,6 +62,11 @@ class PolicyConfig:
     unsure_ms: int = DEFAULTS.turn_unsure_ms
     min_word_p: float = DEFAULTS.turn_min_word_p
     min_mark_p: float = 0.0
+    guess_word_p: float = DEFAULTS.turn_guess_word_p
+    content_word_p: float = DEFAULTS.turn_content_word_p
+    doubt_ms: int = DEFAULTS.turn_doubt_ms
+    do_questions: bool = DEFAULTS.turn_do_questions
+    await_transcript: bool = True  # wait for a transcript on its way (see `speculated`)
 
     @classmethod
     def from_settings(cls, s: Settings, use_model: bool | None = None) -> PolicyConfig:
@@ -65,6 +76,10 @@ class PolicyConfig:
                    disagree_ms=min(max(s.turn_disagree_ms, s.turn_check_ms), max_pause),
                    unsure_ms=min(max(s.turn_unsure_ms, s.vad_end_silence_ms), max_pause),
                    min_word_p=s.turn_min_word_p,
+                   guess_word_p=s.turn_guess_word_p,
+                   content_word_p=s.turn_content_word_p,
+                   doubt_ms=min(max(s.turn_doubt_ms, s.vad_end_silence_ms), max_pause),
+                   do_questions=s.turn_do_questions,
                    threshold=s.turn_threshold,
                    use_model=s.turn_model if use_model is None else use_model,
                    use_cues=s.turn_cues)
@@ -101,7 +116,9 @@ class EndOfTurn:
         self.probability: float | None = None
         self.cue = Cue.UNKNOWN
         self._cue_seen = False
+        self._expected = False  # a tentative utterance of this pause went to ASR
         self.last_word_p: float | None = None  # of the pause's transcript
+        self._unsure_wait_ms = config.unsure_ms  # how long this pause's unsure state waits
         # Why the last turn ended, the model's probability, the cue and Whisper's last word
         # probability then (for the log).
         self.reason = ""
@@ -114,19 +131,43 @@ class EndOfTurn:
         self.probability = None
         self.cue = Cue.UNKNOWN
         self._cue_seen = False
+        self._expected = False
         self.last_word_p = None
+        self._unsure_wait_ms = self.config.unsure_ms
+
+    def speculated(self) -> None:
+        """A tentative utterance of the current pause went to ASR: its transcript will come."""
+        self._expected = True
 
     def transcript(self, text: str, last_word_p: float = 1.0, end_mark_p: float = 1.0) -> None:
         """The speculative transcript of the current pause has arrived, with Whisper's
         probabilities of its last word and final mark."""
-        cue = transcript_cue(text)
         cfg = self.config
+        cue = transcript_cue(text, cfg.do_questions)
         self.last_word_p = last_word_p
-        doubted = last_word_p < cfg.min_word_p and not ends_on_a_name(text)
-        if cue is Cue.COMPLETE and (doubted or end_mark_p < cfg.min_mark_p):
-            cue = Cue.UNKNOWN  # reads finished, but the ending may be Whisper's guess
+        self._unsure_wait_ms = cfg.unsure_ms
+        if cue is Cue.COMPLETE:
+            wait = self._doubt_wait(ending_kind(text), last_word_p)
+            if wait is None and end_mark_p < cfg.min_mark_p:
+                wait = cfg.unsure_ms
+            if wait is not None:
+                cue = Cue.UNKNOWN  # reads finished, but the ending may be Whisper's guess
+                self._unsure_wait_ms = wait
         self.cue = cue
         self._cue_seen = True
+
+    def _doubt_wait(self, kind: Ending, word_p: float) -> int | None:
+        """How long a finished-looking transcript whose last word is of `kind`, with
+        Whisper's probability `word_p`, waits as unsure; None: it is not doubted."""
+        cfg = self.config
+        if kind is Ending.NAME:
+            return None
+        threshold = max(cfg.min_word_p, cfg.guess_word_p) if kind is Ending.GUESS else cfg.min_word_p
+        if word_p >= threshold:
+            return None
+        if kind is Ending.CONTENT and word_p >= cfg.content_word_p:
+            return cfg.doubt_ms
+        return cfg.unsure_ms
 
     def should_end(self, silence_ms: float, audio: Callable[[], np.ndarray]) -> bool:
         """True when the turn ends after `silence_ms` of silence; `audio()` gives the
@@ -144,11 +185,19 @@ class EndOfTurn:
         if self._disagree() and silence_ms >= cfg.disagree_ms:
             return self._end("disagree")
         if verdict is Cue.UNKNOWN:
-            if self._unsure() and silence_ms >= max(cfg.unsure_ms, cfg.end_silence_ms):
+            if self._unsure() and silence_ms >= max(self._unsure_wait_ms, cfg.end_silence_ms):
                 return self._end("unsure")
-            if not self._unsure() and silence_ms >= cfg.end_silence_ms:
+            settled_ms = max(cfg.unsure_ms, cfg.end_silence_ms) if self._awaited() else cfg.end_silence_ms
+            if not self._unsure() and silence_ms >= settled_ms:
                 return self._end("unsettled")
         return False
+
+    def _awaited(self) -> bool:
+        """The pause's transcript is on its way but has not come: ASR is slower than the end
+        silence (the LLM or another transcription has the cores). Without it a half question
+        would end the turn as "unsettled"; it is waited for, up to the unsure wait."""
+        cfg = self.config
+        return cfg.use_cues and cfg.await_transcript and self._expected and not self._cue_seen
 
     def _unsure(self) -> bool:
         """The transcript came and reads neither finished nor unfinished."""

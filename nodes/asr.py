@@ -1,8 +1,10 @@
-"""asr node: utterances in, transcripts out (faster-whisper, loaded and warmed once)."""
+"""asr node: utterances in, transcripts out (faster-whisper, loaded and warmed once; and the
+sentence-end scorer of tentative transcripts, TURN_TEXT_MODEL)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from pipeline.asr import AsrConfig, SpeculativeAsr, Transcriber
@@ -14,8 +16,9 @@ NAME = "asr"
 log = logging.getLogger(NAME)
 
 
-def run(node: Any, s: Settings, transcriber: Transcriber) -> None:
-    stage = AsrStage(SpeculativeAsr(transcriber.transcribe))
+def run(node: Any, s: Settings, transcriber: Transcriber,
+        sentence_end: Callable[[str], float] | None = None) -> None:
+    stage = AsrStage(SpeculativeAsr(transcriber.transcribe), sentence_end=sentence_end)
     drive(node, stage, WIRING, primary=frozenset({"utterance"}))
 
 
@@ -25,7 +28,12 @@ def main() -> None:
     s = start(NAME)
     transcriber = load_model(NAME, lambda: Transcriber(AsrConfig.from_settings(s)))
     log.info("Whisper %s ready", s.asr_model)
-    run(Node(), s, transcriber)
+    sentence_end = None
+    if s.turn_text_model and s.turn_cues:
+        from pipeline.turn import text_end
+
+        sentence_end = load_model(NAME, lambda: text_end.load(s.models_dir))
+    run(Node(), s, transcriber, sentence_end)
 
 
 if __name__ == "__main__":

@@ -423,6 +423,7 @@ class Transcript(Message):
     times: Times = field(default_factory=dict)
     last_word_p: float = 1.0  # Whisper's P of the last word and of the final mark (asr.py)
     end_mark_p: float = 1.0
+    text_end_p: float = -1.0  # P(the sentence ends here), pipeline/turn/text_end.py; -1: not asked
 
 
 @_register

@@ -344,14 +344,14 @@ class Endpointer:
         return events
 
     def transcript(self, turn_id: int, text: str, last_word_p: float = 1.0,
-                   end_mark_p: float = 1.0) -> None:
+                   end_mark_p: float = 1.0, text_end_p: float | None = None) -> None:
         """The speculative transcript of turn `turn_id`'s tentative utterance (and Whisper's
         confidence in its ending): a cue for the end-of-turn policy, if the user is still
         pausing in that turn (else it is stale)."""
         cur = self._cur
         if (self.end_of_turn is not None and self._state == _SPEAKING and turn_id == self.turn_id
                 and cur.speculated_voiced == cur.voiced and cur.silence > 0):
-            self.end_of_turn.transcript(text, last_word_p, end_mark_p)
+            self.end_of_turn.transcript(text, last_word_p, end_mark_p, text_end_p)
 
     def so_far(self) -> Utterance | None:
         """The utterance being spoken, as a tentative one (nothing changes), or None."""

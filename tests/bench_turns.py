@@ -39,6 +39,8 @@ import numpy as np
 
 from pipeline.audio import resample
 from pipeline.settings import DEFAULTS
+from pipeline.turn import text_end
+from pipeline.turn.cues import Cue, transcript_cue
 from pipeline.turn.policy import EndOfTurn, PolicyConfig
 from pipeline.vad import FRAME_SAMPLES, EndpointConfig, Endpointer, SileroVad, Utterance
 
@@ -233,6 +235,7 @@ class Heard:
     elapsed_s: float
     last_word_p: float
     end_mark_p: float
+    text_end_p: float | None = None
 
 
 class Signals:
@@ -244,6 +247,9 @@ class Signals:
 
         self.asr = Transcriber(AsrConfig())
         self.asr.warm_up()
+        self.sentence_end = text_end.load("")
+        self.sentence_end.warm_up()
+        self.text_end_ms: list[float] = []
         self.smart_turn = SmartTurn()
         self._asr: dict[tuple[str, int], Heard] = {}
         self._turn: dict[tuple[str, int], float] = {}
@@ -253,7 +259,13 @@ class Signals:
         k = (key, audio.size)
         if k not in self._asr:
             t = self.asr.transcribe(audio)
-            self._asr[k] = Heard(t.text, t.elapsed_s, t.last_word_p, t.end_mark_p)
+            elapsed, end_p = t.elapsed_s, None
+            if transcript_cue(t.text) is not Cue.INCOMPLETE:  # as the asr stage asks it
+                started = time.perf_counter()
+                end_p = self.sentence_end(t.text)
+                self.text_end_ms.append((time.perf_counter() - started) * 1000)
+                elapsed += self.text_end_ms[-1] / 1000
+            self._asr[k] = Heard(t.text, elapsed, t.last_word_p, t.end_mark_p, end_p)
         return self._asr[k]
 
     def model(self, key: str) -> Callable[[np.ndarray], float]:
@@ -287,8 +299,9 @@ def run_item(item: Item, policy: PolicyConfig | None, signals: Signals) -> Outco
     heard = ""
     for k, p in enumerate(item.probs):
         for d in [d for d in due if d[0] == k]:
-            ep.transcript(d[1], d[2].text, d[2].last_word_p, d[2].end_mark_p)
-            heard = d[2].text if d[1] == ep.turn_id else heard
+            ep.transcript(d[1], d[2].text, d[2].last_word_p, d[2].end_mark_p, d[2].text_end_p)
+            if d[1] == ep.turn_id:
+                heard = f"{d[2].text} (end p {d[2].text_end_p})"
         t = k * FRAME_S
         frame = item.audio[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES]
         for ev in ep.process(frame, p, t):
@@ -332,7 +345,12 @@ def report(name: str, items: list[Item], outcomes: list[Outcome]) -> str:
 def main_policy() -> PolicyConfig:
     """The default policy before the graded doubt and the "do" cue (session 7's)."""
     return replace(PolicyConfig.from_settings(DEFAULTS), guess_word_p=0.0, content_word_p=1.0,
-                   do_questions=False, await_transcript=False)
+                   do_questions=False, await_transcript=False, text_end_p=0.0, text_complete_p=1.0)
+
+
+def no_text_model() -> PolicyConfig:
+    """The default policy without the language model's sentence-end cue (session 8's)."""
+    return replace(PolicyConfig.from_settings(DEFAULTS), text_end_p=0.0, text_complete_p=1.0)
 
 
 def policies(check_ms: int) -> list[tuple[str, PolicyConfig | None]]:
@@ -340,15 +358,21 @@ def policies(check_ms: int) -> list[tuple[str, PolicyConfig | None]]:
                         disagree_ms=2000, unsure_ms=500, min_word_p=0.0, guess_word_p=0.0,
                         content_word_p=1.0, do_questions=False, await_transcript=False)
     cues = replace(base, use_model=False)
-    before, after = main_policy(), PolicyConfig.from_settings(DEFAULTS)
+    before, after = no_text_model(), PolicyConfig.from_settings(DEFAULTS)
+    s7 = main_policy()
     return [
         ("fixed 500 ms silence", None),
-        ("main's default (before)", before),
+        ("session 7's default", s7),
+        ("without the text model (before)", before),
         ("defaults (after)", after),
-        ("before + await a slow transcript", replace(before, await_transcript=True)),
-        ("before + do cue", replace(before, do_questions=True)),
-        ("before + guess words 0.9", replace(before, guess_word_p=0.9)),
-        ("before + content words >=0.5 wait 1 s", replace(before, content_word_p=0.5)),
+        *[(f"after, text end p < {p}", replace(after, text_end_p=p)) for p in (0.02, 0.1)],
+        ("after, low sentence-end only", replace(after, text_complete_p=1.0)),
+        *[(f"after, unmarked finished from text p {p}", replace(after, text_complete_p=p))
+          for p in (0.1, 0.3)],
+        ("session 7 + await a slow transcript", replace(s7, await_transcript=True)),
+        ("session 7 + do cue", replace(s7, do_questions=True)),
+        ("session 7 + guess words 0.9", replace(s7, guess_word_p=0.9)),
+        ("session 7 + content words >=0.5 wait 1 s", replace(s7, content_word_p=0.5)),
         *[(f"after, content words >={c} wait {w} ms", replace(after, content_word_p=c, doubt_ms=w))
           for c, w in ((0.5, 700), (0.5, 1500), (0.3, 1000), (0.6, 1000))],
         ("after, guess words 0.95", replace(after, guess_word_p=0.95)),
@@ -395,6 +419,9 @@ def bench(n_voices: int) -> None:
     st = signals.smart_turn_ms
     print(f"\nSmart Turn calls: {len(st)}, median {statistics.median(st):.1f} ms "
           f"(features + inference, Whisper idle)")
+    te = signals.text_end_ms
+    print(f"sentence-end scorer calls: {len(te)}, median {statistics.median(te):.1f} ms, "
+          f"max {max(te):.1f} ms")
 
 
 def _whisper_loop(stop: mp.Event) -> None:

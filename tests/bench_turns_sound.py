@@ -1,6 +1,7 @@
 """Turn-taking through the virtual sound card: half questions answered, and end of speech to
-first sound, for the fixed 500 ms silence of before, main's end-of-turn policy before the
-graded doubt (session 7) and the default end-of-turn policy, run after run in turn (part of `make bench-sound`).
+first sound, for the fixed 500 ms silence of before, the end-of-turn policy before the
+graded doubt (session 7), the default policy without the sentence-end model
+(TURN_TEXT_MODEL=false) and the default, run after run in turn (part of `make bench-sound`).
 
 A subset of tests/bench_turns.py's dev set and held-out set, spoken by Piper's joe: paused
 questions ("What is the capital of ... Spain?", the pause inserted between the words) and
@@ -39,7 +40,9 @@ VARIANTS = {
     "fixed 500 ms silence (before)": {"TURN_CUES": "false", "TURN_MODEL": "false",
                                       "VAD_END_SILENCE_MS": "500"},
     "main's end-of-turn policy (session 7)": {"TURN_GUESS_WORD_P": "0", "TURN_CONTENT_WORD_P": "1",
-                                              "TURN_DO_QUESTIONS": "false"},
+                                              "TURN_DO_QUESTIONS": "false",
+                                              "TURN_TEXT_MODEL": "false"},
+    "without the sentence-end model (session 8)": {"TURN_TEXT_MODEL": "false"},
     "default end-of-turn policy (after)": {},
 }
 

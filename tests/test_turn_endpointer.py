@@ -164,6 +164,30 @@ def test_the_stage_hands_whisper_s_doubt_about_the_ending_to_the_policy() -> Non
     assert whole_turns(0.99)[0] is False  # confident: the half ends the turn at the check
 
 
+def test_the_stage_hands_the_sentence_end_score_to_the_policy() -> None:
+    """"Who discovered ... penicillin?" heard in the pause as "Who discovered?" with a low
+    sentence-end score (the asr's language model): the pause waits and the second half joins
+    the turn; scored high, or not scored (-1), the "?" ends the turn at the check."""
+    def whole_turns(text_end_p: float) -> list[bool]:
+        cues = PolicyConfig(check_ms=256, end_silence_ms=512, max_pause_ms=1984, use_model=False,
+                            unsure_ms=1984, text_end_p=0.05)
+        stage = VadStage(VadStageConfig(endpoint=SPEC, end_of_turn=cues), ScriptedProbs())
+        out: list[m.Message] = []
+        for k in range(len(PROBS)):
+            if k == 5 + HALF + 6:
+                out += stage.handle(m.Transcript(stage.vad.endpointer.turn_id, "Who discovered?",
+                                                 False, text_end_p=text_end_p))
+            out += stage.handle(m.MicAudio(samples=np.zeros(FRAME, np.float32),
+                                           sample_rate=16000, capture_time=T0 + k * FRAME_S,
+                                           seq=k))
+        return [u.duration_s > (HALF + PAUSE) * FRAME_S for u in out
+                if isinstance(u, Utterance) and u.final]
+
+    assert whole_turns(0.004) == [True]
+    assert whole_turns(0.4)[0] is False
+    assert whole_turns(-1.0)[0] is False
+
+
 def test_a_question_over_the_answer_ends_its_turn_on_the_probe_s_text() -> None:
     """Speech over the answer goes to ASR as a probe, not as a tentative utterance: its text
     is the pause's transcript, so "What time is it?" ends the turn at the check instead of

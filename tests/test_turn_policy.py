@@ -293,3 +293,56 @@ def test_awaiting_the_transcript_can_be_turned_off() -> None:
     policy = EndOfTurn(PolicyConfig(256, 512, 1984, use_model=False, await_transcript=False))
     policy.speculated()
     assert first_end(policy) == 512
+
+
+def ends_with_text_p(text: str, text_end_p: float, config: PolicyConfig = GRADED,
+                     word_p: float = 0.99) -> int | None:
+    policy = EndOfTurn(config)
+    policy.transcript(text, last_word_p=word_p, end_mark_p=0.9, text_end_p=text_end_p)
+    return first_end(policy)
+
+
+TEXT = replace(GRADED, text_end_p=0.05, text_complete_p=1.0)
+
+
+def test_a_finished_looking_transcript_the_language_model_reads_unfinished_waits() -> None:
+    # "Who discovered ... penicillin?" heard as "Who discovered?" (sentence end P 0.004)
+    assert ends_with_text_p("Who discovered?", 0.004, TEXT) == 1984
+    assert ends_with_text_p("Could you remind me to call?", 0.029, TEXT) == 1984
+    # a whole question the model reads finished ends at the first check
+    assert ends_with_text_p("Who discovered penicillin?", 0.4, TEXT) == 256
+    # without the cue (TURN_TEXT_END_P=0) the "?" ends the turn at once
+    assert ends_with_text_p("Who discovered?", 0.004, replace(TEXT, text_end_p=0.0)) == 256
+
+
+def test_the_language_model_does_not_undo_the_other_cues() -> None:
+    # "... of" stays unfinished, a doubted guess still waits, whatever the model says
+    assert ends_with_text_p("What is the capital of", 0.9, TEXT) == 1984
+    assert ends_with_text_p("What is that?", 0.9, TEXT, word_p=0.86) == 1984
+    # a name ending is never doubted by Whisper's probability, but is by the model's
+    assert ends_with_text_p("Translate good morning into Intel!", 0.9, TEXT) == 256
+
+
+def test_an_unmarked_transcript_the_language_model_reads_finished_can_end_the_turn() -> None:
+    sure = replace(TEXT, text_complete_p=0.2)
+    # "who painted the Mona Lisa" (no mark, P(end) 0.33): finished
+    assert ends_with_text_p("who painted the Mona Lisa", 0.33, sure) == 256
+    assert ends_with_text_p("who painted the Mona Lisa", 0.33, TEXT) == 1984  # off: unsure
+    # not when the last word is Whisper's usual guess ("Set a timer for it", 0.33),
+    # below the threshold, or a content word Whisper doubts
+    assert ends_with_text_p("Set a timer for it", 0.33, sure) == 1984
+    assert ends_with_text_p("who wrote the book", 0.15, sure) == 1984
+    assert ends_with_text_p("who wrote pride and prejudice", 0.33, sure, word_p=0.5) == 1984
+    assert ends_with_text_p("who wrote pride and prejudice", 0.33, sure) == 256
+    # a name is not doubted for Whisper's probability (it writes names less surely)
+    assert ends_with_text_p("who painted the Mona Lisa", 0.33, sure, word_p=0.5) == 256
+
+
+def test_the_language_model_cue_settings() -> None:
+    config = PolicyConfig.from_settings(load({}))
+    assert (config.text_end_p, config.text_complete_p) == (0.05, 0.2)
+    off = PolicyConfig.from_settings(load({"TURN_TEXT_MODEL": "false"}))
+    assert (off.text_end_p, off.text_complete_p) == (0.0, 1.0)
+    assert PolicyConfig.from_settings(load({"TURN_TEXT_END_P": "0.1"})).text_end_p == 0.1
+    with pytest.raises(SettingsError, match="TURN_TEXT_END_P"):
+        load({"TURN_TEXT_END_P": "2"})

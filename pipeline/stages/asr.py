@@ -2,7 +2,10 @@
 
 Stale turns are dropped (a :class:`TurnGate`), a final utterance that repeats the tentative
 one reuses its transcript (:class:`SpeculativeAsr`), and a transcript made of what the
-assistant itself was saying at the time is dropped (:class:`EchoGuard`).
+assistant itself was saying at the time is dropped (:class:`EchoGuard`). A tentative
+transcript also carries how likely its sentence is to end there (`text_end_p`, from an
+injected scorer: pipeline/turn/text_end.py), a cue for the vad's end-of-turn policy; it is
+not asked when the words already say the sentence goes on ("... of").
 
 A `probe` (speech over the answer, pipeline/turn/backchannel.py) is answered on its own
 output, `probe_text`, which only the vad reads: it never becomes a transcript of a turn. It
@@ -13,12 +16,15 @@ utterance of that turn, if it is one, reuses the transcript.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 from pipeline import messages as m
 from pipeline.asr import SpeculativeAsr
 from pipeline.audio import resample
 from pipeline.echo.guard import EchoGuard
 from pipeline.runtime import Event
+from pipeline.turn.cues import Cue, transcript_cue
 from pipeline.turns import TurnGate
 
 log = logging.getLogger("asr")
@@ -32,10 +38,12 @@ WIRING: dict[str, type[m.Message] | None] = {
 
 
 class AsrStage:
-    def __init__(self, asr: SpeculativeAsr, echo: EchoGuard | None = None) -> None:
+    def __init__(self, asr: SpeculativeAsr, echo: EchoGuard | None = None,
+                 sentence_end: Callable[[str], float] | None = None) -> None:
         self.asr = asr
         self.echo = echo or EchoGuard()
         self.gate = TurnGate()
+        self.sentence_end = sentence_end
 
     def handle(self, event: Event) -> list[m.Transcript] | list[m.ProbeText]:
         if isinstance(event, m.Probe):
@@ -84,10 +92,16 @@ class AsrStage:
         if final:
             log.info("turn %d: heard %r (%.2f s audio in %.2f s)", turn, result.text,
                      result.audio_s, result.elapsed_s)
-        times = {**utt.times, "t_transcript": m.now(), "asr_s": round(result.elapsed_s, 4),
+        times = {**utt.times, "asr_s": round(result.elapsed_s, 4),
                  "asr_audio_s": round(result.audio_s, 4)}
+        end_p = -1.0
+        if not final and self.sentence_end is not None and transcript_cue(result.text) is not Cue.INCOMPLETE:
+            started = time.perf_counter()
+            end_p = self.sentence_end(result.text)
+            times["text_end_s"] = round(time.perf_counter() - started, 4)
+        times["t_transcript"] = m.now()
         return [m.Transcript(turn, result.text, final, times, round(result.last_word_p, 4),
-                             round(result.end_mark_p, 4))]
+                             round(result.end_mark_p, 4), round(end_p, 4))]
 
     def idle(self) -> bool:
         return True

@@ -160,7 +160,8 @@ class VadStage:
         elif isinstance(event, m.Transcript):
             if not event.final:
                 self.vad.endpointer.transcript(event.turn_id, event.text, event.last_word_p,
-                                               event.end_mark_p)
+                                               event.end_mark_p,
+                                               event.text_end_p if event.text_end_p >= 0 else None)
         elif isinstance(event, m.ProbeText):
             return self._probe_answer(event)
         elif isinstance(event, m.Played):
@@ -294,7 +295,8 @@ class VadStage:
                 policy = self.vad.endpointer.end_of_turn
                 log.info("turn %d: utterance of %.2f s%s", ev.turn_id, ev.duration_s,
                          f" (end of turn: {policy.reason}, p={policy.ended_probability}, "
-                         f"cue {policy.ended_cue.value}, last word p={policy.ended_word_p})"
+                         f"cue {policy.ended_cue.value}, last word p={policy.ended_word_p}, "
+                         f"sentence end p={policy.ended_text_end_p})"
                          if policy is not None else "")
             out.append(ev)
         return out

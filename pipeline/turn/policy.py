@@ -66,6 +66,8 @@ class PolicyConfig:
     content_word_p: float = DEFAULTS.turn_content_word_p
     doubt_ms: int = DEFAULTS.turn_doubt_ms
     do_questions: bool = DEFAULTS.turn_do_questions
+    text_end_p: float = DEFAULTS.turn_text_end_p
+    text_complete_p: float = DEFAULTS.turn_text_complete_p
     await_transcript: bool = True  # wait for a transcript on its way (see `speculated`)
 
     @classmethod
@@ -80,6 +82,8 @@ class PolicyConfig:
                    content_word_p=s.turn_content_word_p,
                    doubt_ms=min(max(s.turn_doubt_ms, s.vad_end_silence_ms), max_pause),
                    do_questions=s.turn_do_questions,
+                   text_end_p=s.turn_text_end_p if s.turn_text_model else 0.0,
+                   text_complete_p=s.turn_text_complete_p if s.turn_text_model else 1.0,
                    threshold=s.turn_threshold,
                    use_model=s.turn_model if use_model is None else use_model,
                    use_cues=s.turn_cues)
@@ -118,6 +122,7 @@ class EndOfTurn:
         self._cue_seen = False
         self._expected = False  # a tentative utterance of this pause went to ASR
         self.last_word_p: float | None = None  # of the pause's transcript
+        self.text_end_p: float | None = None  # the language model's P(sentence end) of it
         self._unsure_wait_ms = config.unsure_ms  # how long this pause's unsure state waits
         # Why the last turn ended, the model's probability, the cue and Whisper's last word
         # probability then (for the log).
@@ -125,6 +130,7 @@ class EndOfTurn:
         self.ended_probability: float | None = None
         self.ended_cue = Cue.UNKNOWN
         self.ended_word_p: float | None = None
+        self.ended_text_end_p: float | None = None
 
     def voice(self) -> None:
         """The user is speaking again: the pause's verdicts are void."""
@@ -133,26 +139,35 @@ class EndOfTurn:
         self._cue_seen = False
         self._expected = False
         self.last_word_p = None
+        self.text_end_p = None
         self._unsure_wait_ms = self.config.unsure_ms
 
     def speculated(self) -> None:
         """A tentative utterance of the current pause went to ASR: its transcript will come."""
         self._expected = True
 
-    def transcript(self, text: str, last_word_p: float = 1.0, end_mark_p: float = 1.0) -> None:
+    def transcript(self, text: str, last_word_p: float = 1.0, end_mark_p: float = 1.0,
+                   text_end_p: float | None = None) -> None:
         """The speculative transcript of the current pause has arrived, with Whisper's
-        probabilities of its last word and final mark."""
+        probabilities of its last word and final mark, and the language model's probability
+        that the sentence ends there (pipeline/turn/text_end.py; None when not asked)."""
         cfg = self.config
         cue = transcript_cue(text, cfg.do_questions)
-        self.last_word_p = last_word_p
+        kind = ending_kind(text)
+        self.last_word_p, self.text_end_p = last_word_p, text_end_p
         self._unsure_wait_ms = cfg.unsure_ms
         if cue is Cue.COMPLETE:
-            wait = self._doubt_wait(ending_kind(text), last_word_p)
-            if wait is None and end_mark_p < cfg.min_mark_p:
-                wait = cfg.unsure_ms
+            wait = self._doubt_wait(kind, last_word_p)
+            unended = text_end_p is not None and text_end_p < cfg.text_end_p
+            if wait is None and (end_mark_p < cfg.min_mark_p or unended):
+                wait = cfg.unsure_ms  # "Who discovered?": a half question with a "?"
             if wait is not None:
                 cue = Cue.UNKNOWN  # reads finished, but the ending may be Whisper's guess
                 self._unsure_wait_ms = wait
+        elif (cue is Cue.UNKNOWN and text_end_p is not None and cfg.text_complete_p < 1.0
+              and text_end_p >= cfg.text_complete_p
+              and (kind is Ending.NAME or kind is Ending.CONTENT and last_word_p >= cfg.min_word_p)):
+            cue = Cue.COMPLETE  # "who painted the Mona Lisa": no final mark, but finished
         self.cue = cue
         self._cue_seen = True
 
@@ -233,4 +248,5 @@ class EndOfTurn:
         self.reason = reason
         self.ended_probability = self.probability
         self.ended_cue, self.ended_word_p = self.cue, self.last_word_p
+        self.ended_text_end_p = self.text_end_p
         return True

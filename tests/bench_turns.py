@@ -11,7 +11,8 @@ audio the endpointer gives it. Whisper's and Smart Turn's results are cached per
 every policy sees the same signals.
 
 Reported per policy: premature endpoints (a half question ended the turn: the assistant
-answers half of it), and the delay from the end of the last voiced frame to the endpoint for
+answers half of it; counted apart when the half is a whole question by itself, "Is it going
+to rain?"), and the delay from the end of the last voiced frame to the endpoint for
 complete questions (median, p90, how many waited over 600 ms and over 1.5 s, i.e. about the
 full unsure wait), side by side with the fixed 500 ms silence and main's policy before the
 graded doubt, for the dev set and for a held-out set of other sentences (never
@@ -96,6 +97,11 @@ COMPLETE_HELD = [
     "Where are you from?", "Turn the lights on.", "What are clouds made of?",
 ]
 GROUPS = {"dev": (SPLIT, COMPLETE), "held-out": (SPLIT_HELD, COMPLETE_HELD)}
+WHOLE_FIRST_HALVES = frozenset(["Who wrote the book", "Is it going to rain",
+                                "How long does it take to boil"])
+"""First halves that are whole, meaningful questions by themselves: a pause after one is
+ambiguous to any listener without the prosody of an unfinished sentence. Answering them is
+counted apart ("w" in the report)."""
 
 
 Paused = Callable[[str, str, float], tuple[np.ndarray, float]]
@@ -332,10 +338,12 @@ def report(name: str, items: list[Item], outcomes: list[Outcome]) -> str:
         if not pairs:
             continue
         split = [o for it, o in pairs if it.resume_s is not None]
+        whole_first = sum(o.premature for it, o in pairs if it.resume_s is not None
+                          and it.text.split(" ... ")[0] in WHOLE_FIRST_HALVES)
         delays = [o.delay_s for it, o in pairs if it.resume_s is None and o.delay_s is not None]
         slow = sum(d > 0.6 for d in delays)
         slowest = sum(d > 1.5 for d in delays)
-        cells.append(f"{sum(o.premature for o in split):>3}/{len(split):<3} "
+        cells.append(f"{sum(o.premature for o in split):>3}/{len(split):<3}{f'({whole_first}w)':<5} "
                      f"{statistics.median(delays) * 1000:>5.0f} {pct(delays, 0.9) * 1000:>5.0f} "
                      f"{max(delays) * 1000:>5.0f} {slow:>3}/{len(delays):<3} "
                      f"{slowest:>3}/{len(delays):<3}")
@@ -398,11 +406,12 @@ def bench(n_voices: int) -> None:
             item.probs = [vad.prob(item.audio[k * FRAME_SAMPLES:(k + 1) * FRAME_SAMPLES])
                           for k in range(n)]
             items.append(item)
-    cell = f"{'premat.':>7} {'med':>5} {'p90':>5} {'max':>5} {'>600ms':>7} {'>1.5s':>7}"
-    print(f"{len(items)} items ({n_voices} voices); premat.: half questions answered; "
+    cell = f"{'premat.':>12} {'med':>5} {'p90':>5} {'max':>5} {'>600ms':>7} {'>1.5s':>7}"
+    print(f"{len(items)} items ({n_voices} voices); premat.: half questions answered (w: of "
+          "them, halves that are whole questions by themselves); "
           "med/p90/max: whole questions, end of voice to endpoint (ms); >600ms, >1.5s: whole "
           "questions that waited longer")
-    print(f"{'policy':<44} " + " | ".join(f"{g:<41}" for g in GROUPS))
+    print(f"{'policy':<44} " + " | ".join(f"{g:<46}" for g in GROUPS))
     print(f"{'':<44} " + " | ".join(cell for _ in GROUPS))
     rows: list[tuple[str, PolicyConfig | None]] = policies(256)
     details: dict[str, list[Outcome]] = {}

@@ -15,6 +15,7 @@ paused one answered whole): end of the question's last sound in the played WAV t
 sound on the recording.
 
     PYTHONPATH=$PWD python -m tests.bench_turns_sound [--rounds N] [--paused N] [--whole N]
+        [--voices N] [--policies 0,3]
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.audio import write_wav
-from tests.bench_turns import COMPLETE, COMPLETE_HELD, PAUSES_S, SPLIT, SPLIT_HELD, piper
+from tests.bench_turns import COMPLETE, COMPLETE_HELD, PAUSES_S, SPLIT, SPLIT_HELD, piper, voices
 from tests.live import LiveAssistant, Recorder, play
 
 RATE = 16000
@@ -79,19 +80,23 @@ def chosen(n: int, dev: list, held: list) -> list[tuple[int, str, object]]:
     out = []
     for k in range(n):
         group, items = ("dev", dev) if k % 2 == 0 else ("held-out", held)
-        i = (k // 2) * 3 % len(items)  # spread over the list
+        i = (k // 2) * 5 % len(items)  # spread over the list (5 is prime to its length)
         out.append((i, group, items[i]))
     return out
 
 
-def questions_wav(folder: Path, n_paused: int, n_whole: int) -> tuple[Path, list[Spoken]]:
-    voice = piper("piper joe 1.0", 1.0, 0.667)
+def questions_wav(folder: Path, n_paused: int, n_whole: int,
+                  n_voices: int = 1) -> tuple[Path, list[Spoken]]:
+    """The questions in turn by the first `n_voices` of tests/bench_turns.py's voices
+    (1: Piper's joe alone)."""
+    speakers = voices()[:n_voices] if n_voices > 1 else [piper("piper joe 1.0", 1.0, 0.667)]
     parts, spoken, pos = [np.zeros(RATE // 2, np.float32)], [], 0.5
     paused = chosen(n_paused, SPLIT, SPLIT_HELD)
     whole = chosen(n_whole, COMPLETE, COMPLETE_HELD)
     order = [("p", x) for x in paused] + [("w", x) for x in whole]
     order = [order[k] for k in np.random.default_rng(7).permutation(len(order))]
-    for kind, (i, group, item) in order:
+    for n, (kind, (i, group, item)) in enumerate(order):
+        voice = speakers[n % len(speakers)]
         if kind == "p":
             a, b = item
             pause = PAUSES_S[i % len(PAUSES_S)]
@@ -173,14 +178,22 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--paused", type=int, default=6)
     ap.add_argument("--whole", type=int, default=6)
+    ap.add_argument("--policies", default="",
+                    help="comma-separated numbers of the policies to run (0 = the fixed silence, "
+                         "the last = the default); empty = all")
+    ap.add_argument("--voices", type=int, default=1,
+                    help="speakers in turn: 1 = Piper's joe; up to 6 adds Piper slower and "
+                         "espeak-ng en-us/en-gb voices (tests/bench_turns.py)")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-turns-"))
-    wav, spoken = questions_wav(work, args.paused, args.whole)
+    wav, spoken = questions_wav(work, args.paused, args.whole, args.voices)
     # Short answers, so that each is over before the next question: a question spoken over
     # an answer is a barge-in, whose timing is another matter (tests/bench_bargein.py).
     env = {"MIC_FILE_TAIL_S": f"{GAP_S:g}", "LLM_MAX_TOKENS": "24"}
-    found: dict[str, list[Result]] = {name: [] for name in VARIANTS}
     names = list(VARIANTS)
+    if args.policies:
+        names = [names[int(i)] for i in args.policies.split(",")]
+    found: dict[str, list[Result]] = {name: [] for name in names}
     for r in range(args.rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             run_dir = work / f"{r}-{names.index(name)}"
@@ -191,7 +204,7 @@ def main() -> None:
                   f"{sum(res.answered_half)}/{len(res.answered_half)}, whole: "
                   + ", ".join(f"{x * 1000:.0f}" for x in res.whole_delays) + " ms", flush=True)
     print(f"\nMachine: {platform.machine()}, {os.cpu_count()} cores; {args.rounds} round(s) of "
-          f"{args.paused} paused + {args.whole} whole questions (Piper joe) through the virtual "
+          f"{args.paused} paused + {args.whole} whole questions ({args.voices} voice(s)) through the virtual "
           "sound card; end of speech -> first sound on the recording")
     print("\n| policy | half questions answered | answer heard in the pause | whole: median | "
           "p90 | n | paused, answered whole: median |\n|---|---|---|---|---|---|---|")

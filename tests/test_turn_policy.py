@@ -332,6 +332,7 @@ def test_an_unmarked_transcript_the_language_model_reads_finished_can_end_the_tu
     # below the threshold, or a content word Whisper doubts
     assert ends_with_text_p("Set a timer for it", 0.33, sure) == 1984
     assert ends_with_text_p("who wrote the book", 0.15, sure) == 1984
+    assert ends_with_text_p("", 1.0, sure) == 1984  # no words: nothing reads finished
     assert ends_with_text_p("who wrote pride and prejudice", 0.33, sure, word_p=0.5) == 1984
     assert ends_with_text_p("who wrote pride and prejudice", 0.33, sure) == 256
     # a name is not doubted for Whisper's probability (it writes names less surely)

@@ -30,6 +30,12 @@ does not, the pause ends the turn after `disagree_ms` (Whisper often completes h
 question in its transcript, "What is the capital on?", and the model often doubts whole
 questions spoken by a synthetic voice: docs/echo-and-turn-taking.md has the figures).
 
+The transcript also comes with a language model's probability that the sentence ends
+where it stops (pipeline/turn/text_end.py): a finished-looking transcript it scores below
+`text_end_p` ("Who discovered?", 0.004) waits `unsure_ms` like a doubted one, and an
+unmarked one ending on a name or a sure content word that it scores at least
+`text_complete_p` ("who painted the Mona Lisa", 0.33) reads finished instead of unsure.
+
 Pure: it sees only what it is told (the silence so far, on the caller's clock, and the
 signals); the model is a callable the caller injects.
 """
@@ -42,7 +48,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.settings import DEFAULTS, Settings
-from pipeline.turn.cues import Cue, Ending, ending_kind, transcript_cue
+from pipeline.turn.cues import Cue, Ending, ending_kind, last_word, transcript_cue
 
 TurnModel = Callable[[np.ndarray], float]
 """P(turn complete) of the utterance's audio so far (16 kHz float32)."""
@@ -165,6 +171,7 @@ class EndOfTurn:
                 cue = Cue.UNKNOWN  # reads finished, but the ending may be Whisper's guess
                 self._unsure_wait_ms = wait
         elif (cue is Cue.UNKNOWN and text_end_p is not None and cfg.text_complete_p < 1.0
+              and last_word(text)
               and text_end_p >= cfg.text_complete_p
               and (kind is Ending.NAME or kind is Ending.CONTENT and last_word_p >= cfg.min_word_p)):
             cue = Cue.COMPLETE  # "who painted the Mona Lisa": no final mark, but finished

@@ -14,6 +14,7 @@ float and str). Nodes never build or read metadata: they send ``msg.to_dora()`` 
 | vad/probe            | `Probe`        | float32[n]             | speech over the answer: a backchannel?      |
 | asr/transcript       | `Transcript`   | utf8[1]                | what the user said                          |
 | asr/probe_text       | `ProbeText`    | utf8[1]                | what a probe said (only the vad reads it)   |
+| asr/text_end         | `TextEnd`      | utf8[1] = transcript   | does a tentative transcript read finished?  |
 | llm/text             | `LlmText`      | utf8[1]                | an answer's text delta, or its end          |
 | llm/ready            | `LlmReady`     | utf8[1]                | the assistant can answer (file mode starts) |
 | llm-server/ready     | `ServerReady`  | utf8[1] = base URL     | the embedded server answers (again)         |
@@ -423,7 +424,23 @@ class Transcript(Message):
     times: Times = field(default_factory=dict)
     last_word_p: float = 1.0  # Whisper's P of the last word and of the final mark (asr.py)
     end_mark_p: float = 1.0
-    text_end_p: float = -1.0  # P(the sentence ends here), pipeline/turn/text_end.py; -1: not asked
+
+
+@_register
+@dataclass
+class TextEnd(Message):
+    """asr/text_end: how likely the sentence of a tentative transcript (`text`, turn
+    `turn_id`) is to end where it stops (pipeline/turn/text_end.py); -1 = not scored (its
+    words already say it goes on). Sent right after that transcript, so the LLM's speculative
+    request does not wait for the score; only the vad reads it (TURN_TEXT_MODEL)."""
+
+    OUTPUT: ClassVar[str] = "text_end"
+    PAYLOAD: ClassVar[str] = "text"
+
+    turn_id: int
+    text: str
+    p: float
+    scorer_s: float = 0.0  # seconds the scorer took
 
 
 @_register
@@ -605,6 +622,6 @@ class DeviceFault(Message):
 
 
 ALL: tuple[type[Message], ...] = (
-    MicAudio, SpeechStarted, Utterance, Duck, Probe, ProbeText, Transcript, LlmText, LlmReady,
+    MicAudio, SpeechStarted, Utterance, Duck, Probe, ProbeText, Transcript, TextEnd, LlmText, LlmReady,
     ServerReady, ServerAlive, Segment, TtsAudio, TtsReady, Played, Reference, DeviceFault,
 )

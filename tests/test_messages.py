@@ -22,6 +22,7 @@ EXAMPLES: list[m.Message] = [
     m.ProbeText(turn_id=3000, text="Yeah.", t_probe=4.9, asr_s=0.12),
     m.Transcript(turn_id=2000, text="what time is it", final=True,
                  times={"t_speech_end": 2.0, "t_transcript": 2.3, "asr_s": 0.2}),
+    m.TextEnd(turn_id=2000, text="Who discovered?", p=0.0042, scorer_s=0.05),
     m.LlmText(turn_id=2000, event=m.DELTA, index=0, text="It is", times={"t_first_token": 2.5}),
     m.LlmText(turn_id=2000, event=m.END, index=4, reason=m.REASON_ERROR, error="timeout"),
     m.LlmReady(endpoint="embedded"),

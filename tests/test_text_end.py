@@ -66,11 +66,14 @@ def test_the_asr_stage_scores_tentative_transcripts_only_when_the_words_do_not_s
     def utt(turn: int, final: bool) -> m.Utterance:
         return m.Utterance(turn, audio, 1.0, 2.0, 2.1, final, False, m.ASR_RATE)
 
-    half = stage.handle(utt(ONE, final=False))[0]
-    assert half.text_end_p < 0.05 and "text_end_s" in half.times
-    of = stage.handle(utt(ONE + 1000, final=False))[0]  # "... of" is unfinished anyway
-    assert of.text_end_p == -1.0
-    whole = stage.handle(utt(ONE + 2000, final=True))[0]  # a final transcript ends the turn
-    assert whole.text_end_p == -1.0
+    sent = stage.handle(utt(ONE, final=False))
+    transcript = next(sent)  # sent before the scorer runs: the LLM's speculation starts
+    assert isinstance(transcript, m.Transcript) and scored == []
+    [score] = list(sent)
+    assert isinstance(score, m.TextEnd) and scored == ["Who invented?"]
+    assert (score.turn_id, score.text) == (ONE, "Who invented?") and score.p < 0.05
+    of = list(stage.handle(utt(ONE + 1000, final=False)))  # "... of" is unfinished anyway
+    assert [type(x) for x in of] == [m.Transcript, m.TextEnd] and of[1].p == -1.0
+    whole = list(stage.handle(utt(ONE + 2000, final=True)))  # a final one ends the turn
+    assert [type(x) for x in whole] == [m.Transcript]
     assert scored == ["Who invented?"]
-    assert m.Transcript.from_dora(*half.to_dora()).text_end_p == half.text_end_p

@@ -166,17 +166,24 @@ def test_the_stage_hands_whisper_s_doubt_about_the_ending_to_the_policy() -> Non
 
 def test_the_stage_hands_the_sentence_end_score_to_the_policy() -> None:
     """"Who discovered ... penicillin?" heard in the pause as "Who discovered?" with a low
-    sentence-end score (the asr's language model): the pause waits and the second half joins
-    the turn; scored high, or not scored (-1), the "?" ends the turn at the check."""
-    def whole_turns(text_end_p: float) -> list[bool]:
+    sentence-end score (the asr's language model, a TextEnd after the transcript, or before
+    it): the pause waits and the second half joins the turn; scored high, or not scored
+    (-1), the "?" ends the turn at the check."""
+    def whole_turns(text_end_p: float | None, score_first: bool = False,
+                    text: str = "Who discovered?") -> list[bool]:
         cues = PolicyConfig(check_ms=256, end_silence_ms=512, max_pause_ms=1984, use_model=False,
                             unsure_ms=1984, text_end_p=0.05)
-        stage = VadStage(VadStageConfig(endpoint=SPEC, end_of_turn=cues), ScriptedProbs())
+        stage = VadStage(VadStageConfig(endpoint=SPEC, end_of_turn=cues, text_end=True),
+                         ScriptedProbs())
         out: list[m.Message] = []
         for k in range(len(PROBS)):
+            turn = stage.vad.endpointer.turn_id
+            said = m.Transcript(turn, text, False)
+            score = m.TextEnd(turn, text, text_end_p) if text_end_p is not None else said
             if k == 5 + HALF + 6:
-                out += stage.handle(m.Transcript(stage.vad.endpointer.turn_id, "Who discovered?",
-                                                 False, text_end_p=text_end_p))
+                out += stage.handle(score if score_first else said)
+            if k == 5 + HALF + 7:
+                out += stage.handle(said if score_first else score)
             out += stage.handle(m.MicAudio(samples=np.zeros(FRAME, np.float32),
                                            sample_rate=16000, capture_time=T0 + k * FRAME_S,
                                            seq=k))
@@ -184,8 +191,21 @@ def test_the_stage_hands_the_sentence_end_score_to_the_policy() -> None:
                 if isinstance(u, Utterance) and u.final]
 
     assert whole_turns(0.004) == [True]
+    assert whole_turns(0.004, score_first=True) == [True]
     assert whole_turns(0.4)[0] is False
     assert whole_turns(-1.0)[0] is False
+    # the transcript alone (its score never comes) does not end the pause at the check:
+    # it is held for its score, and the policy waits for it as for a transcript on its way
+    assert whole_turns(None, text="What time is it?") == [True]
+    assert whole_turns(0.9, text="What time is it?")[0] is False
+
+
+def test_settings_turn_the_score_wait_on_with_the_text_model() -> None:
+    from pipeline.settings import load
+
+    assert VadStageConfig.from_settings(load({})).text_end is True
+    assert VadStageConfig.from_settings(load({"TURN_TEXT_MODEL": "false"})).text_end is False
+    assert VadStageConfig.from_settings(load({"TURN_CUES": "false"})).text_end is False
 
 
 def test_a_question_over_the_answer_ends_its_turn_on_the_probe_s_text() -> None:

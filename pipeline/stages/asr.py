@@ -2,10 +2,11 @@
 
 Stale turns are dropped (a :class:`TurnGate`), a final utterance that repeats the tentative
 one reuses its transcript (:class:`SpeculativeAsr`), and a transcript made of what the
-assistant itself was saying at the time is dropped (:class:`EchoGuard`). A tentative
-transcript also carries how likely its sentence is to end there (`text_end_p`, from an
-injected scorer: pipeline/turn/text_end.py), a cue for the vad's end-of-turn policy; it is
-not asked when the words already say the sentence goes on ("... of").
+assistant itself was saying at the time is dropped (:class:`EchoGuard`). With a sentence-end
+scorer (pipeline/turn/text_end.py, TURN_TEXT_MODEL) every tentative transcript is followed
+by a `text_end`: how likely its sentence is to end there, a cue for the vad's end-of-turn
+policy (-1 when the words already say it goes on, "... of": not scored). The transcript is
+sent first, so the LLM's speculative request starts while the score is computed.
 
 A `probe` (speech over the answer, pipeline/turn/backchannel.py) is answered on its own
 output, `probe_text`, which only the vad reads: it never becomes a transcript of a turn. It
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from pipeline import messages as m
 from pipeline.asr import SpeculativeAsr
@@ -45,7 +46,7 @@ class AsrStage:
         self.gate = TurnGate()
         self.sentence_end = sentence_end
 
-    def handle(self, event: Event) -> list[m.Transcript] | list[m.ProbeText]:
+    def handle(self, event: Event) -> list[m.Transcript] | list[m.ProbeText] | Iterator[m.Message]:
         if isinstance(event, m.Probe):
             return [self.probe(event)]
         if isinstance(event, m.SpeechStarted):
@@ -55,8 +56,21 @@ class AsrStage:
         elif isinstance(event, m.Utterance) and self.gate.accept(event.turn_id):
             # No malloc_trim afterwards: the next transcription would fault the freed pages
             # in again, which costs more than it saves.
-            return self.transcribe(event)
+            heard = self.transcribe(event)
+            if heard and not event.final and self.sentence_end is not None:
+                return self._scored(heard[0])
+            return heard
         return []
+
+    def _scored(self, transcript: m.Transcript) -> Iterator[m.Message]:
+        """The tentative transcript, then (once it is sent) its sentence-end score."""
+        yield transcript
+        p, started = -1.0, time.perf_counter()
+        if transcript_cue(transcript.text) is not Cue.INCOMPLETE:
+            assert self.sentence_end is not None
+            p = self.sentence_end(transcript.text)
+        yield m.TextEnd(transcript.turn_id, transcript.text, round(p, 4),
+                        round(time.perf_counter() - started, 4))
 
     def probe(self, probe: m.Probe) -> m.ProbeText:
         """What a probe said: "" when Whisper heard nothing or the assistant's own voice."""
@@ -92,16 +106,10 @@ class AsrStage:
         if final:
             log.info("turn %d: heard %r (%.2f s audio in %.2f s)", turn, result.text,
                      result.audio_s, result.elapsed_s)
-        times = {**utt.times, "asr_s": round(result.elapsed_s, 4),
+        times = {**utt.times, "t_transcript": m.now(), "asr_s": round(result.elapsed_s, 4),
                  "asr_audio_s": round(result.audio_s, 4)}
-        end_p = -1.0
-        if not final and self.sentence_end is not None and transcript_cue(result.text) is not Cue.INCOMPLETE:
-            started = time.perf_counter()
-            end_p = self.sentence_end(result.text)
-            times["text_end_s"] = round(time.perf_counter() - started, 4)
-        times["t_transcript"] = m.now()
         return [m.Transcript(turn, result.text, final, times, round(result.last_word_p, 4),
-                             round(result.end_mark_p, 4), round(end_p, 4))]
+                             round(result.end_mark_p, 4))]
 
     def idle(self) -> bool:
         return True

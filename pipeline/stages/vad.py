@@ -53,7 +53,7 @@ log = logging.getLogger("vad")
 
 WIRING: dict[str, type[m.Message] | None] = {
     "audio": m.MicAudio, "played": m.Played, "reference": m.Reference,
-    "transcript": m.Transcript, "probe_text": m.ProbeText,
+    "transcript": m.Transcript, "probe_text": m.ProbeText, "text_end": m.TextEnd,
 }
 MICROPHONE = "audio"  # the input whose end ends the node (see runtime.inputs)
 
@@ -98,6 +98,9 @@ class VadStageConfig:
     end_of_turn: PolicyConfig | None = None
     # None: speech over the answer interrupts it at once (no pause, no backchannels).
     backchannels: GateConfig | None = None
+    # The asr follows each tentative transcript with its sentence-end score (TextEnd,
+    # TURN_TEXT_MODEL): the policy gets the transcript together with it.
+    text_end: bool = False
 
     @classmethod
     def from_settings(cls, s: Settings) -> VadStageConfig:
@@ -108,7 +111,8 @@ class VadStageConfig:
             endpoint = replace(endpoint, early_onset_ms=s.backchannel_pause_ms)
         return cls(endpoint=endpoint,
                    threshold_playing=s.vad_threshold_playing, barge_in=s.barge_in,
-                   end_of_turn=policy if policy.active else None, backchannels=gate)
+                   end_of_turn=policy if policy.active else None, backchannels=gate,
+                   text_end=s.turn_text_model and s.turn_cues and policy.active)
 
 
 class PlaybackState:
@@ -151,6 +155,10 @@ class VadStage:
         # the gate released a turn whose utterance goes on: when the voice resumes after a
         # pause the endpointer gives it a new turn, which is the same speech, not a new onset
         self._released = False
+        # a tentative transcript waiting for its TextEnd (config.text_end); meanwhile the
+        # policy counts it as on its way (EndOfTurn.speculated), up to TURN_UNSURE_MS
+        self._unscored: m.Transcript | None = None
+        self._score: m.TextEnd | None = None  # a score that came before its transcript
 
     def handle(self, event: Event) -> list[m.Message]:
         if isinstance(event, m.MicAudio):
@@ -158,10 +166,14 @@ class VadStage:
         if isinstance(event, m.Reference):
             self._reference(event)
         elif isinstance(event, m.Transcript):
-            if not event.final:
-                self.vad.endpointer.transcript(event.turn_id, event.text, event.last_word_p,
-                                               event.end_mark_p,
-                                               event.text_end_p if event.text_end_p >= 0 else None)
+            if not event.final and self.config.text_end:
+                self._unscored = event
+                self._scored_if_both()
+            elif not event.final:
+                self._to_policy(event, None)
+        elif isinstance(event, m.TextEnd):
+            self._score = event
+            self._scored_if_both()
         elif isinstance(event, m.ProbeText):
             return self._probe_answer(event)
         elif isinstance(event, m.Played):
@@ -214,6 +226,22 @@ class VadStage:
         """The assistant can be heard now: from the canceller's reference, or without one
         from the speaker's `played` messages."""
         return self.vad.endpointer.assistant_audible or self.playback.playing
+
+    def _scored_if_both(self) -> None:
+        """A tentative transcript and its score (in either order: they come on two inputs)
+        go to the policy together."""
+        held, score = self._unscored, self._score
+        if held is None or score is None:
+            return
+        if (held.turn_id, held.text) == (score.turn_id, score.text):
+            self._unscored = self._score = None
+            self._to_policy(held, score.p if score.p >= 0 else None)
+        elif score.turn_id < held.turn_id:
+            self._score = None  # an older transcript's
+
+    def _to_policy(self, transcript: m.Transcript, text_end_p: float | None) -> None:
+        self.vad.endpointer.transcript(transcript.turn_id, transcript.text, transcript.last_word_p,
+                                       transcript.end_mark_p, text_end_p)
 
     def _echo_heard(self) -> bool:
         """The assistant's voice may reach the microphone (the canceller has not ruled it

@@ -12,7 +12,7 @@ end of the user's message); here the instruct model is used as it ships, so noth
 downloaded, and only as one cue among the others (pipeline/turn/policy.py).
 
 The model is the GGUF the embedded server serves (memory-mapped: the pages are shared with
-it), run by llama.cpp on one thread, ~25-35 ms per transcript on this machine's cores. It
+it), run by llama.cpp on one thread: median 46 ms, max 90 ms per transcript on this machine. It
 runs in the asr node, on the tentative transcripts of pauses only, so a board that only
 captures audio does not need llama.cpp.
 """

@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 import warnings
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,7 +133,10 @@ def stop_dataflow(proc: subprocess.Popen) -> int:
 
 
 def play(wav: Path, device: str = "uservoice") -> None:
-    subprocess.run(["paplay", f"--device={device}", str(wav)], check=True, timeout=120)
+    """Play `wav` into `device`, waiting for its end (up to its length and a minute)."""
+    with wave.open(str(wav)) as w:
+        length_s = w.getnframes() / w.getframerate()
+    subprocess.run(["paplay", f"--device={device}", str(wav)], check=True, timeout=length_s + 60)
 
 
 def unconnected_nodes(log: str) -> dict[str, int]:

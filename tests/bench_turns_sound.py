@@ -120,9 +120,7 @@ def run(wav: Path, spoken: list[Spoken], work: Path, env: dict[str, str]) -> Res
     with LiveAssistant(work, env) as assistant:
         assistant.wait_ready()
         rec = Recorder()
-        deadline = time.monotonic() + 10
-        while rec.first_t is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        rec.wait_started()
         t0 = time.time()
         play(wav)
         try:

@@ -53,6 +53,12 @@ class Recorder:
                 self.first_t = time.time() - len(data) / 2 / REC_RATE
             self.chunks.append(data)
 
+    def wait_started(self, timeout: float = 10.0) -> None:
+        """Wait (up to `timeout`) for the first samples, so `first_t` dates the recording."""
+        deadline = time.monotonic() + timeout
+        while self.first_t is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+
     def audio(self) -> np.ndarray:
         """What was recorded so far (the reader thread may append meanwhile)."""
         raw = b"".join(list(self.chunks))

@@ -49,9 +49,7 @@ def test_a_question_with_a_thinking_pause_is_answered_whole_and_not_in_the_pause
             LiveAssistant(tmp_path, {"OPENAI_BASE_URL": srv.base_url}) as assistant:
         assistant.wait_ready()
         rec = Recorder()
-        deadline = time.monotonic() + 10
-        while rec.first_t is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        rec.wait_started()
         t0 = time.time()
         play(wav)
         turns = assistant.wait_turns(len(PAUSED), timeout=60)

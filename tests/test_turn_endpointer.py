@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from pipeline import messages as m
@@ -112,18 +114,29 @@ def test_a_slow_transcript_of_the_pause_is_waited_for() -> None:
     assert [k for k, _ in finals(events)][0] < RESUME
 
 
+def whole_turns_through(stage: VadStage,
+                        heard: Callable[[int, int], list[m.Message]]) -> list[bool]:
+    """PROBS through `stage`, handing it before frame k what `heard(k, current turn id)`
+    gives (the asr's messages); per final utterance, whether it holds both halves."""
+    out: list[m.Message] = []
+    for k in range(len(PROBS)):
+        for msg in heard(k, stage.vad.endpointer.turn_id):
+            out += stage.handle(msg)
+        out += stage.handle(m.MicAudio(samples=np.zeros(FRAME, np.float32), sample_rate=16000,
+                                       capture_time=T0 + k * FRAME_S, seq=k))
+    return [u.duration_s > (HALF + PAUSE) * FRAME_S for u in out
+            if isinstance(u, Utterance) and u.final]
+
+
+IN_PAUSE = 5 + HALF + 6  # a frame in the pause, after the check
+
+
 def test_the_stage_feeds_tentative_transcripts_to_the_policy() -> None:
     config = VadStageConfig(endpoint=SPEC, end_of_turn=POLICY)
     stage = VadStage(config, ScriptedProbs(), turn_model=Scripted(0.9, 0.9))
-    out: list[m.Message] = []
-    for k in range(len(PROBS)):
-        if k == 5 + HALF + 6:
-            turn = stage.vad.endpointer.turn_id
-            out += stage.handle(m.Transcript(turn_id=turn, text="What is the capital of", final=False))
-        out += stage.handle(m.MicAudio(samples=np.zeros(FRAME, np.float32), sample_rate=16000,
-                                       capture_time=T0 + k * FRAME_S, seq=k))
-    assert [u.duration_s > (HALF + PAUSE) * FRAME_S for u in out
-            if isinstance(u, Utterance) and u.final] == [True]
+    assert whole_turns_through(stage, lambda k, turn: [
+        m.Transcript(turn_id=turn, text="What is the capital of", final=False)
+    ] if k == IN_PAUSE else []) == [True]
 
 
 def test_settings_choose_the_policy() -> None:
@@ -148,17 +161,10 @@ def test_the_stage_hands_whisper_s_doubt_about_the_ending_to_the_policy() -> Non
         cues = PolicyConfig(check_ms=256, end_silence_ms=512, max_pause_ms=1984, use_model=False,
                             unsure_ms=1984, min_word_p=0.8)
         stage = VadStage(VadStageConfig(endpoint=SPEC, end_of_turn=cues), ScriptedProbs())
-        out: list[m.Message] = []
-        for k in range(len(PROBS)):
-            if k == 5 + HALF + 6:
-                out += stage.handle(m.Transcript(stage.vad.endpointer.turn_id,
-                                                 "Can you tell me about that?", False,
-                                                 last_word_p=word_p, end_mark_p=0.9))
-            out += stage.handle(m.MicAudio(samples=np.zeros(FRAME, np.float32),
-                                           sample_rate=16000, capture_time=T0 + k * FRAME_S,
-                                           seq=k))
-        return [u.duration_s > (HALF + PAUSE) * FRAME_S for u in out
-                if isinstance(u, Utterance) and u.final]
+        return whole_turns_through(stage, lambda k, turn: [
+            m.Transcript(turn, "Can you tell me about that?", False, last_word_p=word_p,
+                         end_mark_p=0.9)
+        ] if k == IN_PAUSE else [])
 
     assert whole_turns(0.41) == [True]
     assert whole_turns(0.99)[0] is False  # confident: the half ends the turn at the check
@@ -175,20 +181,14 @@ def test_the_stage_hands_the_sentence_end_score_to_the_policy() -> None:
                             unsure_ms=1984, text_end_p=0.05)
         stage = VadStage(VadStageConfig(endpoint=SPEC, end_of_turn=cues, text_end=True),
                          ScriptedProbs())
-        out: list[m.Message] = []
-        for k in range(len(PROBS)):
-            turn = stage.vad.endpointer.turn_id
+
+        def heard(k: int, turn: int) -> list[m.Message]:
             said = m.Transcript(turn, text, False)
             score = m.TextEnd(turn, text, text_end_p) if text_end_p is not None else said
-            if k == 5 + HALF + 6:
-                out += stage.handle(score if score_first else said)
-            if k == 5 + HALF + 7:
-                out += stage.handle(said if score_first else score)
-            out += stage.handle(m.MicAudio(samples=np.zeros(FRAME, np.float32),
-                                           sample_rate=16000, capture_time=T0 + k * FRAME_S,
-                                           seq=k))
-        return [u.duration_s > (HALF + PAUSE) * FRAME_S for u in out
-                if isinstance(u, Utterance) and u.final]
+            first, second = (score, said) if score_first else (said, score)
+            return [first] if k == IN_PAUSE else [second] if k == IN_PAUSE + 1 else []
+
+        return whole_turns_through(stage, heard)
 
     assert whole_turns(0.004) == [True]
     assert whole_turns(0.004, score_first=True) == [True]

@@ -447,3 +447,21 @@ def test_play_clock_keeps_a_burst_in_sequence():
     assert burst[0] == pytest.approx(10.05)
     assert np.diff(burst) == pytest.approx([0.0195] * 4)  # one block each, less the slack
     assert clock.stamp(11.0, 20) == 11.0  # a real gap is followed at once
+
+
+def test_play_clock_does_not_run_ahead_through_a_storm_of_underflows():
+    # Seen in CI through PulseAudio: ~150 underflows within a second, each callback
+    # claiming to play "now". The device cannot hold 3 s of blocks: ALSA's recovery
+    # dropped them, and what comes after plays on the DAC estimate, not 2.6 s later.
+    rate, block = 22050, 441
+    clock = PlayClock.for_device(rate, 0.04, block)
+    assert clock.max_ahead_s == pytest.approx(0.12)
+    t = 100.0
+    for k in range(150):
+        stamp = clock.stamp(t + 0.004 * k, block)  # 150 blocks in 0.6 s
+        assert stamp - (t + 0.004 * k) <= clock.max_ahead_s
+    steady = [clock.stamp(101.0 + 0.02 * k, block) for k in range(50)]
+    assert steady[-1] == pytest.approx(101.0 + 0.02 * 49, abs=0.05)
+    # an ordinary refill (what the buffer holds) is still kept in sequence
+    refill = [clock.stamp(102.0, block) for _ in range(4)]
+    assert np.diff(refill) == pytest.approx([0.02 - clock.slack_s] * 3)

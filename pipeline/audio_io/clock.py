@@ -90,15 +90,31 @@ class PlayClock:
     block - `slack_s`) keeps such bursts sequential and follows real gaps at once; the small
     slack (2.5% of a 20 ms block) lets the stamps follow a device clock that runs a little
     fast instead of drifting ahead for the whole session.
+
+    A refill cannot hold more than the device's buffer, so a stamp more than `max_ahead_s`
+    past its estimate is not believed: the estimate is taken instead. Over ALSA's PulseAudio
+    plugin a stream sometimes underflows ~150 times within a second (each recovery discards
+    what the device held), and without that bound every one of those callbacks moved the
+    stamps 20 ms further ahead: ~2.6 s, kept for the rest of the session, which made every
+    `started` time and the echo canceller's reference seconds late (the vad then took a
+    user speaking right after an answer for the answer's echo).
     """
 
-    def __init__(self, rate: int, slack_s: float = 0.0005) -> None:
+    def __init__(self, rate: int, slack_s: float = 0.0005, max_ahead_s: float = 0.25) -> None:
         self.rate = rate
         self.slack_s = slack_s
+        self.max_ahead_s = max_ahead_s
         self._next = 0.0
+
+    @classmethod
+    def for_device(cls, rate: int, latency_s: float, block_frames: int) -> PlayClock:
+        """The clock of a stream with this latency and block: a refill holds at most about
+        latency + one block; twice that is allowed for jitter."""
+        return cls(rate, max_ahead_s=2.0 * (latency_s + block_frames / rate))
 
     def stamp(self, estimate: float, frames: int) -> float:
         t0 = max(estimate, self._next - self.slack_s)
+        if t0 - estimate > self.max_ahead_s:
+            t0 = estimate  # more than the device can hold: the blocks before were dropped
         self._next = t0 + frames / self.rate
         return t0
-

@@ -329,6 +329,7 @@ class SpeakerStream(DeviceStream, Speaker):
             self.latency = float(stream.latency)
             buffer.latency = self.latency
             block = max(stream.blocksize, 1)
+            self._clock = PlayClock.for_device(rate, self.latency, block)
             # priming fills about latency + one block; twice that plus a block means playing
             self._ready_frames = round(2 * (self.latency * rate + block)) + block
             stream.start()

@@ -449,6 +449,60 @@ def test_play_clock_keeps_a_burst_in_sequence():
     assert clock.stamp(11.0, 20) == 11.0  # a real gap is followed at once
 
 
+def _callback_stream(rate: int = 22050) -> SpeakerStream:
+    """A SpeakerStream whose callback is driven by hand (no device): as after start()."""
+    speaker = SpeakerStream()
+    speaker.device_rate = rate
+    speaker.latency = 0.04
+    assert speaker._use_rate(rate) is speaker.buffer
+    speaker._clock = PlayClock.for_device(rate, speaker.latency, 441)
+    return speaker
+
+
+def test_blocks_asked_for_right_after_underflows_take_nothing_from_the_answer():
+    from types import SimpleNamespace
+
+    rate, block = 22050, 441
+    speaker = _callback_stream(rate)
+    answer = np.full(rate, 0.5, dtype=np.float32)  # 1 s
+    speaker.buffer.add(7, 0, answer, "An answer.", last=True)
+    out = np.zeros((block, 1), dtype=np.float32)
+
+    def callback(underflow: bool, now: float) -> np.ndarray:
+        status = SimpleNamespace(output_underflow=underflow)
+        speaker._callback(out, block, SimpleNamespace(currentTime=now, outputBufferDacTime=now + 0.04), status)
+        return out[:, 0].copy()
+
+    heard = [callback(False, 1.0)]
+    heard += [callback(True, 1.0 + 0.001 * k) for k in range(150)]  # the storm: all discarded
+    assert all(not b.any() for b in heard[1:])
+    heard += [callback(False, 2.0 + 0.02 * k) for k in range(60)]
+    played = np.concatenate(heard)
+    assert np.count_nonzero(played) == rate  # none of the answer went into discarded blocks
+    assert speaker.underflows == 150
+
+
+def test_a_device_that_flags_every_block_at_the_pace_it_plays_still_plays(monkeypatch):
+    from types import SimpleNamespace
+
+    from pipeline.audio_io import sinks
+
+    rate, block = 22050, 441
+    clock = [50.0]
+    monkeypatch.setattr(sinks.time, "monotonic", lambda: clock[0])
+    speaker = _callback_stream(rate)
+    speaker.buffer.add(7, 0, np.full(rate, 0.5, dtype=np.float32), "An answer.", last=True)
+    out = np.zeros((block, 1), dtype=np.float32)
+    status = SimpleNamespace(output_underflow=True)
+    played = []
+    for k in range(120):  # 2.4 s of blocks, one every 20 ms, every one flagged
+        clock[0] = 50.0 + 0.02 * k
+        speaker._callback(out, block, SimpleNamespace(currentTime=clock[0], outputBufferDacTime=clock[0]), status)
+        played.append(np.count_nonzero(out))
+    grace = round(SpeakerStream.UNDERFLOW_GRACE_S / 0.02)
+    assert sum(played[:grace]) == 0 and sum(played) == rate  # silent for the grace, then all of it
+
+
 def test_play_clock_does_not_run_ahead_through_a_storm_of_underflows():
     # Seen in CI through PulseAudio: ~150 underflows within a second, each callback
     # claiming to play "now". The device cannot hold 3 s of blocks: ALSA's recovery

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.messages import WIRE_AUDIO_ENV
 from pipeline.models import REPO_ROOT
+from pipeline.wire import WIRE_AUDIO_ENV
 
 BOARD = "board"
 SERVER = "server"

@@ -1,7 +1,7 @@
 """The vad node's processor: microphone audio in; `speech_started` at an onset, the utterance
 at its end.
 
-Besides the endpointing itself (pipeline/vad.py) it keeps the assistant from hearing itself:
+Besides the endpointing itself (pipeline/endpoint.py) it keeps the assistant from hearing itself:
 
 * With echo cancellation, every microphone block goes through the canceller first; the VAD
   detects speech on the cleaned signal but keeps the raw one for the utterance. While the

@@ -23,7 +23,7 @@ from pipeline import messages as m
 from pipeline.settings import DEFAULTS, Settings
 
 if TYPE_CHECKING:
-    from pipeline.vad import VoiceOnset
+    from pipeline.endpoint import VoiceOnset
 
 log = logging.getLogger("vad")
 

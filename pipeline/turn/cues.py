@@ -1,6 +1,6 @@
 """Transcript cues: does the tentative transcript of a pause read like a finished turn?
 
-The speculative ASR transcribes the utterance as soon as the user pauses (pipeline/vad.py's
+The speculative ASR transcribes the utterance as soon as the user pauses (pipeline/endpoint.py's
 tentative utterances), so its text is there for free while the end of the turn is decided.
 Two cues are cheap and reliable enough to use:
 

@@ -271,14 +271,27 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
     return settings
 
 
-def markdown_table() -> str:
-    """The README's settings table."""
+ESSENTIAL = (
+    "OPENAI_BASE_URL", "OPENAI_API_KEY", "LLM_MODEL", "LLM_SERVER_MODEL", "LLM_TOOLS",
+    "MIC_DEVICE", "SPEAKER_DEVICE", "MIC_FILE", "SPEAKER_FILE", "BARGE_IN", "BACKCHANNELS",
+    "TURN_MAX_PAUSE_MS", "ASR_MODEL", "TTS_VOICE", "VIEW_PORT", "LOG_LEVEL",
+)
+"""The settings the README shows (the ones a user changes first); docs/settings.md has all."""
+
+
+def markdown_table(names: tuple[str, ...] | None = None) -> str:
+    """The settings table of docs/settings.md (all), or of the README (`names`, in SPECS
+    order)."""
     rows = ["| Setting | Default | Allowed | What it does |", "|---|---|---|---|"]
     for spec in SPECS:
+        if names is not None and spec.name not in names:
+            continue
         default = f"`{spec.default_text()}`" if spec.default_text() else "(empty)"
         rows.append(f"| `{spec.name}` | {default} | {spec.allowed()} | {spec.doc} |")
     return "\n".join(rows)
 
 
 if __name__ == "__main__":
-    print(markdown_table())
+    import sys
+
+    print(markdown_table(ESSENTIAL if sys.argv[1:] == ["--readme"] else None))

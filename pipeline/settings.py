@@ -8,8 +8,8 @@ values it accepts, instead of a traceback deep inside a library later on.
 Each field of :class:`Settings` is one setting: its name is the variable's name in lower
 case, its type says how the value is parsed, and :func:`setting` gives its default, its
 documentation and the values it accepts. Adding a setting is adding one field. :data:`SPECS`
-and the README's table (``python -m pipeline.settings``) are derived from those fields, and
-the stage configs (``AsrConfig.from_settings`` and the like) take their defaults from
+and the settings tables (docs/settings.md, and the README's :data:`ESSENTIAL` ones: ``python
+-m pipeline.settings [--readme]``) are derived from those fields, and the stage configs (``AsrConfig.from_settings`` and the like) take their defaults from
 :data:`DEFAULTS`, so the documentation and the defaults cannot drift apart.
 """
 

@@ -9,8 +9,9 @@ Each field of :class:`Settings` is one setting: its name is the variable's name 
 case, its type says how the value is parsed, and :func:`setting` gives its default, its
 documentation and the values it accepts. Adding a setting is adding one field. :data:`SPECS`
 and the settings tables (docs/settings.md, and the README's :data:`ESSENTIAL` ones: ``python
--m pipeline.settings [--readme]``) are derived from those fields, and the stage configs (``AsrConfig.from_settings`` and the like) take their defaults from
-:data:`DEFAULTS`, so the documentation and the defaults cannot drift apart.
+-m pipeline.settings [--readme]``) are derived from those fields, and the stage configs
+(``AsrConfig.from_settings`` and the like) take their defaults from :data:`DEFAULTS`, so the
+documentation and the defaults cannot drift apart.
 """
 
 from __future__ import annotations

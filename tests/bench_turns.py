@@ -41,7 +41,7 @@ import numpy as np
 from pipeline.audio import resample
 from pipeline.settings import DEFAULTS
 from pipeline.turn import text_end
-from pipeline.turn.cues import Cue, transcript_cue
+from pipeline.turn.cues import wants_sentence_end
 from pipeline.turn.policy import EndOfTurn, PolicyConfig
 from pipeline.vad import FRAME_SAMPLES, EndpointConfig, Endpointer, SileroVad, Utterance
 
@@ -266,7 +266,7 @@ class Signals:
         if k not in self._asr:
             t = self.asr.transcribe(audio)
             elapsed, end_p = t.elapsed_s, None
-            if transcript_cue(t.text) is not Cue.INCOMPLETE:  # as the asr stage asks it
+            if wants_sentence_end(t.text):  # as the asr stage asks it
                 started = time.perf_counter()
                 end_p = self.sentence_end(t.text)
                 self.text_end_ms.append((time.perf_counter() - started) * 1000)

@@ -339,6 +339,21 @@ def test_an_unmarked_transcript_the_language_model_reads_finished_can_end_the_tu
     assert ends_with_text_p("who painted the Mona Lisa", 0.33, sure, word_p=0.5) == 256
 
 
+def test_a_question_ending_on_a_preposition_reads_finished_when_the_model_says_so() -> None:
+    sure = replace(TEXT, text_complete_p=0.2)
+    # "What are clouds made of?": "of" reads unfinished, the model reads it finished (0.72)
+    assert ends_with_text_p("What are clouds made of?", 0.72, sure) == 256
+    assert ends_with_text_p("What are clouds made of?", 0.72, TEXT) == 1984  # off
+    # its halves score ~0.001: still unfinished
+    assert ends_with_text_p("What is the capital of?", 0.0006, sure) == 1984
+    # without Whisper's "?", or on an article or conjunction, the words decide
+    assert ends_with_text_p("What are clouds made of", 0.72, sure) == 1984
+    assert ends_with_text_p("Tell me about the?", 0.72, sure) == 1984
+    assert ends_with_text_p("What is the difference between a frog and?", 0.72, sure) == 1984
+    # and Whisper's doubt of the preposition still counts
+    assert ends_with_text_p("Where are you from?", 0.76, sure, word_p=0.3) == 1984
+
+
 def test_the_language_model_cue_settings() -> None:
     config = PolicyConfig.from_settings(load({}))
     assert (config.text_end_p, config.text_complete_p) == (0.05, 0.2)

@@ -25,7 +25,7 @@ from pipeline.asr import SpeculativeAsr
 from pipeline.audio import resample
 from pipeline.echo.guard import EchoGuard
 from pipeline.runtime import Event
-from pipeline.turn.cues import Cue, transcript_cue
+from pipeline.turn.cues import wants_sentence_end
 from pipeline.turns import TurnGate
 
 log = logging.getLogger("asr")
@@ -66,7 +66,7 @@ class AsrStage:
         """The tentative transcript, then (once it is sent) its sentence-end score."""
         yield transcript
         p, started = -1.0, time.perf_counter()
-        if transcript_cue(transcript.text) is not Cue.INCOMPLETE:
+        if wants_sentence_end(transcript.text):
             assert self.sentence_end is not None
             p = self.sentence_end(transcript.text)
         yield m.TextEnd(transcript.turn_id, transcript.text, round(p, 4),

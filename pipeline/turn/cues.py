@@ -126,6 +126,25 @@ def lacks_main_verb(text: str) -> bool:
     return len(rest) == 1 or (len(rest) == 2 and rest[0] in _ARTICLES)
 
 
+STRANDED: frozenset[str] = frozenset(
+    ["of", "to", "about", "for", "with", "at", "by", "from", "in", "on", "into", "like"])
+"""Prepositions a whole question may end on ("What are clouds made of?", "Who is it for?"),
+though a pause after them is far more often the middle of one."""
+
+
+def stranded_question(text: str) -> bool:
+    """A question marked finished by Whisper that ends on a preposition of :data:`STRANDED`:
+    :data:`NON_FINAL_WORDS` reads it unfinished, a language model can tell."""
+    stripped = text.strip()
+    return stripped.endswith("?") and last_word(stripped) in STRANDED
+
+
+def wants_sentence_end(text: str) -> bool:
+    """Is the sentence-end score of this tentative transcript of use to the policy? Not for
+    one that reads unfinished, unless it is a :func:`stranded_question`."""
+    return transcript_cue(text) is not Cue.INCOMPLETE or stranded_question(text)
+
+
 def transcript_cue(text: str, do_questions: bool = True) -> Cue:
     """What the tentative transcript says about the end of the turn (see the module doc);
     `do_questions`: use :func:`lacks_main_verb`."""

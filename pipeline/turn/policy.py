@@ -34,7 +34,9 @@ The transcript also comes with a language model's probability that the sentence 
 where it stops (pipeline/turn/text_end.py): a finished-looking transcript it scores below
 `text_end_p` ("Who discovered?", 0.004) waits `unsure_ms` like a doubted one, and an
 unmarked one ending on a name or a sure content word that it scores at least
-`text_complete_p` ("who painted the Mona Lisa", 0.33) reads finished instead of unsure.
+`text_complete_p` ("who painted the Mona Lisa", 0.33) reads finished instead of unsure, as
+does a question Whisper marked finished that ends on a preposition ("What are clouds made
+of?", 0.72, where "What is the capital of?" scores 0.0006).
 
 Pure: it sees only what it is told (the silence so far, on the caller's clock, and the
 signals); the model is a callable the caller injects.
@@ -48,7 +50,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.settings import DEFAULTS, Settings
-from pipeline.turn.cues import Cue, Ending, ending_kind, last_word, transcript_cue
+from pipeline.turn.cues import (
+    Cue,
+    Ending,
+    ending_kind,
+    last_word,
+    stranded_question,
+    transcript_cue,
+)
 
 TurnModel = Callable[[np.ndarray], float]
 """P(turn complete) of the utterance's audio so far (16 kHz float32)."""
@@ -162,6 +171,9 @@ class EndOfTurn:
         kind = ending_kind(text)
         self.last_word_p, self.text_end_p = last_word_p, text_end_p
         self._unsure_wait_ms = cfg.unsure_ms
+        if (cue is Cue.INCOMPLETE and text_end_p is not None and cfg.text_complete_p < 1.0
+                and text_end_p >= cfg.text_complete_p and stranded_question(text)):
+            cue = Cue.COMPLETE  # "What are clouds made of?" (0.72; "What is the capital of?" 0.0006)
         if cue is Cue.COMPLETE:
             wait = self._doubt_wait(kind, last_word_p)
             unended = text_end_p is not None and text_end_p < cfg.text_end_p

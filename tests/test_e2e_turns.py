@@ -91,6 +91,32 @@ def test_barge_in_stops_the_answer_and_answers_the_interruption(sound_card, tmp_
     assert quiet is not None and quiet - t_interrupt < 3.0  # generous; the bench measures it
 
 
+def test_a_stop_right_after_the_answer_starts_silences_it(sound_card, tmp_path, make_speech):
+    """"Stop." 0.3 s into the first answer, on a card without an echo path: echo is assumed
+    until it is judged, and the judgement used to take the first second and a third of the
+    answer, with the user suppressed meanwhile: the answer played on to its end."""
+    q1 = make_speech(["Tell me a long story about bread."], lead_s=0.2)
+    q2 = make_speech(["Stop."], lead_s=0.0)
+    with ScriptedServer(Script(answer_fn=answer_for, token_delay_s=0.01)) as srv, \
+            LiveAssistant(tmp_path, {"OPENAI_BASE_URL": srv.base_url}) as assistant:
+        assistant.wait_ready()
+        rec = Recorder()
+        play(q1)
+        wait_for_sound(rec)
+        time.sleep(0.3)
+        t_stop = time.time()
+        play(q2)
+        time.sleep(3.0)
+        audio = rec.stop()
+        log = assistant.log()
+        requests = list(srv.script.requests)
+    assert rec.first_t is not None
+    quiet = silence_after(audio, rec.first_t, t_stop)
+    assert quiet is not None and quiet - t_stop < 1.5, log[-3000:]
+    assert "barge-in: stopped" in log, log[-3000:]
+    assert len(requests) == 1, [r["messages"][-1] for r in requests]  # "stop" is no question
+
+
 def test_half_duplex_ignores_the_microphone_while_speaking(sound_card, tmp_path, make_speech):
     q1 = make_speech(["Tell me a long story about bread."], lead_s=0.2)
     q2 = make_speech(["What time is it?"], lead_s=0.0)

@@ -475,6 +475,43 @@ def test_a_silent_microphone_and_a_silent_reference_keep_the_verdict() -> None:
     assert presence.echo  # nothing was judged: echo is still assumed
 
 
+def test_a_microphone_silent_under_100_ms_of_the_answer_rules_echo_out_at_once() -> None:
+    loud = (0.3 * np.sin(np.arange(160) / 5.0)).astype(np.float32)
+    silent = np.zeros(160, dtype=np.float32)
+    presence = EchoPresence()
+    for _ in range(20):  # the reference's lead-in: nothing loud yet
+        presence.update(silent, silent, playing=True)
+    for _ in range(EchoPresence.EARLY - 1):
+        presence.update(silent, loud, playing=True)
+    assert presence.echo  # not yet: 90 ms
+    presence.update(silent, loud, playing=True)
+    assert not presence.echo  # 100 ms, where the verdict used to wait 1.3 s
+    # a microphone with any sound (a real one's noise floor) waits for the correlation
+    noisy = EchoPresence()
+    hiss = np.full(160, 3e-4, dtype=np.float32)
+    for _ in range(100):
+        noisy.update(hiss, loud, playing=True)
+    assert noisy.echo
+
+
+def test_a_user_who_interrupts_half_a_second_into_the_first_answer_is_heard(
+    speak_16k: Callable[[str], np.ndarray], silero_vad: SileroVad
+) -> None:
+    """A virtual card, the first answer after a while: "Stop, ..." 0.5 s into it. Echo was
+    assumed until the first second was judged, AEC3 suppressed the user meanwhile, and the
+    verdict came after the interruption: it was not heard."""
+    scene = make_scene(speak_16k, Room())
+    speech = np.asarray(speak_16k(USER)) * 0.6
+    mic = np.zeros_like(scene.played)
+    k = int((PLAY_AT_S + 0.5) * SR)
+    mic[k : k + speech.size] = speech[: mic.size - k]
+    canceller = fresh_canceller(scene)
+    found = starts(listen_like_the_vad_node(canceller, mic, silero_vad))
+    alone = starts(vad_events(silero_vad, mic))
+    print(f"\nuser at {k / SR:.2f} s: SpeechStarted {found}; without any reference {alone}")
+    assert found and found[0] == pytest.approx(alone[0], abs=0.001)
+
+
 def test_the_stricter_vad_threshold_applies_only_while_echo_may_be_heard(
     speak_16k: Callable[[str], np.ndarray],
 ) -> None:
@@ -515,25 +552,27 @@ def fresh_canceller(scene: Scene) -> EchoCanceller:
     return canceller
 
 
-@pytest.mark.parametrize("veto", [True, False])
+@pytest.mark.parametrize(("veto", "late_s"), [(True, LATE_ECHO_S), (False, LATE_ECHO_S),
+                                              (True, PLAY_AT_S + 0.4), (True, PLAY_AT_S + 0.7)])
 def test_an_echo_that_starts_after_the_no_echo_verdict_is_not_a_turn(
-    speak_16k: Callable[[str], np.ndarray], silero_vad: SileroVad, veto: bool
+    speak_16k: Callable[[str], np.ndarray], silero_vad: SileroVad, veto: bool, late_s: float
 ) -> None:
     """A loopback (or room path) that starts delivering late: the microphone was digitally
-    silent for the first second of the answer, so echo was ruled out and the VAD listens to
-    the raw microphone at the normal threshold. The echo's onset must be recognised as the
-    assistant's own voice (it follows the reference), not become a barge-in."""
+    silent for the first second of the answer (or for its first 100 ms: the early verdict),
+    so echo was ruled out and the VAD listens to the raw microphone at the normal threshold.
+    The echo's onset must be recognised as the assistant's own voice (it follows the
+    reference), not become a barge-in."""
     scene = make_scene(speak_16k, Room(noise=0.0))
     mic = scene.echo.copy()
-    mic[: int(LATE_ECHO_S * SR)] = 0.0
+    mic[: int(late_s * SR)] = 0.0
     canceller = fresh_canceller(scene)
     found = starts(listen_like_the_vad_node(canceller, mic, silero_vad, veto=veto))
-    print(f"\nlate echo, veto {veto}: SpeechStarted at {found}, last corr "
+    print(f"\nlate echo at {late_s} s, veto {veto}: SpeechStarted at {found}, last corr "
           f"{canceller.onset.last_corr:.2f}")
     if veto:
         assert found == [] and canceller.presence.echo
     else:  # the scene is real: without the veto the assistant would interrupt itself
-        assert found and min(found) >= LATE_ECHO_S - 0.05
+        assert found and min(found) >= late_s - 0.05
 
 
 def test_with_echo_ruled_out_a_user_onset_is_a_barge_in_at_once(

@@ -40,6 +40,7 @@ class EchoPresence:
     FORGET = 500  # frames (5 s) of silence after which echo is assumed again
     QUIET_REF = 1e-4  # mean square (-40 dBFS): a reference below this tells nothing
     SILENT = 1e-4  # |sample| below this (-80 dBFS) is digital silence, not a sound
+    EARLY = 10  # frames (100 ms) of loud reference a digitally silent microphone took in
 
     def __init__(self) -> None:
         self.size = self.WINDOW + self.MAX_LAG
@@ -52,14 +53,24 @@ class EchoPresence:
         self.idle = 0  # frames since playback stopped
         self.echo = True
         self.last_corr = 0.0
+        self._silent_loud = 0  # frames of loud reference heard as digital silence (see update)
 
     def update(self, mic: np.ndarray, ref: np.ndarray, playing: bool) -> bool:
-        """Feed one frame; True while the echo canceller's output should be used."""
+        """Feed one frame; True while the echo canceller's output should be used.
+
+        Echo is assumed until the first second of playback is judged, but a microphone
+        that stays digitally silent while 100 ms of the answer play out (a virtual card, a
+        muted or digital input) has no echo path: it is ruled out then, so that a user who
+        says "stop" within the first second is heard (AEC3 would suppress them, and the
+        verdict would come after they stopped). A path that appears later is caught at the
+        VAD onset it causes (pipeline.echo.onset).
+        """
         if not playing:
             self.idle += 1
             if self.idle > self.FORGET:  # a new answer, maybe a new room (headphones off)
                 self.frames = 0
                 self.echo = True
+                self._silent_loud = 0
             return True
         self.idle = 0
         n = mic.size
@@ -68,9 +79,24 @@ class EchoPresence:
         self._last = self.pos
         self.pos = (self.pos + n) % self.size
         self.frames += 1
+        if self.echo and self._silent_loud >= 0:
+            self._early_verdict(mic, ref)
         if self.frames * n >= self.WINDOW + self.MAX_LAG // 2 and self.frames % self.EVERY == 0:
             self._verdict()
         return self.echo
+
+    def _early_verdict(self, mic: np.ndarray, ref: np.ndarray) -> None:
+        """Count loud reference frames met by digital silence; any sound ends the count
+        (-1: the correlation verdict decides)."""
+        if mic.max() >= self.SILENT or mic.min() <= -self.SILENT:
+            self._silent_loud = -1
+            return
+        if float(np.dot(ref, ref)) > self.QUIET_REF * ref.size:
+            self._silent_loud += 1
+            if self._silent_loud >= self.EARLY:
+                self.echo, self.last_corr, self._silent_loud = False, 0.0, -1
+                log.info("echo path ruled out (a digitally silent microphone under %d ms of "
+                         "the answer)", self.EARLY * 10)
 
     def _verdict(self) -> None:
         """Echo path or not, from the last second. A microphone that was digitally silent

@@ -55,29 +55,36 @@ def silence_after(audio: np.ndarray, rec_t0: float, t: float, min_quiet_s: float
     return None
 
 
-def interrupt_a_long_answer(tmp_path, make_speech):
-    """Ask for a long answer, talk over it 2 s into playback; returns
-    (turns, requests the server saw, speaker recording, its Recorder, time of the interruption)."""
+def interrupt_a_long_answer(tmp_path, make_speech, said: str = "What time is it?",
+                            at_s: float = 2.0, turns: int = 2):
+    """Ask for a long answer, say `said` `at_s` into its playback, wait for `turns` turns
+    (0: 3 s); returns (turns, requests the server saw, speaker recording, its Recorder,
+    time of the interruption, the dataflow's log)."""
     q1 = make_speech(["Tell me a long story about bread."], lead_s=0.2)
-    q2 = make_speech(["What time is it?"], lead_s=0.0)
+    q2 = make_speech([said], lead_s=0.0)
     with ScriptedServer(Script(answer_fn=answer_for, token_delay_s=0.01)) as srv, \
             LiveAssistant(tmp_path, {"OPENAI_BASE_URL": srv.base_url}) as assistant:
         assistant.wait_ready()
         rec = Recorder()
         play(q1)
         wait_for_sound(rec)
-        time.sleep(2.0)  # the long answer is playing
+        time.sleep(at_s)  # the long answer is playing
         t_interrupt = time.time()
         play(q2)
-        turns = assistant.wait_turns(2, timeout=60)
-        time.sleep(0.5)
+        if turns:
+            found = assistant.wait_turns(turns, timeout=60)
+            time.sleep(0.5)
+        else:
+            time.sleep(3.0)
+            found = assistant.turns()
         audio = rec.stop()
+        log = assistant.log()
         requests = list(srv.script.requests)
-    return turns, requests, audio, rec, t_interrupt
+    return found, requests, audio, rec, t_interrupt, log
 
 
 def test_barge_in_stops_the_answer_and_answers_the_interruption(sound_card, tmp_path, make_speech):
-    turns, requests, audio, rec, t_interrupt = interrupt_a_long_answer(tmp_path, make_speech)
+    turns, requests, audio, rec, t_interrupt, _log = interrupt_a_long_answer(tmp_path, make_speech)
     first, second = turns[0], turns[1]
     assert first["interrupted"], first
     assert len(first["answer"].split()) < len(LONG.split()) / 2  # cut well before its end
@@ -95,21 +102,8 @@ def test_a_stop_right_after_the_answer_starts_silences_it(sound_card, tmp_path, 
     """"Stop." 0.3 s into the first answer, on a card without an echo path: echo is assumed
     until it is judged, and the judgement used to take the first second and a third of the
     answer, with the user suppressed meanwhile: the answer played on to its end."""
-    q1 = make_speech(["Tell me a long story about bread."], lead_s=0.2)
-    q2 = make_speech(["Stop."], lead_s=0.0)
-    with ScriptedServer(Script(answer_fn=answer_for, token_delay_s=0.01)) as srv, \
-            LiveAssistant(tmp_path, {"OPENAI_BASE_URL": srv.base_url}) as assistant:
-        assistant.wait_ready()
-        rec = Recorder()
-        play(q1)
-        wait_for_sound(rec)
-        time.sleep(0.3)
-        t_stop = time.time()
-        play(q2)
-        time.sleep(3.0)
-        audio = rec.stop()
-        log = assistant.log()
-        requests = list(srv.script.requests)
+    _turns, requests, audio, rec, t_stop, log = interrupt_a_long_answer(
+        tmp_path, make_speech, "Stop.", at_s=0.3, turns=0)
     assert rec.first_t is not None
     quiet = silence_after(audio, rec.first_t, t_stop)
     assert quiet is not None and quiet - t_stop < 1.5, log[-3000:]
@@ -203,6 +197,6 @@ def test_with_echo_the_assistant_does_not_hear_itself(echo_loop, tmp_path, make_
 
 
 def test_with_echo_a_real_user_can_still_interrupt(echo_loop, tmp_path, make_speech):
-    turns, _requests, _audio, _rec, _t = interrupt_a_long_answer(tmp_path, make_speech)
+    turns, _requests, _audio, _rec, _t, _log = interrupt_a_long_answer(tmp_path, make_speech)
     assert turns[0]["interrupted"]
     assert "time" in words(turns[1]["transcript"]), turns[1]
